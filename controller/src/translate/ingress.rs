@@ -1,0 +1,170 @@
+//! One Ingress → routes, following the Kubernetes Ingress specification.
+//!
+//! - `Exact` matches the path only; `Prefix` matches by path element (`/foo` matches `/foo`, `/foo/` and
+//!   `/foo/bar`, not `/foobar`) and ignores a trailing `/`; `ImplementationSpecific` is treated as `Prefix`.
+//! - The data plane already prefers exact paths and longer prefixes; an `Exact` path gets a higher priority
+//!   than a `Prefix` path of the same text, and the default backend the lowest of all.
+//! - `*.example.com` matches exactly one label: the host list carries APISIX's wildcard, and a `host` regex
+//!   condition narrows it to one label.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
+use serde_json::json;
+use sluice_model::{Route, Upstream, labels};
+
+use super::backend::Index;
+use super::{ObjectRef, Problem, Reason, ids};
+use crate::resources::{name, namespace};
+
+const PRIORITY_EXACT: i64 = 1;
+const PRIORITY_PREFIX: i64 = 0;
+const PRIORITY_DEFAULT_BACKEND: i64 = -1;
+
+/// The routes of one Ingress and the problems found in it.
+pub(super) struct Output {
+    pub object: ObjectRef,
+    pub routes: Vec<Route>,
+    pub problems: Vec<Problem>,
+}
+
+/// Where one path sends its traffic, and how it matches.
+struct Target<'a> {
+    id: String,
+    what: String,
+    uris: Vec<String>,
+    host: Option<&'a Host>,
+    priority: i64,
+    backend: &'a IngressBackend,
+}
+
+enum Host {
+    Exact(String),
+    /// The suffix after `*.`.
+    Wildcard(String),
+}
+
+pub(super) fn translate(ing: &Ingress, index: &Index, upstreams: &mut BTreeMap<String, Upstream>) -> Output {
+    let (ns, ing_name) = (namespace(&ing.metadata), name(&ing.metadata));
+    let object = ObjectRef { kind: "Ingress".into(), namespace: ns.into(), name: ing_name.into() };
+    let mut out = Output { object, routes: Vec::new(), problems: Vec::new() };
+    let Some(spec) = &ing.spec else { return out };
+    let mut targets = Vec::new();
+    let hosts: Vec<_> = spec.rules.iter().flatten().map(|r| r.host.as_deref().map(parse_host)).collect();
+    for (i, rule) in spec.rules.iter().flatten().enumerate() {
+        let host = match &hosts[i] {
+            None => None,
+            Some(Ok(h)) => Some(h),
+            Some(Err(p)) => {
+                out.problems.push(p.clone());
+                continue;
+            }
+        };
+        for (j, path) in rule.http.iter().flat_map(|h| &h.paths).enumerate() {
+            let what = format!("rule {i} path {}", path.path.as_deref().unwrap_or("/"));
+            match uris(path) {
+                Ok((uris, priority)) => targets.push(Target {
+                    id: ids::make("ing", &[ns, ing_name, &i.to_string(), &j.to_string()]),
+                    what,
+                    uris,
+                    host,
+                    priority,
+                    backend: &path.backend,
+                }),
+                Err(message) => out.problems.push(Problem { reason: Reason::InvalidPath, message: format!("{what}: {message}") }),
+            }
+        }
+    }
+    if let Some(backend) = &spec.default_backend {
+        targets.push(Target {
+            id: ids::make("ing", &[ns, ing_name, "default"]),
+            what: "defaultBackend".into(),
+            uris: vec!["/*".into()],
+            host: None,
+            priority: PRIORITY_DEFAULT_BACKEND,
+            backend,
+        });
+    }
+    for t in targets {
+        let Some(svc) = &t.backend.service else {
+            let message = format!("{}: only service backends are supported", t.what);
+            out.problems.push(Problem { reason: Reason::UnsupportedBackend, message });
+            continue;
+        };
+        let resolved = index.resolve(ns, svc);
+        match resolved.upstream {
+            Ok(u) => {
+                upstreams.insert(resolved.upstream_id.clone(), u);
+            }
+            Err(p) => out.problems.push(Problem { reason: p.reason, message: format!("{}: {}", t.what, p.message) }),
+        }
+        let (hosts, vars) = match t.host {
+            None => (None, None),
+            Some(Host::Exact(h)) => (Some(vec![h.clone()]), None),
+            Some(Host::Wildcard(suffix)) => {
+                let pattern = format!("^[^.]+\\.{}$", suffix.replace('.', "\\."));
+                (Some(vec![format!("*.{suffix}")]), Some(vec![json!(["host", "~~", pattern])]))
+            }
+        };
+        let (uri, uris) = match <[String; 1]>::try_from(t.uris) {
+            Ok([one]) => (Some(one), None),
+            Err(many) => (None, Some(many)),
+        };
+        out.routes.push(Route {
+            id: Some(t.id),
+            name: Some(format!("{ns}/{ing_name} {}", t.what)),
+            uri,
+            uris,
+            hosts,
+            vars,
+            priority: t.priority,
+            upstream_id: Some(resolved.upstream_id),
+            labels: labels::owner("Ingress", ns, ing_name),
+            ..Route::default()
+        });
+    }
+    out
+}
+
+/// The APISIX paths and priority for one Ingress path.
+fn uris(path: &HTTPIngressPath) -> Result<(Vec<String>, i64), String> {
+    let p = path.path.as_deref().unwrap_or("/");
+    if !p.starts_with('/') {
+        return Err(format!("path {p:?} must start with '/'"));
+    }
+    if p.contains('*') || p.split('/').any(|seg| seg.starts_with(':')) || p.contains(char::is_whitespace) {
+        return Err(format!("path {p:?} may not contain '*', white space or segments starting with ':'"));
+    }
+    match path.path_type.as_str() {
+        "Exact" => Ok((vec![p.to_string()], PRIORITY_EXACT)),
+        "Prefix" | "ImplementationSpecific" => {
+            let base = p.trim_end_matches('/');
+            if base.is_empty() {
+                Ok((vec!["/*".to_string()], PRIORITY_PREFIX))
+            } else {
+                Ok((vec![base.to_string(), format!("{base}/*")], PRIORITY_PREFIX))
+            }
+        }
+        other => Err(format!("pathType {other:?} must be Exact, Prefix or ImplementationSpecific")),
+    }
+}
+
+/// Accepts DNS names and `*.` wildcards of them, lowercased.
+fn parse_host(host: &str) -> Result<Host, Problem> {
+    let lower = host.to_ascii_lowercase();
+    let (wild, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    let valid = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !valid {
+        return Err(Problem {
+            reason: Reason::InvalidHost,
+            message: format!("host {host:?} must be a DNS name, optionally starting with '*.'"),
+        });
+    }
+    Ok(if wild { Host::Wildcard(name.to_string()) } else { Host::Exact(name.to_string()) })
+}

@@ -1,0 +1,45 @@
+//! The configuration objects sluice stores in etcd, in the APISIX 3.x JSON shapes.
+//!
+//! This crate does no IO: it is the contract between the controller, which writes these objects, and the data
+//! plane, which reads them. Decoding is `serde`; validation is explicit and returns typed errors so that one
+//! bad object can be rejected alone with a reason a human can act on.
+
+mod id;
+pub mod keys;
+pub mod labels;
+pub mod route;
+pub mod upstream;
+mod validate;
+
+pub use keys::{Keys, Kind, DEFAULT_PREFIX};
+pub use route::{InvalidRoute, Route, Status};
+pub use upstream::{InvalidUpstream, LoadBalancer, Node, Nodes, PassHost, Scheme, Timeout, Upstream};
+pub use validate::{InvalidId, InvalidLabel};
+
+/// Why bytes read from etcd could not become a usable object.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The value is not JSON of the expected shape.
+    #[error("malformed JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The JSON is well formed but a route field breaks a rule.
+    #[error("invalid route: {0}")]
+    Route(#[from] InvalidRoute),
+    /// The JSON is well formed but an upstream field breaks a rule.
+    #[error("invalid upstream: {0}")]
+    Upstream(#[from] InvalidUpstream),
+}
+
+/// Parses and validates a route as stored in etcd.
+pub fn decode_route(bytes: &[u8]) -> Result<Route, DecodeError> {
+    let route: Route = serde_json::from_slice(bytes)?;
+    route.validate()?;
+    Ok(route)
+}
+
+/// Parses and validates an upstream as stored in etcd.
+pub fn decode_upstream(bytes: &[u8]) -> Result<Upstream, DecodeError> {
+    let upstream: Upstream = serde_json::from_slice(bytes)?;
+    upstream.validate()?;
+    Ok(upstream)
+}

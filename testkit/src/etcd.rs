@@ -1,0 +1,89 @@
+//! A real etcd server in a temporary directory, on free loopback ports.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::process::Child;
+
+/// A running etcd; killed (and its data removed) when dropped.
+pub struct Etcd {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+}
+
+/// The etcd binary: `$SLUICE_ETCD_BIN`, else the one the `etcd-bin-vendored` crate ships, else `etcd` on PATH.
+pub fn etcd_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("SLUICE_ETCD_BIN") {
+        return path.into();
+    }
+    match etcd_bin_vendored::etcd_bin_path() {
+        Ok(path) => path.to_path_buf(),
+        Err(_) => "etcd".into(),
+    }
+}
+
+impl Etcd {
+    /// Starts etcd and waits until it answers.
+    pub async fn start() -> anyhow::Result<Etcd> {
+        let mut etcd = Etcd {
+            child: None,
+            dir: tempfile::tempdir()?,
+            client_port: crate::free_port(),
+            peer_port: crate::free_port(),
+        };
+        etcd.spawn().await?;
+        Ok(etcd)
+    }
+
+    /// The client endpoint, `http://127.0.0.1:<port>`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// A connected client.
+    pub async fn client(&self) -> anyhow::Result<etcd_client::Client> {
+        Ok(etcd_client::Client::connect([self.endpoint()], None).await?)
+    }
+
+    /// Kills the server; its data stays so that [`Etcd::resume`] brings the same state back.
+    pub fn kill(&mut self) {
+        self.child = None;
+    }
+
+    /// Starts the server again on the same ports with the same data.
+    pub async fn resume(&mut self) -> anyhow::Result<()> {
+        self.spawn().await
+    }
+
+    async fn spawn(&mut self) -> anyhow::Result<()> {
+        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut cmd = Command::new(etcd_binary());
+        cmd.arg("--name=test")
+            .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={client}"))
+            .arg(format!("--advertise-client-urls={client}"))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=test={peer}"))
+            .arg("--log-level=error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = Child::spawn("etcd", cmd).context("starting etcd (set SLUICE_ETCD_BIN to override)")?;
+        self.child = Some(child);
+        for _ in 0..250 {
+            if let Ok(mut c) = etcd_client::Client::connect([client.as_str()], None).await
+                && c.status().await.is_ok()
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        bail!("etcd did not answer on {client} within 10 s")
+    }
+}
