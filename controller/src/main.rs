@@ -1,1 +1,146 @@
-fn main() {}
+//! `sluice-controller`: watches Kubernetes (or a manifest directory) and writes configuration to etcd.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use sluice_controller::manifest_source::{self, ManifestSource};
+use sluice_controller::manifests::Loader;
+use sluice_controller::metrics::Metrics;
+use sluice_controller::pipeline::{LogReporter, Pipeline};
+use sluice_controller::sink::EtcdSink;
+use sluice_controller::translate::{DEFAULT_CONTROLLER_NAME, Options, Publish};
+use sluice_controller::{admin, kubernetes};
+use sluice_model::{DEFAULT_PREFIX, Keys};
+use tokio::sync::Notify;
+
+/// Command-line flags; each can also come from the environment.
+#[derive(Parser, Debug)]
+#[command(name = "sluice-controller", version, about)]
+struct Args {
+    /// Read objects from this directory of manifests instead of the Kubernetes API.
+    #[arg(long, env = "SLUICE_MANIFESTS")]
+    manifests: Option<PathBuf>,
+    /// etcd endpoints, comma-separated.
+    #[arg(long, env = "SLUICE_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    etcd_endpoints: Vec<String>,
+    /// Key prefix of every object in etcd.
+    #[arg(long, env = "SLUICE_ETCD_PREFIX", default_value = DEFAULT_PREFIX)]
+    etcd_prefix: String,
+    /// Address of the admin listener (/healthz, /readyz, /metrics).
+    #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "127.0.0.1:9092")]
+    admin_addr: SocketAddr,
+    /// The IngressClass `spec.controller` value this controller serves.
+    #[arg(long, env = "SLUICE_CONTROLLER_NAME", default_value = DEFAULT_CONTROLLER_NAME)]
+    controller_name: String,
+    /// NAMESPACE/NAME of the Service whose addresses every Ingress reports in its status.
+    #[arg(long, env = "SLUICE_PUBLISH_SERVICE", conflicts_with = "publish_status_address")]
+    publish_service: Option<String>,
+    /// Fixed addresses (IPs or host names, comma-separated) every Ingress reports in its status.
+    #[arg(long, env = "SLUICE_PUBLISH_STATUS_ADDRESS", value_delimiter = ',')]
+    publish_status_address: Vec<String>,
+    /// Milliseconds to wait after a change for more changes before syncing.
+    #[arg(long, env = "SLUICE_DEBOUNCE_MS", default_value_t = 100)]
+    debounce_ms: u64,
+    /// Log filter (tracing syntax), overridden by RUST_LOG.
+    #[arg(long, env = "SLUICE_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let publish = match (&args.publish_service, args.publish_status_address.is_empty()) {
+        (Some(svc), _) => Publish::service(svc).context("--publish-service must be NAMESPACE/NAME")?,
+        (None, false) => Publish::Addresses(args.publish_status_address.clone()),
+        (None, true) => Publish::None,
+    };
+    let options = Options { controller_name: args.controller_name.clone(), publish };
+    let keys = Keys::new(&args.etcd_prefix);
+    let metrics = Metrics::new();
+    let ready = Arc::new(AtomicBool::new(false));
+    tokio::spawn({
+        let (ready, metrics) = (ready.clone(), metrics.clone());
+        async move {
+            if let Err(e) = admin::serve(args.admin_addr, ready, metrics).await {
+                tracing::error!(error = %e, addr = %args.admin_addr, "admin listener failed");
+            }
+        }
+    });
+    let client = connect_etcd(&args.etcd_endpoints).await;
+    let sink = EtcdSink::new(client, keys.clone());
+    let trigger = Arc::new(Notify::new());
+    let debounce = Duration::from_millis(args.debounce_ms);
+
+    if let Some(dir) = &args.manifests {
+        tracing::info!(dir = %dir.display(), "manifest-directory mode");
+        let _watcher =
+            manifest_source::watch(dir, trigger.clone()).with_context(|| format!("watching {}", dir.display()))?;
+        let source = ManifestSource::new(Loader::new(dir), metrics.clone());
+        let pipeline = Pipeline {
+            source,
+            reporter: LogReporter::default(),
+            sink,
+            options,
+            keys,
+            metrics,
+            trigger,
+            ready,
+            debounce,
+        };
+        tokio::select! {
+            _ = pipeline.run() => {}
+            _ = shutdown() => tracing::info!("shutting down"),
+        }
+        return Ok(());
+    }
+    let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
+    let (source, reporter) = kubernetes::start(client, trigger.clone()).await;
+    let pipeline = Pipeline { source, reporter, sink, options, keys, metrics, trigger, ready, debounce };
+    tokio::select! {
+        _ = pipeline.run() => {}
+        _ = shutdown() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+/// Connects to etcd, retrying with backoff for as long as it takes.
+async fn connect_etcd(endpoints: &[String]) -> etcd_client::Client {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let opts = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(10))
+            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+        match etcd_client::Client::connect(endpoints, Some(opts)).await {
+            Ok(client) => {
+                tracing::info!(?endpoints, "connected to etcd");
+                return client;
+            }
+            Err(e) => {
+                tracing::error!(?endpoints, error = %e, retry_in = ?delay, "cannot reach etcd; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+async fn shutdown() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -182,7 +182,8 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert_eq!(res.services.len(), 2, "the broken file keeps its last good contents");
 
-        std::fs::write(dir.path().join("a.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: 5}\nspec: 7\n").unwrap();
+        std::fs::write(dir.path().join("a.yaml"), "apiVersion: v1\nkind: Service\nmetadata: {name: 5}\nspec: 7\n")
+            .unwrap();
         let (res, errors) = loader.load();
         assert!(matches!(errors.as_slice(), [ManifestError::Object { .. }]), "{errors:?}");
         assert_eq!(res.services.len(), 1);

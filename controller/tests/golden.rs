@@ -36,12 +36,8 @@ fn render(input: &Path) -> Value {
     }
     let out = translate(&resources, &options(&input.with_extension("").with_extension("")));
     let keys = Keys::default();
-    let etcd: serde_json::Map<String, Value> = out
-        .config
-        .to_kv(&keys)
-        .into_iter()
-        .map(|(k, v)| (k, serde_json::from_slice(&v).unwrap()))
-        .collect();
+    let etcd: serde_json::Map<String, Value> =
+        out.config.to_kv(&keys).into_iter().map(|(k, v)| (k, serde_json::from_slice(&v).unwrap())).collect();
     let statuses: Vec<Value> = out
         .statuses
         .iter()

@@ -26,15 +26,8 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in the order a writer should create them (referenced objects before referrers).
-    pub const ALL: [Kind; 7] = [
-        Kind::Upstream,
-        Kind::Service,
-        Kind::PluginConfig,
-        Kind::Consumer,
-        Kind::GlobalRule,
-        Kind::Ssl,
-        Kind::Route,
-    ];
+    pub const ALL: [Kind; 7] =
+        [Kind::Upstream, Kind::Service, Kind::PluginConfig, Kind::Consumer, Kind::GlobalRule, Kind::Ssl, Kind::Route];
 
     /// The directory name under the prefix, as APISIX names it.
     pub fn dir(self) -> &'static str {

@@ -11,7 +11,7 @@ pub mod route;
 pub mod upstream;
 mod validate;
 
-pub use keys::{Keys, Kind, DEFAULT_PREFIX};
+pub use keys::{DEFAULT_PREFIX, Keys, Kind};
 pub use route::{InvalidRoute, Route, Status};
 pub use upstream::{InvalidUpstream, LoadBalancer, Node, Nodes, PassHost, Scheme, Timeout, Upstream};
 pub use validate::{InvalidId, InvalidLabel};

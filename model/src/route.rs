@@ -9,7 +9,8 @@ use crate::upstream::{InvalidUpstream, Timeout, Upstream};
 use crate::validate::{self, InvalidId, InvalidLabel};
 
 /// HTTP methods APISIX accepts in `methods`.
-pub const METHODS: [&str; 10] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE"];
+pub const METHODS: [&str; 10] =
+    ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "PURGE"];
 
 /// A route as stored under `<prefix>/routes/<id>`.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -262,11 +263,20 @@ mod tests {
         assert_eq!(bad(json!({"uri": "/a", "uris": ["/b"], "upstream_id": "1"})), InvalidRoute::Paths);
         assert_eq!(bad(json!({"uri": "a", "upstream_id": "1"})), InvalidRoute::Path("a".into()));
         assert_eq!(bad(json!({"uri": "/a*b", "upstream_id": "1"})), InvalidRoute::Path("/a*b".into()));
-        assert_eq!(bad(json!({"uri": "/a", "methods": ["FETCH"], "upstream_id": "1"})), InvalidRoute::Method("FETCH".into()));
+        assert_eq!(
+            bad(json!({"uri": "/a", "methods": ["FETCH"], "upstream_id": "1"})),
+            InvalidRoute::Method("FETCH".into())
+        );
         assert_eq!(bad(json!({"uri": "/a", "status": 2, "upstream_id": "1"})), InvalidRoute::Status(2));
         assert_eq!(bad(json!({"uri": "/a"})), InvalidRoute::NoTarget);
-        assert_eq!(bad(json!({"uri": "/a", "upstream_id": "1", "script": "x"})), InvalidRoute::UnknownField("script".into()));
-        assert!(matches!(bad(json!({"uri": "/a", "upstream": {"type": "chash", "nodes": {}}})), InvalidRoute::Upstream(_)));
+        assert_eq!(
+            bad(json!({"uri": "/a", "upstream_id": "1", "script": "x"})),
+            InvalidRoute::UnknownField("script".into())
+        );
+        assert!(matches!(
+            bad(json!({"uri": "/a", "upstream": {"type": "chash", "nodes": {}}})),
+            InvalidRoute::Upstream(_)
+        ));
         assert!(serde_json::from_value::<Route>(json!({"uri": 5})).is_err());
     }
 }

@@ -181,8 +181,8 @@ impl Nodes {
             Nodes::Map(map) => map
                 .iter()
                 .map(|(addr, &weight)| {
-                    let (host, port) = split_host_port(addr)
-                        .ok_or_else(|| InvalidUpstream::NodeAddress(addr.clone()))?;
+                    let (host, port) =
+                        split_host_port(addr).ok_or_else(|| InvalidUpstream::NodeAddress(addr.clone()))?;
                     Ok(Node { host, port, weight, priority: 0, metadata: None })
                 })
                 .collect(),

@@ -58,8 +58,12 @@ impl<'a> Index<'a> {
             .and_then(|s| s.ports.as_ref())
             .and_then(|ports| ports.iter().find(|p| p.name.as_deref() == Some(port_key.as_str())))
             .map(|p| p.port.to_string());
-        let upstream_id = ids::make("svc", &[ns, &backend.name, number.as_deref().unwrap_or(&port_key)]);
-        let upstream = self.upstream(ns, &backend.name, &port_key, &upstream_id);
+        let key = number.as_deref().unwrap_or(&port_key);
+        let upstream_id = ids::make("svc", &[ns, &backend.name, key]);
+        let upstream = self.upstream(ns, &backend.name, &port_key, &upstream_id).map(|mut u| {
+            u.name = Some(format!("{ns}/{}:{key}", backend.name));
+            u
+        });
         Resolved { upstream_id, upstream }
     }
 
@@ -69,7 +73,10 @@ impl<'a> Index<'a> {
             return Err(problem(Reason::ServiceNotFound, format!("Service {ns}/{svc_name} not found")));
         };
         if port_key.is_empty() {
-            return Err(problem(Reason::PortNotFound, format!("backend Service {svc_name} needs a port number or name")));
+            return Err(problem(
+                Reason::PortNotFound,
+                format!("backend Service {svc_name} needs a port number or name"),
+            ));
         }
         let spec = svc.spec.clone().unwrap_or_default();
         let nodes = if spec.type_.as_deref() == Some("ExternalName") {
@@ -89,7 +96,6 @@ impl<'a> Index<'a> {
         };
         Ok(Upstream {
             id: Some(id.to_string()),
-            name: Some(format!("{ns}/{svc_name}:{port_key}")),
             nodes: Nodes::List(nodes),
             labels: labels::owner("Service", ns, svc_name),
             ..Upstream::default()

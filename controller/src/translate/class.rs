@@ -16,10 +16,8 @@ pub(super) struct Classes<'a> {
 
 impl<'a> Classes<'a> {
     pub(super) fn new(all: &'a [IngressClass], controller: &str) -> Self {
-        let ours = all
-            .iter()
-            .filter(|c| c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(controller))
-            .collect();
+        let ours =
+            all.iter().filter(|c| c.spec.as_ref().and_then(|s| s.controller.as_deref()) == Some(controller)).collect();
         Classes { ours }
     }
 

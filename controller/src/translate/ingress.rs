@@ -71,7 +71,9 @@ pub(super) fn translate(ing: &Ingress, index: &Index, upstreams: &mut BTreeMap<S
                     priority,
                     backend: &path.backend,
                 }),
-                Err(message) => out.problems.push(Problem { reason: Reason::InvalidPath, message: format!("{what}: {message}") }),
+                Err(message) => {
+                    out.problems.push(Problem { reason: Reason::InvalidPath, message: format!("{what}: {message}") })
+                }
             }
         }
     }
@@ -157,9 +159,9 @@ fn parse_host(host: &str) -> Result<Host, Problem> {
         None => (false, lower.as_str()),
     };
     let valid = !name.is_empty()
-        && name.split('.').all(|label| {
-            !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
+        && name
+            .split('.')
+            .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
     if !valid {
         return Err(Problem {
             reason: Reason::InvalidHost,

@@ -129,7 +129,11 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
     for ing in ingresses {
         let out = ingress::translate(ing, &index, &mut upstreams);
         config.routes.extend(out.routes.into_iter().map(|r| (r.id.clone().unwrap_or_default(), r)));
-        statuses.push(StatusUpdate { object: out.object, load_balancer: load_balancer.clone(), problems: out.problems });
+        statuses.push(StatusUpdate {
+            object: out.object,
+            load_balancer: load_balancer.clone(),
+            problems: out.problems,
+        });
     }
     config.upstreams = upstreams;
     Translation { config, statuses }

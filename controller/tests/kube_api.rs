@@ -1,0 +1,265 @@
+//! Kubernetes-API mode against a mocked API server (tower-test): objects listed, then added, changed and
+//! deleted through watch events, must reach a real etcd; every request the controller sends is recorded and
+//! checked, including the server-side-apply status patch.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use serde_json::{Value, json};
+use sluice_controller::kubernetes;
+use sluice_controller::metrics::Metrics;
+use sluice_controller::pipeline::Pipeline;
+use sluice_controller::sink::EtcdSink;
+use sluice_controller::translate::{Options, Publish};
+use sluice_model::Keys;
+use sluice_testkit::{Etcd, eventually};
+use tokio::sync::{Notify, mpsc};
+
+type Body = BoxBody<Bytes, Infallible>;
+
+/// One request the controller sent.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: Method,
+    path: String,
+    query: String,
+    body: String,
+}
+
+/// Serves list and watch requests from fixed objects and pushable events; records every request.
+#[derive(Clone, Default)]
+struct FakeApi {
+    lists: Arc<Mutex<HashMap<String, Vec<Value>>>>,
+    watchers: Arc<Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Bytes>>>>>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl FakeApi {
+    fn serve(&self, mut handle: tower_test::mock::Handle<Request<kube::client::Body>, Response<Body>>) {
+        let api = self.clone();
+        tokio::spawn(async move {
+            while let Some((req, reply)) = handle.next_request().await {
+                let (parts, body) = req.into_parts();
+                let body = body.collect_bytes().await.unwrap_or_default();
+                let seen = Seen {
+                    method: parts.method.clone(),
+                    path: parts.uri.path().to_string(),
+                    query: parts.uri.query().unwrap_or("").to_string(),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                };
+                api.seen.lock().unwrap().push(seen.clone());
+                reply.send_response(api.answer(&seen));
+            }
+        });
+    }
+
+    fn answer(&self, req: &Seen) -> Response<Body> {
+        let json = |status: StatusCode, v: Value| {
+            let mut r = Response::new(Full::new(Bytes::from(v.to_string())).boxed());
+            *r.status_mut() = status;
+            r
+        };
+        match req.method {
+            Method::GET if req.query.contains("watch=true") => {
+                let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
+                self.watchers.lock().unwrap().entry(req.path.clone()).or_default().push(tx);
+                let (tx2, rx2) = mpsc::unbounded_channel::<Result<http_body::Frame<Bytes>, Infallible>>();
+                tokio::spawn(async move {
+                    while let Some(chunk) = rx.recv().await {
+                        if tx2.send(Ok(http_body::Frame::data(chunk))).is_err() {
+                            break;
+                        }
+                    }
+                });
+                let body = StreamBody::new(futures::stream::unfold(rx2, |mut rx| async move {
+                    rx.recv().await.map(|item| (item, rx))
+                }));
+                Response::new(body.boxed())
+            }
+            Method::GET => {
+                let items = self.lists.lock().unwrap().get(&req.path).cloned().unwrap_or_default();
+                json(
+                    StatusCode::OK,
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
+                )
+            }
+            Method::PATCH => {
+                let mut obj: Value = serde_json::from_str(&req.body).unwrap_or(json!({}));
+                obj["metadata"] = json!({"name": req.path.rsplit('/').nth(1).unwrap_or(""), "resourceVersion": "2"});
+                json(StatusCode::OK, obj)
+            }
+            _ => json(StatusCode::METHOD_NOT_ALLOWED, json!({"kind": "Status", "status": "Failure", "code": 405})),
+        }
+    }
+
+    fn list(&self, path: &str, items: Vec<Value>) {
+        self.lists.lock().unwrap().insert(path.to_string(), items);
+    }
+
+    /// Sends a watch event to every open watch on `path`.
+    fn push(&self, path: &str, kind: &str, object: Value) {
+        let line = Bytes::from(json!({"type": kind, "object": object}).to_string() + "\n");
+        for tx in self.watchers.lock().unwrap().get(path).into_iter().flatten() {
+            let _ = tx.send(line.clone());
+        }
+    }
+
+    fn watching(&self, path: &str) -> bool {
+        self.watchers.lock().unwrap().get(path).is_some_and(|w| !w.is_empty())
+    }
+}
+
+const INGRESSES: &str = "/apis/networking.k8s.io/v1/ingresses";
+const CLASSES: &str = "/apis/networking.k8s.io/v1/ingressclasses";
+const SERVICES: &str = "/api/v1/services";
+const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
+
+fn ingress(path: &str, rv: &str) -> Value {
+    json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "web", "namespace": "default", "resourceVersion": rv},
+        "spec": {"ingressClassName": "sluice", "rules": [{"http": {"paths": [
+            {"path": path, "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}})
+}
+
+fn slice(addresses: &[&str], rv: &str) -> Value {
+    let endpoints: Vec<Value> =
+        addresses.iter().map(|a| json!({"addresses": [a], "conditions": {"ready": true}})).collect();
+    json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "web-1", "namespace": "default", "resourceVersion": rv,
+            "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": endpoints})
+}
+
+async fn etcd_json(client: &mut etcd_client::Client, key: &str) -> Option<Value> {
+    let resp = client.get(key, None).await.ok()?;
+    resp.kvs().first().and_then(|kv| serde_json::from_slice(kv.value()).ok())
+}
+
+#[tokio::test]
+async fn api_objects_reach_etcd_and_status_is_applied() {
+    let etcd = Etcd::start().await.unwrap();
+    let mut etcd_client = etcd.client().await.unwrap();
+    let api = FakeApi::default();
+    api.list(CLASSES, vec![json!({"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": "sluice", "resourceVersion": "1"}, "spec": {"controller": "sluice.dev/ingress-controller"}})]);
+    api.list(
+        SERVICES,
+        vec![json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "default", "resourceVersion": "1"},
+        "spec": {"ports": [{"name": "http", "port": 80}]}})],
+    );
+    api.list(SLICES, vec![slice(&["10.0.0.1"], "1")]);
+    api.list(INGRESSES, vec![ingress("/a", "1")]);
+
+    let (service, handle) = tower_test::mock::pair::<Request<kube::client::Body>, Response<Body>>();
+    api.serve(handle);
+    let client = kube::Client::new(service, "default");
+    let trigger = Arc::new(Notify::new());
+    let (source, reporter) = kubernetes::start(client, trigger.clone()).await;
+    let keys = Keys::default();
+    let sink = EtcdSink::new(etcd.client().await.unwrap(), keys.clone());
+    let options = Options { publish: Publish::Addresses(vec!["192.0.2.10".into()]), ..Options::default() };
+    let pipeline = Pipeline {
+        source,
+        reporter,
+        sink,
+        options,
+        keys,
+        metrics: Metrics::new(),
+        trigger,
+        ready: Arc::new(AtomicBool::new(false)),
+        debounce: Duration::from_millis(20),
+    };
+    tokio::spawn(pipeline.run());
+
+    let route = "/sluice/routes/ing.default.web.0.0";
+    let upstream = "/sluice/upstreams/svc.default.web.80";
+    let wait = Duration::from_secs(10);
+    assert!(
+        eventually(wait, || {
+            let mut c = etcd_client.clone();
+            async move { etcd_json(&mut c, route).await.is_some() }
+        })
+        .await,
+        "listed Ingress reached etcd"
+    );
+    let up = etcd_json(&mut etcd_client, upstream).await.unwrap();
+    assert_eq!(up["nodes"], json!([{"host": "10.0.0.1", "port": 8080, "weight": 100}]));
+
+    // The status patch: server-side apply, our field manager, only the status we own.
+    let patched = eventually(wait, || {
+        let seen = api.seen.clone();
+        async move { seen.lock().unwrap().iter().any(|s| s.method == Method::PATCH) }
+    })
+    .await;
+    assert!(patched, "status was patched");
+    let patch = api.seen.lock().unwrap().iter().find(|s| s.method == Method::PATCH).cloned().unwrap();
+    assert_eq!(patch.path, "/apis/networking.k8s.io/v1/namespaces/default/ingresses/web/status");
+    assert!(
+        patch.query.contains("fieldManager=sluice-controller") && patch.query.contains("force=true"),
+        "{}",
+        patch.query
+    );
+    let body: Value = serde_json::from_str(&patch.body).unwrap();
+    assert_eq!(body["status"], json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}));
+
+    // Changes arrive through watches.
+    for path in [INGRESSES, SLICES] {
+        assert!(
+            eventually(wait, || {
+                let api = api.clone();
+                async move { api.watching(path) }
+            })
+            .await,
+            "watching {path}"
+        );
+    }
+    api.push(SLICES, "MODIFIED", slice(&["10.0.0.1", "10.0.0.2"], "2"));
+    let two_nodes = eventually(wait, || {
+        let mut c = etcd_client.clone();
+        async move { etcd_json(&mut c, upstream).await.is_some_and(|u| u["nodes"].as_array().map(Vec::len) == Some(2)) }
+    })
+    .await;
+    assert!(two_nodes, "EndpointSlice change reached the upstream");
+
+    // As the API server would, the changed Ingress carries the status we applied.
+    let mut changed = ingress("/b", "3");
+    changed["status"] = json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}});
+    api.push(INGRESSES, "MODIFIED", changed);
+    let moved = eventually(wait, || {
+        let mut c = etcd_client.clone();
+        async move { etcd_json(&mut c, route).await.is_some_and(|r| r["uris"] == json!(["/b", "/b/*"])) }
+    })
+    .await;
+    assert!(moved, "Ingress change reached the route");
+
+    api.push(INGRESSES, "DELETED", ingress("/b", "4"));
+    let gone = eventually(wait, || {
+        let mut c = etcd_client.clone();
+        async move { etcd_json(&mut c, route).await.is_none() && etcd_json(&mut c, upstream).await.is_none() }
+    })
+    .await;
+    assert!(gone, "deleted Ingress removed its route and the now unused upstream");
+
+    // Every request was a list or watch of a watched kind, or the one status patch.
+    let seen = api.seen.lock().unwrap().clone();
+    for s in &seen {
+        let watched = [INGRESSES, CLASSES, SERVICES, SLICES].contains(&s.path.as_str());
+        match s.method {
+            Method::GET => assert!(watched, "unexpected GET {}", s.path),
+            Method::PATCH => assert_eq!(s.path, patch.path),
+            _ => panic!("unexpected request {} {}", s.method, s.path),
+        }
+    }
+    for path in [INGRESSES, CLASSES, SERVICES, SLICES] {
+        assert!(seen.iter().any(|s| s.path == path && !s.query.contains("watch=true")), "listed {path}");
+    }
+    assert_eq!(seen.iter().filter(|s| s.method == Method::PATCH).count(), 1, "status patched once, not on every sync");
+}
