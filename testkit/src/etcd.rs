@@ -28,14 +28,14 @@ pub fn etcd_binary() -> PathBuf {
 }
 
 impl Etcd {
-    /// Starts etcd and waits until it answers.
+    /// Starts etcd on free ports and waits until it answers.
     pub async fn start() -> anyhow::Result<Etcd> {
-        let mut etcd = Etcd {
-            child: None,
-            dir: tempfile::tempdir()?,
-            client_port: crate::free_port(),
-            peer_port: crate::free_port(),
-        };
+        Etcd::start_on(crate::free_port(), crate::free_port()).await
+    }
+
+    /// Starts etcd on the given loopback ports and waits until it answers.
+    pub async fn start_on(client_port: u16, peer_port: u16) -> anyhow::Result<Etcd> {
+        let mut etcd = Etcd { child: None, dir: tempfile::tempdir()?, client_port, peer_port };
         etcd.spawn().await?;
         Ok(etcd)
     }

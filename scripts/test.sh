@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, every unit, golden, integration and end-to-end test (real etcd, real
+# sockets, the real binaries), and the kind suite when a cluster is reachable (it says so when it is not).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== build binaries (the end-to-end tests run them)"
+cargo build --workspace --bins
+echo "== cargo test"
+cargo test --workspace
+echo "== local stack check (the README's first command, non-interactive)"
+target/debug/sluice-stack --manifests config/examples --http-port 0 --check
+echo "== kind end-to-end suite"
+e2e/kind/run.sh
