@@ -1,1 +1,183 @@
-//! placeholder
+//! The sluice data plane: watches the configuration in etcd, compiles it off the request path, swaps it in
+//! atomically and proxies HTTP traffic to upstream nodes.
+//!
+//! Start it in-process with [`start`] (tests do) or run it until a shutdown signal with [`run`] (the binary does).
+
+mod admin;
+pub mod balancer;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod proxy;
+pub mod router;
+mod server;
+pub mod source;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::HeaderValue;
+use sluice_model::Keys;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::Compiled;
+use crate::metrics::Metrics;
+use crate::source::{Position, Source};
+
+/// How the data plane is configured.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// etcd client URLs.
+    pub etcd_endpoints: Vec<String>,
+    /// The key prefix the configuration lives under.
+    pub etcd_prefix: String,
+    /// Where the proxy listens.
+    pub http_addr: SocketAddr,
+    /// Where `/healthz`, `/readyz` and `/metrics` listen.
+    pub admin_addr: SocketAddr,
+    /// How long in-flight requests may take to finish after shutdown starts.
+    pub grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
+            etcd_prefix: sluice_model::DEFAULT_PREFIX.into(),
+            http_addr: SocketAddr::from(([0, 0, 0, 0], 9080)),
+            admin_addr: SocketAddr::from(([127, 0, 0, 1], 9091)),
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the data plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// State shared by the request path, the admin listener and the background tasks.
+pub(crate) struct Shared {
+    config: ArcSwap<Compiled>,
+    ready: AtomicBool,
+    metrics: Metrics,
+}
+
+impl Shared {
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// A running data plane.
+pub struct Dataplane {
+    http_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    grace: Duration,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// Binds the listeners and starts the etcd source, the compiler and both servers.
+pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+    };
+    let http = bind(opts.http_addr).await?;
+    let admin = bind(opts.admin_addr).await?;
+    let local = |l: &TcpListener, fallback| l.local_addr().unwrap_or(fallback);
+    let (http_addr, admin_addr) = (local(&http, opts.http_addr), local(&admin, opts.admin_addr));
+
+    let shared = Arc::new(Shared {
+        config: ArcSwap::from_pointee(Compiled::default()),
+        ready: AtomicBool::new(false),
+        metrics: Metrics::new(),
+    });
+    let keys = Keys::new(&opts.etcd_prefix);
+    let (updates_tx, updates_rx) = mpsc::channel(1024);
+    let source = Source::new(opts.etcd_endpoints.clone(), keys.clone(), updates_tx, shared.metrics.clone());
+    let background =
+        vec![tokio::spawn(source.run(Position::Unsynced)), tokio::spawn(config::run(keys, updates_rx, shared.clone()))];
+
+    let (shutdown, stop) = watch::channel(false);
+    let port = HeaderValue::from(http_addr.port());
+    let proxy_shared = shared.clone();
+    tokio::spawn(server::serve(
+        http,
+        move |req, remote| proxy::handle(proxy_shared.clone(), remote, port.clone(), req),
+        stop.clone(),
+    ));
+    let admin_shared = shared.clone();
+    tokio::spawn(server::serve(admin, move |req, _| admin::handle(admin_shared.clone(), req), stop));
+    info!(%http_addr, %admin_addr, etcd = %opts.etcd_endpoints.join(","), prefix = %keys_display(&opts), "data plane started");
+    Ok(Dataplane { http_addr, admin_addr, grace: opts.grace, shared, shutdown, background })
+}
+
+fn keys_display(opts: &Options) -> String {
+    Keys::new(&opts.etcd_prefix).all()
+}
+
+impl Dataplane {
+    /// The bound proxy address (useful with port 0).
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The bound admin address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// Whether the first full configuration from etcd has been loaded.
+    pub fn is_ready(&self) -> bool {
+        self.shared.is_ready()
+    }
+
+    /// The metrics of this instance.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the grace period, then stops the background tasks.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        if tokio::time::timeout(self.grace, self.shutdown.closed()).await.is_err() {
+            warn!(grace = ?self.grace, "grace period over; closing remaining connections");
+        }
+        info!("data plane stopped");
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for task in &self.background {
+            task.abort();
+        }
+    }
+}
+
+/// Runs the data plane until `shutdown` completes, then shuts down gracefully.
+pub async fn run(opts: Options, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let dataplane = start(opts).await?;
+    shutdown.await;
+    info!("shutdown requested; draining connections");
+    dataplane.shutdown().await;
+    Ok(())
+}

@@ -1,1 +1,91 @@
-fn main() {}
+//! `sluice-dataplane`: the data plane binary.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use sluice_dataplane::Options;
+use tracing_subscriber::EnvFilter;
+
+/// Watches the sluice configuration in etcd and proxies HTTP traffic.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// etcd client URLs, comma-separated.
+    #[arg(long, env = "SLUICE_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    etcd_endpoints: Vec<String>,
+    /// The key prefix the configuration lives under.
+    #[arg(long, env = "SLUICE_ETCD_PREFIX", default_value = sluice_model::DEFAULT_PREFIX)]
+    etcd_prefix: String,
+    /// Address of the proxy listener.
+    #[arg(long, env = "SLUICE_HTTP_ADDR", default_value = "0.0.0.0:9080")]
+    http_addr: SocketAddr,
+    /// Address of the admin listener (/healthz, /readyz, /metrics).
+    #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "127.0.0.1:9091")]
+    admin_addr: SocketAddr,
+    /// Tokio worker threads; defaults to the number of cores.
+    #[arg(long, env = "SLUICE_WORKERS")]
+    workers: Option<usize>,
+    /// Log filter (tracing EnvFilter syntax); RUST_LOG wins when set.
+    #[arg(long, env = "SLUICE_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+    /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "SLUICE_SHUTDOWN_GRACE", default_value_t = 10.0)]
+    shutdown_grace: f64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&args.log_level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = args.workers {
+        runtime.worker_threads(workers.max(1));
+    }
+    let runtime = runtime.enable_all().build().context("starting the tokio runtime")?;
+    let grace =
+        Duration::try_from_secs_f64(args.shutdown_grace).context("--shutdown-grace must be seconds, 0 or more")?;
+    let opts = Options {
+        etcd_endpoints: args.etcd_endpoints,
+        etcd_prefix: args.etcd_prefix,
+        http_addr: args.http_addr,
+        admin_addr: args.admin_addr,
+        grace,
+    };
+    runtime.block_on(sluice_dataplane::run(opts, shutdown_signal()))?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -47,7 +47,11 @@ pub fn normalize_host(raw: &str) -> Cow<'_, str> {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     };
     let host = host.strip_suffix('.').unwrap_or(host);
-    if host.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(host.to_ascii_lowercase()) } else { Cow::Borrowed(host) }
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
 }
 
 /// A route field the router cannot honour; the route is rejected rather than matched differently.
@@ -100,7 +104,8 @@ impl Rule {
     pub fn from_route(id: &str, route: &Route) -> Result<Rule, Unsupported> {
         let hosts = route.host_list().map(compile_host).collect::<Result<Vec<_>, _>>()?;
         let paths = route.paths().map(compile_path).collect::<Result<Vec<_>, _>>()?;
-        let methods = route.methods.as_ref().map(|list| list.iter().filter_map(|m| method_bit(m)).fold(0, |a, b| a | b));
+        let methods =
+            route.methods.as_ref().map(|list| list.iter().filter_map(|m| method_bit(m)).fold(0, |a, b| a | b));
         let remote_addrs = route
             .remote_addr_list()
             .map(|a| IpRange::parse(a).ok_or_else(|| Unsupported::RemoteAddr(a.to_string())))
@@ -174,16 +179,46 @@ pub struct Entry<T> {
 
 type Candidates<T> = Vec<Arc<Entry<T>>>;
 
+/// Strings grouped by length, longest first, so a lookup probes one hash map per distinct length.
+#[derive(Debug)]
+struct ByLength<V>(Vec<(usize, HashMap<Box<str>, V>)>);
+
+impl<V: Default> ByLength<V> {
+    fn slot(&mut self, key: &str) -> &mut V {
+        // Sorted by length, descending.
+        let at = match self.0.binary_search_by(|(len, _)| key.len().cmp(len)) {
+            Ok(at) => at,
+            Err(at) => {
+                self.0.insert(at, (key.len(), HashMap::new()));
+                at
+            }
+        };
+        self.0[at].1.entry(key.into()).or_default()
+    }
+}
+
+impl<V> ByLength<V> {
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.0.iter_mut().flat_map(|(_, m)| m.values_mut())
+    }
+}
+
+impl<V> Default for ByLength<V> {
+    fn default() -> Self {
+        ByLength(Vec::new())
+    }
+}
+
 /// Paths of one host group: exact paths by hash, prefixes grouped by length (longest first).
 #[derive(Debug)]
 struct PathTable<T> {
     exact: HashMap<Box<str>, Candidates<T>>,
-    prefixes: Vec<(usize, HashMap<Box<str>, Candidates<T>>)>,
+    prefixes: ByLength<Candidates<T>>,
 }
 
 impl<T> Default for PathTable<T> {
     fn default() -> Self {
-        PathTable { exact: HashMap::new(), prefixes: Vec::new() }
+        PathTable { exact: HashMap::new(), prefixes: ByLength::default() }
     }
 }
 
@@ -191,16 +226,7 @@ impl<T> PathTable<T> {
     fn insert(&mut self, path: &PathPattern, entry: &Arc<Entry<T>>) {
         let slot = match path {
             PathPattern::Exact(p) => self.exact.entry(p.clone()).or_default(),
-            PathPattern::Prefix(p) => {
-                let at = match self.prefixes.binary_search_by(|(len, _)| p.len().cmp(len)) {
-                    Ok(at) => at,
-                    Err(at) => {
-                        self.prefixes.insert(at, (p.len(), HashMap::new()));
-                        at
-                    }
-                };
-                self.prefixes[at].1.entry(p.clone()).or_default()
-            }
+            PathPattern::Prefix(p) => self.prefixes.slot(p),
         };
         // A route listing the same path twice is one candidate.
         if !slot.iter().any(|e| Arc::ptr_eq(e, entry)) {
@@ -213,15 +239,16 @@ impl<T> PathTable<T> {
             b.rule.priority.cmp(&a.rule.priority).then_with(|| a.rule.id.cmp(&b.rule.id))
         };
         self.exact.values_mut().for_each(|c| c.sort_by(order));
-        self.prefixes.iter_mut().flat_map(|(_, m)| m.values_mut()).for_each(|c| c.sort_by(order));
+        self.prefixes.values_mut().for_each(|c| c.sort_by(order));
     }
 
-    fn find(&self, req: &RequestInfo<'_>) -> Option<&Arc<Entry<T>>> {
-        let first = |c: &'_ Candidates<T>| c.iter().find(|e| e.rule.conditions_hold(req));
+    fn find<'t>(&'t self, req: &RequestInfo<'_>) -> Option<&'t Arc<Entry<T>>> {
+        let first = |c: &'t Candidates<T>| c.iter().find(move |e| e.rule.conditions_hold(req));
         if let Some(found) = self.exact.get(req.path).and_then(first) {
             return Some(found);
         }
         self.prefixes
+            .0
             .iter()
             .filter(|(len, _)| *len <= req.path.len() && req.path.is_char_boundary(*len))
             .find_map(|(len, map)| map.get(&req.path[..*len]).and_then(first))
@@ -233,14 +260,19 @@ impl<T> PathTable<T> {
 pub struct Router<T> {
     exact_hosts: HashMap<Box<str>, PathTable<T>>,
     /// Wildcard suffixes grouped by length, longest first.
-    wildcard_hosts: Vec<(usize, HashMap<Box<str>, PathTable<T>>)>,
+    wildcard_hosts: ByLength<PathTable<T>>,
     any_host: PathTable<T>,
     routes: usize,
 }
 
 impl<T> Default for Router<T> {
     fn default() -> Self {
-        Router { exact_hosts: HashMap::new(), wildcard_hosts: Vec::new(), any_host: PathTable::default(), routes: 0 }
+        Router {
+            exact_hosts: HashMap::new(),
+            wildcard_hosts: ByLength::default(),
+            any_host: PathTable::default(),
+            routes: 0,
+        }
     }
 }
 
@@ -254,7 +286,7 @@ impl<T> Router<T> {
             }
         }
         router.exact_hosts.values_mut().for_each(PathTable::sort);
-        router.wildcard_hosts.iter_mut().flat_map(|(_, m)| m.values_mut()).for_each(PathTable::sort);
+        router.wildcard_hosts.values_mut().for_each(PathTable::sort);
         router.any_host.sort();
         router
     }
@@ -268,16 +300,7 @@ impl<T> Router<T> {
         for host in &rule.hosts {
             let table = match host {
                 HostPattern::Exact(h) => self.exact_hosts.entry(h.clone()).or_default(),
-                HostPattern::Wildcard(suffix) => {
-                    let at = match self.wildcard_hosts.binary_search_by(|(len, _)| suffix.len().cmp(len)) {
-                        Ok(at) => at,
-                        Err(at) => {
-                            self.wildcard_hosts.insert(at, (suffix.len(), HashMap::new()));
-                            at
-                        }
-                    };
-                    self.wildcard_hosts[at].1.entry(suffix.clone()).or_default()
-                }
+                HostPattern::Wildcard(suffix) => self.wildcard_hosts.slot(suffix),
             };
             rule.paths.iter().for_each(|p| table.insert(p, &entry));
         }
@@ -299,7 +322,7 @@ impl<T> Router<T> {
         if let Some(found) = self.exact_hosts.get(host).and_then(|t| t.find(req)) {
             return Some(found);
         }
-        for (len, suffixes) in &self.wildcard_hosts {
+        for (len, suffixes) in &self.wildcard_hosts.0 {
             // `*.foo.com` needs at least one label before `.foo.com`.
             if host.len() > *len
                 && host.is_char_boundary(host.len() - len)
@@ -440,7 +463,10 @@ mod tests {
             (vec![("w", json!({"uri": "/*", "host": "*.foo.com"}))], ("GET", "foo.com", "/"), None),
             (vec![("w", json!({"uri": "/*", "host": "*.foo.com"}))], ("GET", "afoo.com", "/"), None),
             (
-                vec![("w", json!({"uri": "/*", "host": "*.foo.com"})), ("e", json!({"uri": "/*", "host": "a.foo.com"}))],
+                vec![
+                    ("w", json!({"uri": "/*", "host": "*.foo.com"})),
+                    ("e", json!({"uri": "/*", "host": "a.foo.com"})),
+                ],
                 ("GET", "a.foo.com", "/"),
                 Some("e"),
             ),
@@ -459,14 +485,20 @@ mod tests {
             ),
             // The controller's one-label Ingress wildcard.
             (
-                vec![("w", json!({"uri": "/*", "hosts": ["*.example.com"],
-                    "vars": [["host", "~~", "^[^.]+\\.example\\.com$"]]}))],
+                vec![(
+                    "w",
+                    json!({"uri": "/*", "hosts": ["*.example.com"],
+                    "vars": [["host", "~~", "^[^.]+\\.example\\.com$"]]}),
+                )],
                 ("GET", "a.example.com", "/"),
                 Some("w"),
             ),
             (
-                vec![("w", json!({"uri": "/*", "hosts": ["*.example.com"],
-                    "vars": [["host", "~~", "^[^.]+\\.example\\.com$"]]}))],
+                vec![(
+                    "w",
+                    json!({"uri": "/*", "hosts": ["*.example.com"],
+                    "vars": [["host", "~~", "^[^.]+\\.example\\.com$"]]}),
+                )],
                 ("GET", "a.b.example.com", "/"),
                 None,
             ),

@@ -62,7 +62,8 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn spawn(name: &str, args: &[String], log_dir: &Path) -> anyhow::Result<Child> {
+/// Starts a workspace binary with `args`, its output going to `<log_dir>/<name>.log`.
+pub fn spawn(name: &str, args: &[String], log_dir: &Path) -> anyhow::Result<Child> {
     let log = std::fs::File::create(log_dir.join(format!("{name}.log")))?;
     let mut cmd = Command::new(binary(name)?);
     cmd.args(args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);

@@ -22,7 +22,9 @@ fn service(name: &str, port: u16, addresses: &[&str]) -> String {
 }
 
 fn path(p: &str, kind: &str, svc: &str) -> String {
-    format!("          - {{path: {p}, pathType: {kind}, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}\n")
+    format!(
+        "          - {{path: {p}, pathType: {kind}, backend: {{service: {{name: {svc}, port: {{number: 80}}}}}}}}\n"
+    )
 }
 
 const INGRESS_HEAD: &str = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: conformance, namespace: e2e}\n\
@@ -41,8 +43,8 @@ fn ingress(extra_spec: &str, extra_paths: &str) -> String {
     .concat();
     format!(
         "{INGRESS_HEAD}{extra_spec}  rules:\n    - http:\n        paths:\n{paths}{extra_paths}\
-         - host: host.example.test\n      http:\n        paths:\n{}\
-         - host: \"*.wild.example.test\"\n      http:\n        paths:\n{}",
+         \x20   - host: host.example.test\n      http:\n        paths:\n{}\
+         \x20   - host: \"*.wild.example.test\"\n      http:\n        paths:\n{}",
         path("/", "Prefix", "host"),
         path("/", "Prefix", "wild"),
     )
@@ -127,7 +129,11 @@ async fn ingress_conformance_and_live_edits() {
         get(stack.http(), "x", "/spread").await.unwrap();
     }
     for echo in &spread {
-        assert!(echo.hits() >= 5, "every endpoint gets a share: {:?}", spread.iter().map(|e| e.hits()).collect::<Vec<_>>());
+        assert!(
+            echo.hits() >= 5,
+            "every endpoint gets a share: {:?}",
+            spread.iter().map(|e| e.hits()).collect::<Vec<_>>()
+        );
     }
     // The status the controller would write, and the missing Service, are in its log.
     let log = stack.log("sluice-controller");
@@ -160,10 +166,15 @@ async fn ingress_conformance_and_live_edits() {
     stop.store(true, Ordering::Relaxed);
     load.await.unwrap();
     let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
-    println!("manifest edit -> routed: {first_edit:?} and {second_edit:?}; load loop: {sent} requests, {failed} failed");
+    println!(
+        "manifest edit -> routed: {first_edit:?} and {second_edit:?}; load loop: {sent} requests, {failed} failed"
+    );
     assert!(sent > 10, "the load loop ran");
     assert_eq!(failed, 0, "no request failed during the edits");
-    assert!(first_edit < Duration::from_secs(1) && second_edit < Duration::from_secs(1), "edits took effect within a second");
+    assert!(
+        first_edit < Duration::from_secs(1) && second_edit < Duration::from_secs(1),
+        "edits took effect within a second"
+    );
     drop(echoes);
 }
 

@@ -13,7 +13,9 @@ use super::RequestInfo;
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum VarsError {
     /// The element is not a flat `[var, op, value]` / `[var, "!", op, value]` array (logical AND/OR nesting).
-    #[error("vars element {0} must be [var, op, value] or [var, \"!\", op, value]; nesting and AND/OR are not supported")]
+    #[error(
+        "vars element {0} must be [var, op, value] or [var, \"!\", op, value]; nesting and AND/OR are not supported"
+    )]
     Shape(String),
     /// The variable is not one sluice knows.
     #[error("variable {0:?} is not supported (use uri, host, remote_addr, request_method, http_*, arg_*, cookie_*)")]
@@ -219,8 +221,8 @@ impl Var {
             Var::RemoteAddr => Some(Cow::Owned(req.remote_addr.to_string())),
             Var::Method => Some(Cow::Borrowed(req.method.as_str())),
             Var::Header(name) => req.headers.get(name).and_then(|v| v.to_str().ok()).map(Cow::Borrowed),
-            Var::Arg(name) => query_args(req.query).find(|(k, _)| k == &**name).map(|(_, v)| Cow::Borrowed(v)),
-            Var::Cookie(name) => cookies(req).find(|(k, _)| k == &**name).map(|(_, v)| Cow::Borrowed(v)),
+            Var::Arg(name) => query_args(req.query).find(|(k, _)| *k == &**name).map(|(_, v)| Cow::Borrowed(v)),
+            Var::Cookie(name) => cookies(req).find(|(k, _)| *k == &**name).map(|(_, v)| Cow::Borrowed(v)),
         }
     }
 
@@ -233,8 +235,8 @@ impl Var {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .any(|v| f(v.trim())),
-            Var::Arg(name) => query_args(req.query).filter(|(k, _)| k == &**name).any(|(_, v)| f(v)),
-            Var::Cookie(name) => cookies(req).filter(|(k, _)| k == &**name).any(|(_, v)| f(v)),
+            Var::Arg(name) => query_args(req.query).filter(|(k, _)| *k == &**name).any(|(_, v)| f(v)),
+            Var::Cookie(name) => cookies(req).filter(|(k, _)| *k == &**name).any(|(_, v)| f(v)),
             other => other.value(req).is_some_and(|v| f(&v)),
         }
     }

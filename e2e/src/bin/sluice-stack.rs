@@ -50,7 +50,10 @@ async fn main() -> anyhow::Result<()> {
     let log_dir = PathBuf::from(".local/logs");
     let config = StackConfig {
         http_port: if args.http_port == 0 { sluice_testkit::free_port() } else { args.http_port },
-        ..StackConfig::on_free_ports(std::fs::canonicalize(&args.manifests)?, std::fs::canonicalize(".")?.join(&log_dir))
+        ..StackConfig::on_free_ports(
+            std::fs::canonicalize(&args.manifests)?,
+            std::fs::canonicalize(".")?.join(&log_dir),
+        )
     };
     let stack = Stack::start(config).await?;
     let http = stack.http();
@@ -76,7 +79,10 @@ async fn main() -> anyhow::Result<()> {
     if args.check {
         return Ok(());
     }
-    println!("Edit files in {} and the routes follow within a second. Ctrl-C stops everything.", args.manifests.display());
+    println!(
+        "Edit files in {} and the routes follow within a second. Ctrl-C stops everything.",
+        args.manifests.display()
+    );
     tokio::signal::ctrl_c().await?;
     drop(stack);
     drop(echoes);

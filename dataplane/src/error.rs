@@ -1,0 +1,109 @@
+//! Why a request was not proxied, and the one place where each reason maps to a status and a body.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+/// A request that ends in the data plane instead of at a node.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matches.
+    #[error("no route matches")]
+    RouteNotFound,
+    /// The route names an upstream that is absent (or was rejected).
+    #[error("upstream {0} not found")]
+    UpstreamNotFound(Arc<str>),
+    /// The upstream has no node with a positive weight.
+    #[error("upstream {0} has no nodes with a positive weight")]
+    NoNodes(Arc<str>),
+    /// Every node tried refused or timed out the connection.
+    #[error("could not connect to any node of upstream {upstream} (tried {tried}): {reason}")]
+    Connect {
+        /// The upstream.
+        upstream: Arc<str>,
+        /// How many nodes were tried.
+        tried: usize,
+        /// The last connect error.
+        reason: String,
+    },
+    /// The node did not send response headers in time.
+    #[error("node {node} did not answer within {seconds} s")]
+    Timeout {
+        /// The node's address.
+        node: String,
+        /// The limit that passed.
+        seconds: f64,
+    },
+    /// The exchange with the node failed after connecting.
+    #[error("node {node} failed: {reason}")]
+    Upstream {
+        /// The node's address.
+        node: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl ProxyError {
+    /// The status the client receives.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::RouteNotFound => StatusCode::NOT_FOUND,
+            ProxyError::UpstreamNotFound(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoNodes(_) | ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// The JSON body the client receives, in APISIX's `{"error_msg": ...}` shape.
+    pub fn body(&self) -> Bytes {
+        match self {
+            // Exactly APISIX's body, which clients and tests compare byte for byte.
+            ProxyError::RouteNotFound => Bytes::from_static(br#"{"error_msg":"404 Route Not Found"}"#),
+            ProxyError::UpstreamNotFound(id) => {
+                error_body(&format!("503 Service Unavailable: upstream {id} not found"))
+            }
+            ProxyError::NoNodes(_) | ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
+                error_body("502 Bad Gateway")
+            }
+            ProxyError::Timeout { .. } => error_body("504 Gateway Timeout"),
+        }
+    }
+
+    /// The whole response.
+    pub fn response(&self) -> Response<Full<Bytes>> {
+        let mut resp = Response::new(Full::new(self.body()));
+        *resp.status_mut() = self.status();
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp
+    }
+}
+
+fn error_body(msg: &str) -> Bytes {
+    Bytes::from(serde_json::json!({ "error_msg": msg }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_errors_to_statuses_and_bodies() {
+        let e = ProxyError::RouteNotFound;
+        assert_eq!(
+            (e.status(), &e.body()[..]),
+            (StatusCode::NOT_FOUND, &br#"{"error_msg":"404 Route Not Found"}"#[..])
+        );
+        let e = ProxyError::UpstreamNotFound("u1".into());
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(&e.body()[..], br#"{"error_msg":"503 Service Unavailable: upstream u1 not found"}"#);
+        assert_eq!(ProxyError::NoNodes("u".into()).status(), StatusCode::BAD_GATEWAY);
+        let t = ProxyError::Timeout { node: "n".into(), seconds: 1.0 };
+        assert_eq!(t.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(t.response().headers()["content-type"], "application/json");
+    }
+}

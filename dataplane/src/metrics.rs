@@ -1,0 +1,103 @@
+//! Prometheus metrics in a registry owned by one data plane (not the process-global default), so several
+//! instances in one test process do not share counters.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use sluice_model::Kind;
+
+/// Status codes whose counters are resolved up front, so counting a request does no label hashing.
+const COMMON_CODES: [u16; 16] = [200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 405, 429, 500, 502, 503, 504];
+
+/// Every metric the data plane exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    rejected: IntCounterVec,
+    rejected_route: IntCounter,
+    rejected_upstream: IntCounter,
+    requests: IntCounterVec,
+    common: Vec<IntCounter>,
+    /// Enabled routes in the served configuration.
+    pub routes: IntGauge,
+    /// 1 while the etcd watch is established, 0 otherwise.
+    pub etcd_connected: IntGauge,
+    /// Configuration snapshots compiled and swapped in.
+    pub compiles: IntCounter,
+    /// Full lists of the etcd prefix (the first sync, and re-syncs after compaction).
+    pub etcd_lists: IntCounter,
+}
+
+impl Metrics {
+    /// Creates the metrics in a fresh registry.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let rejected = IntCounterVec::new(
+            Opts::new(
+                "sluice_config_rejected_total",
+                "Configuration objects rejected (malformed, invalid or unsupported).",
+            ),
+            &["kind"],
+        )
+        .expect("static metric definition");
+        let requests = IntCounterVec::new(
+            Opts::new("sluice_http_requests_total", "HTTP requests answered, by status code."),
+            &["code"],
+        )
+        .expect("static metric definition");
+        let routes = IntGauge::new("sluice_routes", "Enabled routes in the served configuration.").expect("static");
+        let etcd_connected = IntGauge::new("sluice_etcd_connected", "1 while the etcd watch is up.").expect("static");
+        let compiles =
+            IntCounter::new("sluice_config_compiles_total", "Configuration snapshots compiled.").expect("static");
+        let etcd_lists = IntCounter::new("sluice_etcd_lists_total", "Full lists of the etcd prefix.").expect("static");
+        for c in [
+            Box::new(rejected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(requests.clone()),
+            Box::new(routes.clone()),
+            Box::new(etcd_connected.clone()),
+            Box::new(compiles.clone()),
+            Box::new(etcd_lists.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        let common = COMMON_CODES.iter().map(|c| requests.with_label_values(&[&c.to_string()])).collect();
+        Metrics {
+            rejected_route: rejected.with_label_values(&[Kind::Route.label()]),
+            rejected_upstream: rejected.with_label_values(&[Kind::Upstream.label()]),
+            rejected,
+            registry,
+            requests,
+            common,
+            routes,
+            etcd_connected,
+            compiles,
+            etcd_lists,
+        }
+    }
+
+    /// Counts one rejected object of `kind`.
+    pub fn rejected(&self, kind: Kind) {
+        match kind {
+            Kind::Route => self.rejected_route.inc(),
+            Kind::Upstream => self.rejected_upstream.inc(),
+            other => self.rejected.with_label_values(&[other.label()]).inc(),
+        }
+    }
+
+    /// Counts one answered request.
+    pub fn request(&self, code: u16) {
+        match COMMON_CODES.iter().position(|&c| c == code) {
+            Some(i) => self.common[i].inc(),
+            None => self.requests.with_label_values(&[&code.to_string()]).inc(),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_else(|e| format!("# error: {e}\n"))
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

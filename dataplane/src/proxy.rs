@@ -1,0 +1,361 @@
+//! The request path: match a route in the current snapshot, pick a node, forward the request and stream the
+//! response back. Bodies are streamed in both directions, never buffered.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use http_body_util::{Either, Empty, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use sluice_model::PassHost;
+use tokio::time::{Instant, Sleep};
+use tracing::{debug, warn};
+
+use crate::Shared;
+use crate::config::{Target, UpstreamRuntime};
+use crate::error::ProxyError;
+use crate::router::{RequestInfo, normalize_host};
+
+/// The body sent to nodes: the client's stream, or nothing for a body-less request (so it can be replayed).
+pub type ProxyBody = Either<Incoming, Empty<Bytes>>;
+/// The pooled HTTP client used to talk to nodes.
+pub type HttpClient = Client<HttpConnector, ProxyBody>;
+/// The body returned to clients: a node's stream, or an error the data plane wrote.
+pub type ResponseBody = Either<ReadTimeoutBody, Full<Bytes>>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How long an idle pooled connection to a node is kept.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// HTTP clients by connect timeout: the connector owns the timeout, so routes with different connect timeouts need
+/// different clients. Kept across compiles so connection pools survive config changes.
+#[derive(Default)]
+pub struct Clients {
+    by_connect: HashMap<Duration, HttpClient>,
+}
+
+impl Clients {
+    /// The client for `connect`, moved from `old` if it had one, else built.
+    pub fn take_or_build(&mut self, old: &mut Clients, connect: Duration) -> HttpClient {
+        if let Some(client) = self.by_connect.get(&connect) {
+            return client.clone();
+        }
+        let client = old.by_connect.remove(&connect).unwrap_or_else(|| build_client(connect));
+        self.by_connect.insert(connect, client.clone());
+        client
+    }
+}
+
+fn build_client(connect: Duration) -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect));
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(POOL_IDLE)
+        .build(connector)
+}
+
+/// Serves one client request; never fails (errors become JSON responses).
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    remote: SocketAddr,
+    port: HeaderValue,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let resp = match proxy(&shared, remote, port, req).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            match &err {
+                ProxyError::RouteNotFound | ProxyError::UpstreamNotFound(_) | ProxyError::NoNodes(_) => {}
+                e @ (ProxyError::Connect { .. } | ProxyError::Timeout { .. } | ProxyError::Upstream { .. }) => {
+                    warn!(client = %remote, error = %e, "proxying failed")
+                }
+            }
+            err.response().map(Either::Right)
+        }
+    };
+    shared.metrics.request(resp.status().as_u16());
+    Ok(resp)
+}
+
+async fn proxy(
+    shared: &Shared,
+    remote: SocketAddr,
+    port: HeaderValue,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let entry = {
+        let config = shared.config.load();
+        let raw_host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let host = normalize_host(raw_host);
+        let info = RequestInfo {
+            method: req.method(),
+            host: &host,
+            path: req.uri().path(),
+            query: req.uri().query(),
+            headers: req.headers(),
+            remote_addr: remote.ip(),
+        };
+        // Clone the entry out so the snapshot guard is not held while the request is in flight.
+        config.router.find(&info).cloned().ok_or(ProxyError::RouteNotFound)?
+    };
+    let target = &entry.value;
+    let upstream = match &target.upstream {
+        Ok(upstream) => upstream,
+        Err(id) => {
+            if target.first_warning() {
+                warn!(route = %target.route_id, upstream = %id, "route refers to an upstream that does not exist");
+            }
+            return Err(ProxyError::UpstreamNotFound(id.clone()));
+        }
+    };
+    let Some((mut pos, mut node)) = upstream.balancer.pick() else {
+        if target.first_warning() {
+            warn!(route = %target.route_id, upstream = %upstream.name, "upstream has no node with a positive weight");
+        }
+        return Err(ProxyError::NoNodes(upstream.name.clone()));
+    };
+
+    let (mut parts, body) = req.into_parts();
+    let original_host = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| a.as_str().parse().ok()));
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(&mut parts.headers, remote, original_host.as_ref(), port);
+    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // A request without a body can be sent again to another node if the first cannot be reached.
+    let replayable = body.is_end_stream();
+    let max_tries = if replayable { upstream.max_tries } else { 1 };
+    let mut body = Some(body);
+    let mut tried: Vec<usize> = Vec::new();
+    loop {
+        let last = tried.len() + 1 >= max_tries;
+        let outgoing = build_request(&mut parts, &path, upstream, node, original_host.as_ref(), last, &mut body);
+        let node_addr = &upstream.nodes[node].authority;
+        let limit = target.timeouts.connect + target.timeouts.read;
+        match tokio::time::timeout(limit, target.client.request(outgoing)).await {
+            Ok(Ok(resp)) => return Ok(response(resp, target)),
+            Ok(Err(e)) if e.is_connect() => {
+                debug!(node = %node_addr, error = %e, "cannot connect to node");
+                tried.push(node);
+                match upstream.balancer.retry(pos, &tried).filter(|_| !last) {
+                    Some((p, n)) => (pos, node) = (p, n),
+                    None => {
+                        return Err(ProxyError::Connect {
+                            upstream: upstream.name.clone(),
+                            tried: tried.len(),
+                            reason: error_chain(&e),
+                        });
+                    }
+                }
+            }
+            Ok(Err(e)) => return Err(ProxyError::Upstream { node: node_addr.to_string(), reason: error_chain(&e) }),
+            Err(_elapsed) => {
+                return Err(ProxyError::Timeout {
+                    node: node_addr.to_string(),
+                    seconds: target.timeouts.read.as_secs_f64(),
+                });
+            }
+        }
+    }
+}
+
+/// The request for one attempt; the last attempt takes the headers instead of cloning them.
+fn build_request(
+    parts: &mut http::request::Parts,
+    path: &PathAndQuery,
+    upstream: &UpstreamRuntime,
+    node: usize,
+    original_host: Option<&HeaderValue>,
+    last: bool,
+    body: &mut Option<Incoming>,
+) -> Request<ProxyBody> {
+    let body = match body.take() {
+        Some(b) if !b.is_end_stream() => Either::Left(b),
+        _ => Either::Right(Empty::new()),
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = if last { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
+    let target = &upstream.nodes[node];
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(target.authority.clone());
+    uri.path_and_query = Some(path.clone());
+    *req.uri_mut() = Uri::from_parts(uri).unwrap_or_default();
+    let host = match upstream.pass_host() {
+        PassHost::Pass => original_host.cloned(),
+        PassHost::Node => Some(target.host_header.clone()),
+        PassHost::Rewrite => upstream.rewrite_host.clone(),
+    };
+    match host {
+        Some(h) => req.headers_mut().insert(header::HOST, h),
+        None => req.headers_mut().remove(header::HOST),
+    };
+    req
+}
+
+fn response(resp: Response<Incoming>, target: &Target) -> Response<ResponseBody> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Either::Left(ReadTimeoutBody::new(body, target.timeouts.read)))
+}
+
+/// Headers meaningful only for one connection (RFC 9110 section 7.6.1), never forwarded.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(named) = headers.get(header::CONNECTION).and_then(|v| v.to_str().ok()).map(str::to_owned) {
+        for name in named.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
+                headers.remove(name);
+            }
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    // `te: trailers` is the one TE value a proxy may pass on (gRPC needs it).
+    if headers.get(header::TE).is_some_and(|v| v != "trailers") {
+        headers.remove(header::TE);
+    }
+}
+
+fn add_forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: Option<&HeaderValue>, port: HeaderValue) {
+    let ip = remote.ip().to_canonical().to_string();
+    let ip_value = HeaderValue::try_from(ip.as_str()).ok();
+    let xff_name = HeaderName::from_static("x-forwarded-for");
+    let previous: Vec<&str> = headers.get_all(&xff_name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let xff = if previous.is_empty() { ip.clone() } else { format!("{}, {ip}", previous.join(", ")) };
+    if let Ok(v) = HeaderValue::try_from(xff) {
+        headers.insert(xff_name, v);
+    }
+    if let Some(v) = ip_value {
+        headers.insert(HeaderName::from_static("x-real-ip"), v);
+    }
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+    if let Some(host) = host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    }
+    headers.insert(HeaderName::from_static("x-forwarded-port"), port);
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// A node's response body that fails when the node stays silent longer than the read timeout between two frames.
+#[derive(Debug)]
+pub struct ReadTimeoutBody {
+    inner: Incoming,
+    timeout: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl ReadTimeoutBody {
+    fn new(inner: Incoming, timeout: Duration) -> ReadTimeoutBody {
+        ReadTimeoutBody { inner, timeout, deadline: Box::pin(tokio::time::sleep(timeout)) }
+    }
+}
+
+impl Body for ReadTimeoutBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                let next = Instant::now() + this.timeout;
+                this.deadline.as_mut().reset(next);
+                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err("timed out reading the response body from the node".into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert("transfer-encoding", "chunked".parse().unwrap());
+        h.insert("te", "gzip".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+        let mut h = HeaderMap::new();
+        h.insert("te", "trailers".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert!(h.contains_key("te"));
+    }
+
+    #[test]
+    fn appends_forwarding_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
+        let host = HeaderValue::from_static("example.com:9080");
+        add_forwarded(&mut h, "10.0.0.9:5555".parse().unwrap(), Some(&host), HeaderValue::from_static("9080"));
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.0.0.9");
+        assert_eq!(h["x-real-ip"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com:9080");
+        assert_eq!(h["x-forwarded-port"], "9080");
+    }
+}

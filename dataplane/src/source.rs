@@ -1,0 +1,202 @@
+//! The etcd source: list the prefix once, then watch it from the next revision, forever.
+//!
+//! On connection loss it reconnects with exponential backoff and resumes the watch after the last revision it saw,
+//! so nothing is missed and nothing is re-listed. Only when etcd reports that revision compacted does it list the
+//! prefix again; the list replaces the store in one update, so the served configuration never goes empty.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use sluice_model::{Keys, Kind};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::config::{RawObject, Update};
+use crate::metrics::Metrics;
+
+/// First delay after a failure.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest delay between attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Limit on one list or watch creation: the client's balanced channel waits forever for a dead endpoint.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// HTTP/2 pings on the etcd connection, so a silently dead etcd is noticed within a few seconds.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a ping may go unanswered.
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why a session with etcd ended.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error(transparent)]
+    Etcd(#[from] etcd_client::Error),
+    #[error("{0} timed out after {REQUEST_TIMEOUT:?}")]
+    Timeout(&'static str),
+    #[error("the watch stream ended")]
+    Closed,
+    #[error("etcd canceled the watch: {0}")]
+    Canceled(String),
+    /// The config task is gone: the data plane is shutting down.
+    #[error("shutting down")]
+    Stopped,
+}
+
+/// Where the source is in the key space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// Nothing is known yet, or the known revision was compacted: list everything.
+    Unsynced,
+    /// Every change up to and including this revision has been delivered.
+    At(i64),
+}
+
+/// Reads the configuration from etcd and sends it to the config task.
+pub struct Source {
+    endpoints: Vec<String>,
+    keys: Keys,
+    updates: mpsc::Sender<Update>,
+    metrics: Metrics,
+}
+
+impl Source {
+    /// A source for `keys` on `endpoints`, sending to `updates`.
+    pub fn new(endpoints: Vec<String>, keys: Keys, updates: mpsc::Sender<Update>, metrics: Metrics) -> Source {
+        Source { endpoints, keys, updates, metrics }
+    }
+
+    /// Runs until the receiving side is dropped, starting at `position` (normally [`Position::Unsynced`]; a known
+    /// revision skips the first list, as a reconnect does).
+    pub async fn run(self, mut position: Position) {
+        let mut delay = BACKOFF_MIN;
+        let mut ever_connected = false;
+        loop {
+            let err = self.session(&mut position, &mut delay, &mut ever_connected).await;
+            self.metrics.etcd_connected.set(0);
+            if matches!(err, SessionError::Stopped) {
+                return;
+            }
+            let endpoints = self.endpoints.join(",");
+            if ever_connected {
+                warn!(error = %err, "lost etcd at {endpoints}; serving the last configuration; retrying in {delay:?}");
+            } else {
+                error!(error = %err, "cannot reach etcd at {endpoints}; retrying in {delay:?}");
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn session(&self, position: &mut Position, delay: &mut Duration, ever_connected: &mut bool) -> SessionError {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
+            .with_keep_alive_while_idle(true);
+        let mut client = match Client::connect(&self.endpoints, Some(options)).await {
+            Ok(client) => client,
+            Err(e) => return e.into(),
+        };
+        loop {
+            let revision = match *position {
+                Position::At(revision) => revision,
+                Position::Unsynced => match self.list(&mut client).await {
+                    Ok(revision) => {
+                        *position = Position::At(revision);
+                        revision
+                    }
+                    Err(e) => return e,
+                },
+            };
+            match self.watch(&mut client, revision, position, delay, ever_connected).await {
+                // Compacted: list again on the same connection.
+                Ok(()) => *position = Position::Unsynced,
+                Err(e) => return e,
+            }
+        }
+    }
+
+    /// Lists the prefix and hands it over as one reset; returns the revision of the list.
+    async fn list(&self, client: &mut Client) -> Result<i64, SessionError> {
+        let listed =
+            tokio::time::timeout(REQUEST_TIMEOUT, client.get(self.keys.all(), Some(GetOptions::new().with_prefix())))
+                .await
+                .map_err(|_| SessionError::Timeout("listing the prefix"))??;
+        let revision = listed.header().map(|h| h.revision()).unwrap_or_default();
+        let objects: Vec<RawObject> =
+            listed.kvs().iter().filter_map(|kv| self.raw(kv.key_str().ok()?, kv.value(), kv.mod_revision())).collect();
+        info!(objects = objects.len(), revision, prefix = %self.keys.all(), "listed configuration from etcd");
+        self.metrics.etcd_lists.inc();
+        self.send(Update::Reset(objects)).await?;
+        Ok(revision)
+    }
+
+    /// Watches after `revision` until the stream fails (`Err`) or etcd reports compaction (`Ok`).
+    async fn watch(
+        &self,
+        client: &mut Client,
+        revision: i64,
+        position: &mut Position,
+        delay: &mut Duration,
+        ever_connected: &mut bool,
+    ) -> Result<(), SessionError> {
+        let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1).with_progress_notify();
+        let mut stream = tokio::time::timeout(REQUEST_TIMEOUT, client.watch(self.keys.all(), Some(options)))
+            .await
+            .map_err(|_| SessionError::Timeout("creating the watch"))??;
+        loop {
+            let Some(resp) = stream.message().await? else { return Err(SessionError::Closed) };
+            if resp.compact_revision() > 0 {
+                warn!(
+                    wanted = revision + 1,
+                    compacted = resp.compact_revision(),
+                    "etcd compacted the watched revision; listing the configuration again"
+                );
+                return Ok(());
+            }
+            if resp.canceled() {
+                return Err(SessionError::Canceled(resp.cancel_reason().to_string()));
+            }
+            if resp.created() {
+                // The watch is up: only now does the connection count as healthy.
+                self.metrics.etcd_connected.set(1);
+                *delay = BACKOFF_MIN;
+                if !*ever_connected {
+                    *ever_connected = true;
+                } else {
+                    info!(from = revision + 1, "watching etcd again");
+                }
+                continue;
+            }
+            if resp.events().is_empty() {
+                // A progress notification: everything up to the header revision has been sent.
+                if let Some(h) = resp.header() {
+                    *position = Position::At(h.revision().max(revision));
+                }
+                continue;
+            }
+            for event in resp.events() {
+                let Some(kv) = event.kv() else { continue };
+                let Ok(key) = kv.key_str() else { continue };
+                let update = match event.event_type() {
+                    EventType::Put => self.raw(key, kv.value(), kv.mod_revision()).map(Update::Put),
+                    EventType::Delete => self.relevant(key).then(|| Update::Delete(key.to_string())),
+                };
+                if let Some(update) = update {
+                    self.send(update).await?;
+                }
+                *position = Position::At(kv.mod_revision());
+            }
+        }
+    }
+
+    fn relevant(&self, key: &str) -> bool {
+        matches!(self.keys.parse(key), Some((Kind::Route | Kind::Upstream, _)))
+    }
+
+    fn raw(&self, key: &str, value: &[u8], revision: i64) -> Option<RawObject> {
+        self.relevant(key).then(|| RawObject { key: key.to_string(), value: value.to_vec(), revision })
+    }
+
+    async fn send(&self, update: Update) -> Result<(), SessionError> {
+        self.updates.send(update).await.map_err(|_| SessionError::Stopped)
+    }
+}

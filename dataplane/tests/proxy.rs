@@ -1,0 +1,236 @@
+//! Proxying against real backends: errors and their bodies, timeouts, forwarded headers, balancing, retries.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http::Method;
+use serde_json::{Value, json};
+use sluice_testkit::{EchoServer, Etcd, free_port, get, request};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+struct Setup {
+    _etcd: Etcd,
+    client: etcd_client::Client,
+    dp: sluice_dataplane::Dataplane,
+}
+
+async fn setup() -> Setup {
+    let etcd = Etcd::start().await.unwrap();
+    let client = etcd.client().await.unwrap();
+    let dp = ready_dataplane(&etcd.endpoint()).await;
+    Setup { _etcd: etcd, client, dp }
+}
+
+impl Setup {
+    /// Puts a route and waits until its path stops answering 404 "Route Not Found".
+    async fn route(&mut self, id: &str, route: Value) {
+        let path = route["uri"].as_str().unwrap().trim_end_matches('*').to_string();
+        let host = route["host"].as_str().unwrap_or("x").to_string();
+        put(&mut self.client, &format!("/sluice/routes/{id}"), route).await;
+        let addr = self.dp.http_addr();
+        let routed = sluice_testkit::eventually(SETTLE, || async {
+            get(addr, &host, &path).await.is_ok_and(|r| !r.body.contains("Route Not Found"))
+        })
+        .await;
+        assert!(routed, "route {id} never took effect");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_errors_with_apisix_statuses_and_bodies() {
+    let mut s = setup().await;
+    let addr = s.dp.http_addr();
+
+    let reply = get(addr, "x", "/nothing").await.unwrap();
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.body, r#"{"error_msg":"404 Route Not Found"}"#);
+    assert_eq!(reply.headers["content-type"], "application/json");
+
+    s.route("missing", json!({"uri": "/missing", "upstream_id": "nope"})).await;
+    let reply = get(addr, "x", "/missing").await.unwrap();
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json()["error_msg"], "503 Service Unavailable: upstream nope not found");
+
+    let dead = json!({format!("127.0.0.1:{}", free_port()): 1, format!("127.0.0.1:{}", free_port()): 1});
+    s.route("down", json!({"uri": "/down", "upstream": {"nodes": dead}})).await;
+    let reply = get(addr, "x", "/down").await.unwrap();
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.json()["error_msg"], "502 Bad Gateway");
+
+    s.route("empty", json!({"uri": "/empty", "upstream": {"nodes": {}}})).await;
+    assert_eq!(get(addr, "x", "/empty").await.unwrap().status, 502);
+
+    s.route("zero", json!({"uri": "/zero", "upstream": {"nodes": {"127.0.0.1:1": 0}}})).await;
+    assert_eq!(get(addr, "x", "/zero").await.unwrap().status, 502);
+
+    let admin = s.dp.admin_addr();
+    assert!(metric(admin, r#"sluice_http_requests_total{code="404"}"#).await.unwrap() >= 1.0);
+    assert!(metric(admin, r#"sluice_http_requests_total{code="502"}"#).await.unwrap() >= 3.0);
+    assert!(metric(admin, r#"sluice_http_requests_total{code="503"}"#).await.unwrap() >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn times_out_waiting_for_a_slow_node() {
+    let mut s = setup().await;
+    // A node that accepts and reads the request but never answers.
+    let slow = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_addr = slow.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = slow.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+            });
+        }
+    });
+    let timeout = json!({"connect": 1, "send": 1, "read": 0.3});
+    put(
+        &mut s.client,
+        "/sluice/routes/slow",
+        json!({"uri": "/slow", "timeout": timeout,
+        "upstream": {"nodes": {slow_addr.to_string(): 1}}}),
+    )
+    .await;
+    let addr = s.dp.http_addr();
+    assert!(
+        sluice_testkit::eventually(SETTLE, || async { get(addr, "x", "/slow").await.is_ok_and(|r| r.status == 504) })
+            .await
+    );
+    let started = Instant::now();
+    let reply = get(addr, "x", "/slow").await.unwrap();
+    assert_eq!(reply.status, 504);
+    assert_eq!(reply.json()["error_msg"], "504 Gateway Timeout");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_headers_and_bodies() {
+    let mut s = setup().await;
+    let a = EchoServer::start("a").await.unwrap();
+    let nodes = json!({a.addr().to_string(): 1});
+    s.route("pass", json!({"uri": "/pass", "host": "app.example.com", "upstream": {"nodes": nodes}})).await;
+    let addr = s.dp.http_addr();
+
+    let reply = request(
+        addr,
+        Method::POST,
+        "app.example.com",
+        "/pass?q=1",
+        &[("x-forwarded-for", "203.0.113.7"), ("connection", "keep-alive, x-drop"), ("x-drop", "1")],
+        Bytes::from_static(b"hello body"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200);
+    let echoed = reply.json();
+    let h = &echoed["headers"];
+    assert_eq!(echoed["method"], "POST");
+    assert_eq!(echoed["path"], "/pass?q=1");
+    assert_eq!(echoed["body"], "hello body");
+    assert_eq!(h["host"], "app.example.com", "pass_host defaults to pass");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "app.example.com");
+    assert_eq!(h["x-forwarded-port"], addr.port().to_string());
+    assert!(h.get("x-drop").is_none(), "headers named in Connection are hop-by-hop");
+    assert_eq!(reply.headers["x-backend"], "a");
+
+    s.route("node", json!({"uri": "/node", "upstream": {"pass_host": "node", "nodes": nodes}})).await;
+    let reply = get(addr, "x", "/node").await.unwrap();
+    assert_eq!(reply.json()["headers"]["host"], a.addr().to_string());
+
+    s.route(
+        "rw",
+        json!({"uri": "/rw", "upstream": {"pass_host": "rewrite", "upstream_host": "internal.svc",
+        "nodes": nodes}}),
+    )
+    .await;
+    let reply = get(addr, "x", "/rw").await.unwrap();
+    assert_eq!(reply.json()["headers"]["host"], "internal.svc");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balances_by_weight_and_skips_dead_nodes() {
+    let mut s = setup().await;
+    let (a, b) = (EchoServer::start("a").await.unwrap(), EchoServer::start("b").await.unwrap());
+    put(&mut s.client, "/sluice/upstreams/w", json!({"nodes": {a.addr().to_string(): 3, b.addr().to_string(): 1}}))
+        .await;
+    s.route("w", json!({"uri": "/w", "upstream_id": "w"})).await;
+    let addr = s.dp.http_addr();
+    let (a0, b0) = (a.hits(), b.hits());
+    for _ in 0..40 {
+        assert_eq!(get(addr, "x", "/w").await.unwrap().status, 200);
+    }
+    assert_eq!((a.hits() - a0, b.hits() - b0), (30, 10), "3:1 weights");
+
+    // One node down: requests without a body go to the live node instead.
+    let dead = format!("127.0.0.1:{}", free_port());
+    put(&mut s.client, "/sluice/upstreams/half", json!({"nodes": {dead: 1, b.addr().to_string(): 1}})).await;
+    s.route("half", json!({"uri": "/half", "upstream_id": "half"})).await;
+    for _ in 0..6 {
+        assert_eq!(get(addr, "x", "/half").await.unwrap().backend().as_deref(), Some("b"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_h2c_with_prior_knowledge() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let mut s = setup().await;
+    let a = EchoServer::start("a").await.unwrap();
+    s.route("h2", json!({"uri": "/h2", "upstream": {"nodes": {a.addr().to_string(): 1}}})).await;
+    let stream = tokio::net::TcpStream::connect(s.dp.http_addr()).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("http://x/h2").body(Empty::<Bytes>::new()).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let echoed: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echoed["backend"], "a");
+    assert_eq!(echoed["headers"]["host"], "x", "the :authority becomes the Host upstream");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_requests_finish() {
+    use tokio::io::AsyncWriteExt;
+
+    let mut s = setup().await;
+    // A node that answers after 500 ms.
+    let slow = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_addr = slow.local_addr().unwrap();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = received.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = slow.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow").await;
+            });
+        }
+    });
+    s.route("slow", json!({"uri": "/slow", "upstream": {"nodes": {slow_addr.to_string(): 1}}})).await;
+    let addr = s.dp.http_addr();
+    let before = received.load(std::sync::atomic::Ordering::SeqCst);
+    let in_flight = tokio::spawn(async move { get(addr, "x", "/slow").await });
+    let reached = || async { received.load(std::sync::atomic::Ordering::SeqCst) > before };
+    assert!(sluice_testkit::eventually(SETTLE, reached).await, "request reached the node");
+    let Setup { dp, _etcd, .. } = s;
+    let stopped = tokio::spawn(dp.shutdown());
+    let reply = in_flight.await.unwrap().unwrap();
+    assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, "slow"));
+    stopped.await.unwrap();
+    assert!(get(addr, "x", "/slow").await.is_err(), "no longer accepting");
+}
