@@ -152,8 +152,8 @@ async fn binary_waits_for_etcd_and_stops_on_sigterm() {
         .arg("--workers=1")
         .arg("--shutdown-grace=2")
         .env_remove("RUST_LOG")
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(Stdio::null());
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
     let mut child = Child::spawn("sluice-dataplane", cmd).unwrap();
     let (http, admin) = (format!("127.0.0.1:{http}").parse().unwrap(), format!("127.0.0.1:{admin}").parse().unwrap());
 
