@@ -6,13 +6,11 @@
 
 use std::collections::BTreeMap;
 
-use etcd_client::{Client, Compare, CompareOp, GetOptions, Txn, TxnOp};
+use etcd_client::{Client, Compare, CompareOp, Txn, TxnOp};
 use sluice_model::{Keys, Kind, labels};
 
 /// Writes per transaction: well under etcd's default limit of 128 operations.
 const TXN_OPS: usize = 64;
-/// Keys per page when listing, to stay under gRPC message limits with large configurations.
-const PAGE: i64 = 1000;
 
 /// Why a sync did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -106,33 +104,15 @@ impl EtcdSink {
 
     /// Every key under the prefix, read in pages at one revision.
     async fn list(&mut self) -> Result<BTreeMap<String, Stored>, SinkError> {
-        let prefix = self.keys.all().into_bytes();
-        let mut end = prefix.clone();
-        // The range end of a prefix: its last byte plus one ('/' becomes '0').
-        if let Some(last) = end.last_mut() {
-            *last += 1;
-        }
-        let mut out = BTreeMap::new();
-        let mut start = prefix;
-        let mut revision = 0;
-        loop {
-            let opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE).with_revision(revision);
-            let resp = self.client.get(start.clone(), Some(opts)).await?;
-            if revision == 0 {
-                revision = resp.header().map(|h| h.revision()).unwrap_or(0);
-            }
-            for kv in resp.kvs() {
+        let listed = sluice_etcd::list_prefix(&mut self.client, &self.keys.all(), sluice_etcd::PAGE).await?;
+        Ok(listed
+            .kvs
+            .into_iter()
+            .map(|kv| {
                 let key = String::from_utf8_lossy(kv.key()).into_owned();
-                out.insert(key, Stored { value: kv.value().to_vec(), mod_revision: kv.mod_revision() });
-            }
-            match resp.kvs().last() {
-                Some(last) if resp.more() => {
-                    start = last.key().to_vec();
-                    start.push(0);
-                }
-                _ => return Ok(out),
-            }
-        }
+                (key, Stored { mod_revision: kv.mod_revision(), value: kv.value().to_vec() })
+            })
+            .collect())
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use etcd_client::{Client, ConnectOptions, EventType, WatchOptions};
 use sluice_model::{Keys, Kind};
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
@@ -116,13 +116,14 @@ impl Source {
 
     /// Lists the prefix and hands it over as one reset; returns the revision of the list.
     async fn list(&self, client: &mut Client) -> Result<i64, SessionError> {
+        let prefix = self.keys.all();
         let listed =
-            tokio::time::timeout(REQUEST_TIMEOUT, client.get(self.keys.all(), Some(GetOptions::new().with_prefix())))
+            tokio::time::timeout(REQUEST_TIMEOUT, sluice_etcd::list_prefix(client, &prefix, sluice_etcd::PAGE))
                 .await
                 .map_err(|_| SessionError::Timeout("listing the prefix"))??;
-        let revision = listed.header().map(|h| h.revision()).unwrap_or_default();
+        let revision = listed.revision;
         let objects: Vec<RawObject> =
-            listed.kvs().iter().filter_map(|kv| self.raw(kv.key_str().ok()?, kv.value(), kv.mod_revision())).collect();
+            listed.kvs.iter().filter_map(|kv| self.raw(kv.key_str().ok()?, kv.value(), kv.mod_revision())).collect();
         info!(objects = objects.len(), revision, prefix = %self.keys.all(), "listed configuration from etcd");
         self.metrics.etcd_lists.inc();
         self.send(Update::Reset(objects)).await?;
