@@ -24,6 +24,28 @@ use crate::translate::StatusUpdate;
 /// The field manager that owns every status field sluice writes.
 pub const FIELD_MANAGER: &str = "sluice-controller";
 
+/// One RBAC permission the controller needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Access {
+    /// The API group (`""` for the core group).
+    pub api_group: &'static str,
+    /// The resource, with `/status` for the status subresource.
+    pub resource: &'static str,
+    /// The verbs used.
+    pub verbs: &'static [&'static str],
+}
+
+/// Every permission the controller uses, and nothing more: reflectors list and watch, status is patched.
+/// The mocked-API test checks every request against this list; the Helm chart's RBAC is checked against it.
+pub const ACCESS: &[Access] = &[
+    Access { api_group: "networking.k8s.io", resource: "ingresses", verbs: &["list", "watch"] },
+    Access { api_group: "networking.k8s.io", resource: "ingresses/status", verbs: &["patch"] },
+    Access { api_group: "networking.k8s.io", resource: "ingressclasses", verbs: &["list", "watch"] },
+    Access { api_group: "", resource: "services", verbs: &["list", "watch"] },
+    Access { api_group: "discovery.k8s.io", resource: "endpointslices", verbs: &["list", "watch"] },
+];
+
 /// Local copies of every watched kind, kept current by reflectors.
 #[derive(Clone)]
 pub struct KubeSource {

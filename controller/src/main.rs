@@ -46,6 +46,9 @@ struct Args {
     /// Milliseconds to wait after a change for more changes before syncing.
     #[arg(long, env = "SLUICE_DEBOUNCE_MS", default_value_t = 100)]
     debounce_ms: u64,
+    /// Print the RBAC rules the controller needs as JSON and exit.
+    #[arg(long)]
+    print_rbac: bool,
     /// Log filter (tracing syntax), overridden by RUST_LOG.
     #[arg(long, env = "SLUICE_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -54,6 +57,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if args.print_rbac {
+        println!("{}", serde_json::to_string_pretty(kubernetes::ACCESS)?);
+        return Ok(());
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&args.log_level));
     tracing_subscriber::fmt()

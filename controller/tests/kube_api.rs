@@ -137,6 +137,26 @@ fn slice(addresses: &[&str], rv: &str) -> Value {
         "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": endpoints})
 }
 
+/// The API group and resource (with subresource) a request path addresses.
+fn rbac_resource(path: &str) -> (String, String) {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", _version, rest @ ..] => (String::new(), rest),
+        ["apis", group, _version, rest @ ..] => (group.to_string(), rest),
+        _ => panic!("unexpected path {path}"),
+    };
+    let rest = match rest {
+        ["namespaces", _ns, rest @ ..] => rest,
+        rest => rest,
+    };
+    let resource = match rest {
+        [resource] | [resource, _] => resource.to_string(),
+        [resource, _, sub] => format!("{resource}/{sub}"),
+        _ => panic!("unexpected path {path}"),
+    };
+    (group, resource)
+}
+
 async fn etcd_json(client: &mut etcd_client::Client, key: &str) -> Option<Value> {
     let resp = client.get(key, None).await.ok()?;
     resp.kvs().first().and_then(|kv| serde_json::from_slice(kv.value()).ok())
@@ -260,6 +280,20 @@ async fn api_objects_reach_etcd_and_status_is_applied() {
     }
     for path in [INGRESSES, CLASSES, SERVICES, SLICES] {
         assert!(seen.iter().any(|s| s.path == path && !s.query.contains("watch=true")), "listed {path}");
+    }
+    // Every request is covered by the declared RBAC rules (which the Helm chart grants).
+    for s in &seen {
+        let (group, resource) = rbac_resource(&s.path);
+        let verb = match s.method {
+            Method::GET if s.query.contains("watch=true") => "watch",
+            Method::GET => "list",
+            Method::PATCH => "patch",
+            _ => "other",
+        };
+        let allowed = kubernetes::ACCESS
+            .iter()
+            .any(|a| a.api_group == group && a.resource == resource && a.verbs.contains(&verb));
+        assert!(allowed, "{verb} {group}/{resource} is not in kubernetes::ACCESS");
     }
     assert_eq!(seen.iter().filter(|s| s.method == Method::PATCH).count(), 1, "status patched once, not on every sync");
 }
