@@ -19,3 +19,23 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "setup: cargo (the Rust toolchain) is required; install it with rustup" >&2
   exit 1
 fi
+
+# The chart and packaging tests (charts/tests) run in a Python venv with pinned packages; reinstalled only when
+# charts/tests/requirements.txt changes.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+venv="$root/.local/venv"
+reqs="$root/charts/tests/requirements.txt"
+stamp="$venv/.requirements.sha256"
+if [ ! -f "$stamp" ] || [ "$(sha256sum < "$reqs")" != "$(cat "$stamp")" ]; then
+  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    echo "setup: installing python3-venv" >&2
+    sudo_cmd=()
+    [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq python3-venv >/dev/null
+  fi
+  echo "setup: installing the chart test requirements into .local/venv" >&2
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$reqs"
+  sha256sum < "$reqs" > "$stamp"
+fi

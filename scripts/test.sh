@@ -15,5 +15,7 @@ echo "== cargo test"
 cargo test --workspace
 echo "== local stack check (the README's first command, non-interactive)"
 target/debug/sluice-stack --manifests config/examples --http-port 0 --check
+echo "== chart and packaging tests"
+.local/venv/bin/python -m pytest -q charts/tests
 echo "== kind end-to-end suite"
 e2e/kind/run.sh

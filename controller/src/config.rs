@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use sluice_model::{Keys, Kind, Route, Upstream};
+use sluice_model::{Consumer, Keys, Kind, PluginConfig, Route, Upstream};
 
 /// The whole desired state under the prefix, as produced by the translator.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -11,14 +11,21 @@ pub struct Config {
     pub routes: BTreeMap<String, Route>,
     /// Upstreams by id.
     pub upstreams: BTreeMap<String, Upstream>,
+    /// Plugin configs by id.
+    pub plugin_configs: BTreeMap<String, PluginConfig>,
+    /// Consumers by user name.
+    pub consumers: BTreeMap<String, Consumer>,
 }
 
 impl Config {
     /// The objects as etcd keys and JSON values; serialization is deterministic so equal objects give equal bytes.
     pub fn to_kv(&self, keys: &Keys) -> BTreeMap<String, Vec<u8>> {
-        let upstreams = self.upstreams.iter().map(|(id, u)| (keys.key(Kind::Upstream, id), to_json(u)));
-        let routes = self.routes.iter().map(|(id, r)| (keys.key(Kind::Route, id), to_json(r)));
-        upstreams.chain(routes).collect()
+        let mut kv = BTreeMap::new();
+        kv.extend(self.upstreams.iter().map(|(id, u)| (keys.key(Kind::Upstream, id), to_json(u))));
+        kv.extend(self.plugin_configs.iter().map(|(id, p)| (keys.key(Kind::PluginConfig, id), to_json(p))));
+        kv.extend(self.consumers.iter().map(|(id, c)| (keys.key(Kind::Consumer, id), to_json(c))));
+        kv.extend(self.routes.iter().map(|(id, r)| (keys.key(Kind::Route, id), to_json(r))));
+        kv
     }
 }
 

@@ -2,8 +2,10 @@
 //! configuration in etcd out, with status reported back on each object.
 
 pub mod admin;
+pub mod conditions;
 pub mod config;
 pub mod kubernetes;
+pub mod leader;
 pub mod manifest_source;
 pub mod manifests;
 pub mod metrics;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use sluice_controller::leader::Elector;
 use sluice_controller::manifest_source::{self, ManifestSource};
 use sluice_controller::manifests::Loader;
 use sluice_controller::metrics::Metrics;
@@ -46,6 +47,18 @@ struct Args {
     /// Milliseconds to wait after a change for more changes before syncing.
     #[arg(long, env = "SLUICE_DEBOUNCE_MS", default_value_t = 100)]
     debounce_ms: u64,
+    /// Elect one leader among replicas with a Lease (Kubernetes mode); only the leader writes.
+    #[arg(long, env = "SLUICE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// Namespace of the leader Lease (default: the pod's namespace from POD_NAMESPACE, else `default`).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "SLUICE_LEASE_NAME", default_value = "sluice-controller")]
+    lease_name: String,
+    /// Seconds a leader holds the Lease without renewing it.
+    #[arg(long, env = "SLUICE_LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
     /// Print the RBAC rules the controller needs as JSON and exit.
     #[arg(long)]
     print_rbac: bool,
@@ -114,10 +127,29 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let client = kube::Client::try_default().await.context("connecting to the Kubernetes API")?;
-    let (source, reporter) = kubernetes::start(client, trigger.clone()).await;
+    let identity = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("sluice-controller-{}", std::process::id()));
+    let (source, reporter) = kubernetes::start(client.clone(), trigger.clone(), identity.clone()).await;
+    let elector = args.leader_elect.then(|| {
+        let lease = Duration::from_secs(args.lease_seconds.max(3));
+        Elector::new(client, &args.lease_namespace, &args.lease_name, &identity, lease)
+    });
     let pipeline = Pipeline { source, reporter, sink, options, keys, metrics, trigger, ready, debounce };
+    let lead = async {
+        if let Some(elector) = &elector {
+            elector.acquire().await;
+            tokio::select! {
+                _ = pipeline.run() => {}
+                _ = elector.keep() => anyhow::bail!("lost leadership; exiting so that a fresh replica takes over"),
+            }
+        } else {
+            pipeline.run().await;
+        }
+        Ok(())
+    };
     tokio::select! {
-        _ = pipeline.run() => {}
+        result = lead => result?,
         _ = shutdown() => tracing::info!("shutting down"),
     }
     Ok(())

@@ -146,6 +146,14 @@ pub fn add(resources: &mut Resources, doc: Value) -> Result<(), (String, String,
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             resources.endpoint_slices.push(serde_json::from_value(doc).map_err(fail)?)
         }
+        ("v1", "Secret") => resources.secrets.push(serde_json::from_value(doc).map_err(fail)?),
+        ("v1", "Pod") => resources.pods.push(serde_json::from_value(doc).map_err(fail)?),
+        ("sluice.dev/v1alpha1", "ApiRoute") => resources.api_routes.push(serde_json::from_value(doc).map_err(fail)?),
+        ("sluice.dev/v1alpha1", "Upstream") => resources.upstreams.push(serde_json::from_value(doc).map_err(fail)?),
+        ("sluice.dev/v1alpha1", "PluginConfig") => {
+            resources.plugin_configs.push(serde_json::from_value(doc).map_err(fail)?)
+        }
+        ("sluice.dev/v1alpha1", "Consumer") => resources.consumers.push(serde_json::from_value(doc).map_err(fail)?),
         (_, "List") => {
             if let Some(Value::Array(items)) = doc.get("items") {
                 for item in items.clone() {

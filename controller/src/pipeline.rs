@@ -22,8 +22,8 @@ pub trait Source {
 
 /// Where per-object status goes after each sync.
 pub trait Reporter {
-    /// Reports the statuses of one translation (called after its configuration reached etcd).
-    fn report(&mut self, statuses: &[StatusUpdate]) -> impl Future<Output = ()> + Send;
+    /// Reports the statuses of one translation, with whether its configuration reached etcd.
+    fn report(&mut self, statuses: &[StatusUpdate], synced: Result<(), &str>) -> impl Future<Output = ()> + Send;
 }
 
 /// One controller instance's sync loop.
@@ -61,7 +61,6 @@ impl<S: Source, R: Reporter> Pipeline<S, R> {
             let started = Instant::now();
             let resources = self.source.snapshot();
             let out = translate::translate(&resources, &self.options);
-            self.note_problems(&out.statuses, &mut known);
             self.metrics.routes.set(out.config.routes.len() as i64);
             self.metrics.upstreams.set(out.config.upstreams.len() as i64);
             let desired = out.config.to_kv(&self.keys);
@@ -72,18 +71,19 @@ impl<S: Source, R: Reporter> Pipeline<S, R> {
                     self.metrics.sync_seconds.with_label_values(&["ok"]).observe(started.elapsed().as_secs_f64());
                     self.metrics.etcd_writes.with_label_values(&["put"]).inc_by(applied.puts as u64);
                     self.metrics.etcd_writes.with_label_values(&["delete"]).inc_by(applied.deletes as u64);
-                    for key in &applied.foreign {
-                        tracing::warn!(%key, "not overwriting an object that was not written by sluice");
-                    }
                     if applied.puts + applied.deletes > 0 {
                         tracing::info!(puts = applied.puts, deletes = applied.deletes, "synced configuration to etcd");
                     }
-                    self.reporter.report(&out.statuses).await;
+                    let mut statuses = out.statuses;
+                    add_conflicts(&mut statuses, &applied.foreign, &desired);
+                    self.note_problems(&statuses, &mut known);
+                    self.reporter.report(&statuses, Ok(())).await;
                     self.ready.store(true, Ordering::Release);
                 }
                 Err(e) => {
                     self.metrics.syncs.with_label_values(&["error"]).inc();
                     tracing::warn!(error = %e, retry_in = ?backoff, "sync to etcd failed");
+                    self.reporter.report(&out.statuses, Err(&e.to_string())).await;
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                     self.trigger.notify_one();
@@ -107,6 +107,31 @@ impl<S: Source, R: Reporter> Pipeline<S, R> {
     }
 }
 
+/// Adds a `Conflict` problem to the owner of each key we wanted that holds an object someone else wrote.
+fn add_conflicts(statuses: &mut [StatusUpdate], foreign: &[String], desired: &BTreeMap<String, Vec<u8>>) {
+    for key in foreign {
+        let labels = desired
+            .get(key)
+            .and_then(|v| serde_json::from_slice::<serde_json::Value>(v).ok())
+            .and_then(|v| v.get("labels").cloned())
+            .unwrap_or_default();
+        let label = |k: &str| labels.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let owner = ObjectRef {
+            kind: label(sluice_model::labels::OWNER_KIND),
+            namespace: label(sluice_model::labels::OWNER_NAMESPACE),
+            name: label(sluice_model::labels::OWNER_NAME),
+        };
+        let problem = Problem {
+            reason: translate::Reason::Conflict,
+            message: format!("etcd key {key} holds an object not written by sluice; it was left as it is"),
+        };
+        match statuses.iter_mut().find(|s| s.object == owner) {
+            Some(s) => s.problems.push(problem),
+            None => tracing::warn!(%key, "not overwriting an object that was not written by sluice"),
+        }
+    }
+}
+
 /// A reporter that writes status changes to the log, for manifest-directory mode.
 #[derive(Default)]
 pub struct LogReporter {
@@ -114,18 +139,26 @@ pub struct LogReporter {
 }
 
 impl Reporter for LogReporter {
-    async fn report(&mut self, statuses: &[StatusUpdate]) {
+    async fn report(&mut self, statuses: &[StatusUpdate], synced: Result<(), &str>) {
         let mut now = BTreeMap::new();
         for s in statuses {
-            let problems: Vec<_> = s
-                .problems
-                .iter()
-                .map(|p| serde_json::json!({"reason": p.reason.as_str(), "message": p.message}))
-                .collect();
-            let status = serde_json::json!({
-                "loadBalancer": {"ingress": s.load_balancer},
-                "problems": problems,
-            })
+            let status = if s.object.kind == "Ingress" {
+                let problems: Vec<_> = s
+                    .problems
+                    .iter()
+                    .map(|p| serde_json::json!({"reason": p.reason.as_str(), "message": p.message}))
+                    .collect();
+                serde_json::json!({"loadBalancer": {"ingress": s.load_balancer}, "problems": problems})
+            } else {
+                // Without transition times, so that an unchanged status is not logged again.
+                let conditions: Vec<_> = crate::conditions::conditions(s, synced, &[])
+                    .into_iter()
+                    .map(|c| {
+                        serde_json::json!({"type": c.type_, "status": c.status, "reason": c.reason, "message": c.message})
+                    })
+                    .collect();
+                serde_json::json!({"conditions": conditions, "observedGeneration": s.generation})
+            }
             .to_string();
             if self.last.get(&s.object) != Some(&status) {
                 tracing::info!(object = %s.object, status = %status, "status");

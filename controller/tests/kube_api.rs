@@ -38,6 +38,7 @@ struct Seen {
 struct FakeApi {
     lists: Arc<Mutex<HashMap<String, Vec<Value>>>>,
     watchers: Arc<Mutex<HashMap<String, Vec<mpsc::UnboundedSender<Bytes>>>>>,
+    leases: Arc<Mutex<HashMap<String, Value>>>,
     seen: Arc<Mutex<Vec<Seen>>>,
 }
 
@@ -83,6 +84,25 @@ impl FakeApi {
                 }));
                 Response::new(body.boxed())
             }
+            Method::GET if req.path.contains("/leases/") => match self.leases.lock().unwrap().get(&req.path).cloned() {
+                Some(lease) => json(StatusCode::OK, lease),
+                None => json(
+                    StatusCode::NOT_FOUND,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                        "reason": "NotFound", "code": 404, "message": "not found"}),
+                ),
+            },
+            Method::POST | Method::PUT => {
+                let mut obj: Value = serde_json::from_str(&req.body).unwrap_or(json!({}));
+                obj["metadata"]["resourceVersion"] = json!(format!("{}", self.seen.lock().unwrap().len()));
+                if req.path.contains("/leases") {
+                    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+                    let path =
+                        if req.method == Method::POST { format!("{}/{name}", req.path) } else { req.path.clone() };
+                    self.leases.lock().unwrap().insert(path, obj.clone());
+                }
+                json(if req.method == Method::POST { StatusCode::CREATED } else { StatusCode::OK }, obj)
+            }
             Method::GET => {
                 let items = self.lists.lock().unwrap().get(&req.path).cloned().unwrap_or_default();
                 json(
@@ -120,6 +140,9 @@ const INGRESSES: &str = "/apis/networking.k8s.io/v1/ingresses";
 const CLASSES: &str = "/apis/networking.k8s.io/v1/ingressclasses";
 const SERVICES: &str = "/api/v1/services";
 const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
+const API_ROUTES: &str = "/apis/sluice.dev/v1alpha1/apiroutes";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/sluice/leases";
 
 fn ingress(path: &str, rv: &str) -> Value {
     json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
@@ -135,6 +158,39 @@ fn slice(addresses: &[&str], rv: &str) -> Value {
         "metadata": {"name": "web-1", "namespace": "default", "resourceVersion": rv,
             "labels": {"kubernetes.io/service-name": "web"}},
         "addressType": "IPv4", "ports": [{"name": "http", "port": 8080}], "endpoints": endpoints})
+}
+
+/// The RBAC verb of a request.
+fn verb(s: &Seen) -> &'static str {
+    let named = rbac_named(&s.path);
+    match s.method {
+        Method::GET if s.query.contains("watch=true") => "watch",
+        Method::GET if named => "get",
+        Method::GET => "list",
+        Method::PATCH => "patch",
+        Method::POST => "create",
+        Method::PUT => "update",
+        _ => "other",
+    }
+}
+
+/// Whether a path names one object (rather than a collection).
+fn rbac_named(path: &str) -> bool {
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let rest = if parts[0] == "api" { &parts[2..] } else { &parts[3..] };
+    let rest = if rest.first() == Some(&"namespaces") { &rest[2..] } else { rest };
+    rest.len() >= 2
+}
+
+fn assert_allowed(seen: &[Seen]) {
+    for s in seen {
+        let (group, resource) = rbac_resource(&s.path);
+        let verb = verb(s);
+        let allowed = kubernetes::ACCESS
+            .iter()
+            .any(|a| a.api_group == group && a.resource == resource && a.verbs.contains(&verb));
+        assert!(allowed, "{verb} {group}/{resource} is not in kubernetes::ACCESS");
+    }
 }
 
 /// The API group and resource (with subresource) a request path addresses.
@@ -177,12 +233,22 @@ async fn api_objects_reach_etcd_and_status_is_applied() {
     );
     api.list(SLICES, vec![slice(&["10.0.0.1"], "1")]);
     api.list(INGRESSES, vec![ingress("/a", "1")]);
+    api.list(
+        API_ROUTES,
+        vec![json!({"apiVersion": "sluice.dev/v1alpha1", "kind": "ApiRoute",
+        "metadata": {"name": "shop", "namespace": "default", "resourceVersion": "1", "generation": 3},
+        "spec": {"ingressClassName": "sluice", "http": [
+            {"name": "ok", "match": {"paths": ["/shop/*"], "methods": ["GET"]},
+             "backends": [{"serviceName": "web", "servicePort": 80}]},
+            {"name": "ghost", "match": {"paths": ["/ghost"]},
+             "backends": [{"serviceName": "ghost", "servicePort": "http"}]}]}})],
+    );
 
     let (service, handle) = tower_test::mock::pair::<Request<kube::client::Body>, Response<Body>>();
     api.serve(handle);
     let client = kube::Client::new(service, "default");
     let trigger = Arc::new(Notify::new());
-    let (source, reporter) = kubernetes::start(client, trigger.clone()).await;
+    let (source, reporter) = kubernetes::start(client, trigger.clone(), "test-0".into()).await;
     let keys = Keys::default();
     let sink = EtcdSink::new(etcd.client().await.unwrap(), keys.clone());
     let options = Options { publish: Publish::Addresses(vec!["192.0.2.10".into()]), ..Options::default() };
@@ -216,11 +282,18 @@ async fn api_objects_reach_etcd_and_status_is_applied() {
     // The status patch: server-side apply, our field manager, only the status we own.
     let patched = eventually(wait, || {
         let seen = api.seen.clone();
-        async move { seen.lock().unwrap().iter().any(|s| s.method == Method::PATCH) }
+        async move { seen.lock().unwrap().iter().any(|s| s.method == Method::PATCH && s.path.contains("/ingresses/")) }
     })
     .await;
     assert!(patched, "status was patched");
-    let patch = api.seen.lock().unwrap().iter().find(|s| s.method == Method::PATCH).cloned().unwrap();
+    let patch = api
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|s| s.method == Method::PATCH && s.path.contains("/ingresses/"))
+        .cloned()
+        .unwrap();
     assert_eq!(patch.path, "/apis/networking.k8s.io/v1/namespaces/default/ingresses/web/status");
     assert!(
         patch.query.contains("fieldManager=sluice-controller") && patch.query.contains("force=true"),
@@ -229,6 +302,37 @@ async fn api_objects_reach_etcd_and_status_is_applied() {
     );
     let body: Value = serde_json::from_str(&patch.body).unwrap();
     assert_eq!(body["status"], json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}}));
+
+    // The ApiRoute: both rules written; the missing Service is reported as a condition and an Event.
+    let ar_route = "/sluice/routes/ar.default.shop.ok";
+    assert!(etcd_json(&mut etcd_client, ar_route).await.is_some_and(|r| r["methods"] == json!(["GET"])));
+    assert!(etcd_json(&mut etcd_client, "/sluice/routes/ar.default.shop.ghost").await.is_some());
+    let ar_status = "/apis/sluice.dev/v1alpha1/namespaces/default/apiroutes/shop/status";
+    let reported = eventually(wait, || {
+        let seen = api.seen.clone();
+        async move {
+            seen.lock().unwrap().iter().any(|s| s.path == ar_status)
+                && seen.lock().unwrap().iter().any(|s| s.path == EVENTS)
+        }
+    })
+    .await;
+    assert!(reported, "ApiRoute status and Event sent");
+    let patch_ar = api.seen.lock().unwrap().iter().find(|s| s.path == ar_status).cloned().unwrap();
+    let body: Value = serde_json::from_str(&patch_ar.body).unwrap();
+    let conditions = body["status"]["conditions"].as_array().unwrap();
+    assert_eq!(conditions[0]["type"], "Accepted");
+    assert_eq!(conditions[0]["status"], "False");
+    assert_eq!(conditions[0]["reason"], "RefNotFound");
+    assert!(conditions[0]["message"].as_str().unwrap().contains("Service default/ghost not found"));
+    assert_eq!(conditions[0]["observedGeneration"], 3);
+    assert_eq!(conditions[1]["type"], "Programmed");
+    assert_eq!(conditions[1]["status"], "True");
+    assert_eq!(body["status"]["observedGeneration"], 3);
+    let event = api.seen.lock().unwrap().iter().find(|s| s.path == EVENTS).cloned().unwrap();
+    let event: Value = serde_json::from_str(&event.body).unwrap();
+    assert_eq!(event["reason"], "RefNotFound");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["regarding"]["name"], "shop");
 
     // Changes arrive through watches.
     for path in [INGRESSES, SLICES] {
@@ -263,10 +367,11 @@ async fn api_objects_reach_etcd_and_status_is_applied() {
     api.push(INGRESSES, "DELETED", ingress("/b", "4"));
     let gone = eventually(wait, || {
         let mut c = etcd_client.clone();
-        async move { etcd_json(&mut c, route).await.is_none() && etcd_json(&mut c, upstream).await.is_none() }
+        async move { etcd_json(&mut c, route).await.is_none() }
     })
     .await;
-    assert!(gone, "deleted Ingress removed its route and the now unused upstream");
+    assert!(gone, "deleted Ingress removed its route");
+    assert!(etcd_json(&mut etcd_client, upstream).await.is_some(), "the upstream stays while the ApiRoute uses it");
 
     // Every request was a list or watch of a watched kind, or the one status patch.
     let seen = api.seen.lock().unwrap().clone();
@@ -274,7 +379,8 @@ async fn api_objects_reach_etcd_and_status_is_applied() {
         let watched = [INGRESSES, CLASSES, SERVICES, SLICES].contains(&s.path.as_str());
         match s.method {
             Method::GET => assert!(watched, "unexpected GET {}", s.path),
-            Method::PATCH => assert_eq!(s.path, patch.path),
+            Method::PATCH => assert!(s.path == patch.path || s.path == ar_status, "unexpected PATCH {}", s.path),
+            Method::POST => assert_eq!(s.path, EVENTS),
             _ => panic!("unexpected request {} {}", s.method, s.path),
         }
     }
@@ -282,18 +388,42 @@ async fn api_objects_reach_etcd_and_status_is_applied() {
         assert!(seen.iter().any(|s| s.path == path && !s.query.contains("watch=true")), "listed {path}");
     }
     // Every request is covered by the declared RBAC rules (which the Helm chart grants).
-    for s in &seen {
-        let (group, resource) = rbac_resource(&s.path);
-        let verb = match s.method {
-            Method::GET if s.query.contains("watch=true") => "watch",
-            Method::GET => "list",
-            Method::PATCH => "patch",
-            _ => "other",
-        };
-        let allowed = kubernetes::ACCESS
-            .iter()
-            .any(|a| a.api_group == group && a.resource == resource && a.verbs.contains(&verb));
-        assert!(allowed, "{verb} {group}/{resource} is not in kubernetes::ACCESS");
-    }
-    assert_eq!(seen.iter().filter(|s| s.method == Method::PATCH).count(), 1, "status patched once, not on every sync");
+    assert_allowed(&seen);
+    let ingress_patches = seen.iter().filter(|s| s.path == patch.path).count();
+    assert_eq!(ingress_patches, 1, "Ingress status patched once, not on every sync");
+    assert_eq!(seen.iter().filter(|s| s.path == ar_status).count(), 1, "ApiRoute status patched once");
+}
+
+/// Leader election: the first replica creates the Lease and renews it with updates; a second replica stands by
+/// while the Lease is fresh. Every request is one the RBAC rules allow.
+#[tokio::test]
+async fn leader_election_with_a_lease() {
+    use sluice_controller::leader::Elector;
+    let api = FakeApi::default();
+    let (service, handle) = tower_test::mock::pair::<Request<kube::client::Body>, Response<Body>>();
+    api.serve(handle);
+    let client = kube::Client::new(service, "default");
+    let first = Elector::new(client.clone(), "sluice", "sluice-controller", "replica-a", Duration::from_secs(3));
+    tokio::time::timeout(Duration::from_secs(5), first.acquire()).await.expect("the first replica leads at once");
+    let keeping = tokio::spawn(async move { first.keep().await });
+    let renewed = eventually(Duration::from_secs(5), || {
+        let seen = api.seen.clone();
+        async move { seen.lock().unwrap().iter().any(|s| s.method == Method::PUT) }
+    })
+    .await;
+    assert!(renewed, "the leader renews its Lease");
+    let second = Elector::new(client, "sluice", "sluice-controller", "replica-b", Duration::from_secs(3));
+    let waited = tokio::time::timeout(Duration::from_millis(2500), second.acquire()).await;
+    assert!(waited.is_err(), "a second replica does not lead while the Lease is renewed");
+    keeping.abort();
+
+    let seen = api.seen.lock().unwrap().clone();
+    let lease_path = format!("{LEASES}/sluice-controller");
+    assert!(seen.iter().any(|s| s.method == Method::POST && s.path == LEASES), "the Lease was created");
+    let put = seen.iter().find(|s| s.method == Method::PUT).unwrap();
+    assert_eq!(put.path, lease_path);
+    let lease: Value = serde_json::from_str(&put.body).unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 3);
+    assert_allowed(&seen);
 }

@@ -74,7 +74,8 @@ pub struct HttpRule {
 #[serde(rename_all = "camelCase")]
 pub struct RouteMatch {
     /// Paths: exact (`/a`), prefix (`/a/*`) or with parameters (`/users/:id`).
-    #[schemars(length(min = 1), inner(length(min = 1, max = 4096)))]
+    // Bounded so that the API server's cost estimate of the rule below stays inside its budget.
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 4096)))]
     #[x_kube(validation = Rule::new("self.all(p, p.startsWith('/'))").message("paths must start with '/'"))]
     pub paths: Vec<String>,
     /// Allowed methods; empty means any.

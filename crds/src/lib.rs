@@ -6,14 +6,15 @@
 //! - [`PluginConfig`]: a reusable set of plugins.
 //! - [`Consumer`]: an API caller with credentials and its own plugins.
 //!
-//! The CRD YAML under `crds/` (and the Helm chart) is generated from these types by `sluice-crdgen`; a test fails
-//! when the committed YAML differs from what the types generate.
+//! The CRD YAML under `crds/` (and the Helm chart) and `docs/crd-reference.md` are generated from these types by
+//! `sluice-crdgen`; a test fails when the committed files differ from what the types generate.
 
 pub mod api_route;
 pub mod common;
 pub mod consumer;
 pub mod generate;
 pub mod plugin_config;
+pub mod reference;
 pub mod upstream;
 
 pub use api_route::{ApiRoute, ApiRouteSpec};

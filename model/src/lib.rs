@@ -7,11 +7,13 @@
 mod id;
 pub mod keys;
 pub mod labels;
+pub mod plugin_config;
 pub mod route;
 pub mod upstream;
 mod validate;
 
 pub use keys::{DEFAULT_PREFIX, Keys, Kind};
+pub use plugin_config::{Consumer, InvalidPluginSet, PluginConfig};
 pub use route::{InvalidRoute, Route, Status};
 pub use upstream::{InvalidUpstream, LoadBalancer, Node, Nodes, PassHost, Scheme, Timeout, Upstream};
 pub use validate::{InvalidId, InvalidLabel};

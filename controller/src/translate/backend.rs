@@ -1,24 +1,49 @@
-//! Resolving an Ingress backend to an upstream: Service → port → ready EndpointSlice addresses.
+//! Resolving a backend to an upstream: Service → port → ready EndpointSlice addresses (or the cluster IP), shaped
+//! by the Upstream resource of the same name.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
-use k8s_openapi::api::networking::v1::IngressServiceBackend;
 use sluice_model::{Node, Nodes, Upstream, labels};
 
+use super::policy::Policy;
 use super::{Problem, Reason, ids};
-use crate::resources::{name, namespace};
+use crate::resources::{Resources, name, namespace};
 
 /// The label EndpointSlices carry naming their Service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-/// Weight given to every endpoint; equal weights spread evenly, and leave room for finer ones later.
-const NODE_WEIGHT: u32 = 100;
+/// Weight given to every endpoint; equal weights spread evenly, and leave room for finer ones.
+pub(super) const NODE_WEIGHT: u32 = 100;
 
-/// Services and EndpointSlices indexed by namespace and Service name.
+/// A Service port, as a backend names it.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum PortRef<'a> {
+    /// By port number.
+    Number(i32),
+    /// By port name.
+    Name(&'a str),
+    /// Not given.
+    Missing,
+}
+
+/// A Service backend as Ingress and ApiRoute name it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BackendRef<'a> {
+    pub service: &'a str,
+    pub port: PortRef<'a>,
+    /// Send to the Service's cluster IP instead of the endpoints.
+    pub cluster_ip: bool,
+    /// Only endpoints of pods in this subset of the Service's Upstream.
+    pub subset: Option<&'a str>,
+}
+
+/// Services, EndpointSlices, pod labels and Upstream policies indexed by namespace and name.
 pub(super) struct Index<'a> {
     services: HashMap<(&'a str, &'a str), &'a Service>,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    pods: HashMap<(&'a str, &'a str), &'a BTreeMap<String, String>>,
+    policies: &'a HashMap<(String, String), Policy>,
 }
 
 /// A backend resolved as far as it could be.
@@ -31,7 +56,7 @@ pub(super) struct Resolved {
 }
 
 impl<'a> Index<'a> {
-    pub(super) fn new(resources: &'a crate::resources::Resources) -> Self {
+    pub(super) fn new(resources: &'a Resources, policies: &'a HashMap<(String, String), Policy>) -> Self {
         let services = resources.services.iter().map(|s| ((namespace(&s.metadata), name(&s.metadata)), s)).collect();
         let mut slices: HashMap<_, Vec<_>> = HashMap::new();
         for slice in &resources.endpoint_slices {
@@ -39,72 +64,122 @@ impl<'a> Index<'a> {
                 slices.entry((namespace(&slice.metadata), svc.as_str())).or_default().push(slice);
             }
         }
-        Index { services, slices }
+        let pods = resources
+            .pods
+            .iter()
+            .filter_map(|p| Some(((namespace(&p.metadata), name(&p.metadata)), p.metadata.labels.as_ref()?)))
+            .collect();
+        Index { services, slices, pods, policies }
+    }
+
+    /// The Upstream policy for a Service, if one is declared.
+    pub(super) fn policy(&self, ns: &str, service: &str) -> Option<&'a Policy> {
+        self.policies.get(&(ns.to_string(), service.to_string()))
     }
 
     /// Resolves a Service backend referenced from namespace `ns`.
-    pub(super) fn resolve(&self, ns: &str, backend: &IngressServiceBackend) -> Resolved {
-        let port = backend.port.as_ref();
-        let port_key = match (port.and_then(|p| p.number), port.and_then(|p| p.name.as_deref())) {
-            (Some(n), _) => n.to_string(),
-            (None, Some(name)) => name.to_string(),
-            (None, None) => String::new(),
+    pub(super) fn resolve(&self, ns: &str, backend: &BackendRef) -> Resolved {
+        let svc = self.services.get(&(ns, backend.service)).copied();
+        let ports = svc.and_then(|s| s.spec.as_ref()).and_then(|s| s.ports.as_deref()).unwrap_or_default();
+        let svc_port = match backend.port {
+            PortRef::Number(n) => ports.iter().find(|p| p.port == n),
+            PortRef::Name(name) => ports.iter().find(|p| p.name.as_deref() == Some(name)),
+            PortRef::Missing => None,
         };
-        // A port named in the backend is keyed by the Service's port number once it resolves, so that the same
-        // port referenced by name and by number shares one upstream.
-        let svc = self.services.get(&(ns, backend.name.as_str()));
-        let number = svc
-            .and_then(|s| s.spec.as_ref())
-            .and_then(|s| s.ports.as_ref())
-            .and_then(|ports| ports.iter().find(|p| p.name.as_deref() == Some(port_key.as_str())))
-            .map(|p| p.port.to_string());
-        let key = number.as_deref().unwrap_or(&port_key);
-        let upstream_id = ids::make("svc", &[ns, &backend.name, key]);
-        let upstream = self.upstream(ns, &backend.name, &port_key, &upstream_id).map(|mut u| {
-            u.name = Some(format!("{ns}/{}:{key}", backend.name));
-            u
-        });
+        // Keyed by the port number once it resolves, so the same port named and numbered shares one upstream.
+        let key = match (svc_port, backend.port) {
+            (Some(p), _) => p.port.to_string(),
+            (None, PortRef::Number(n)) => n.to_string(),
+            (None, PortRef::Name(name)) => name.to_string(),
+            (None, PortRef::Missing) => String::new(),
+        };
+        let mut parts = vec![ns, backend.service, key.as_str()];
+        if let Some(subset) = backend.subset {
+            parts.push(subset);
+        }
+        if backend.cluster_ip {
+            parts.push("clusterip");
+        }
+        let upstream_id = ids::make("svc", &parts);
+        let upstream = self.upstream(ns, backend, svc, svc_port, &key, &upstream_id);
         Resolved { upstream_id, upstream }
     }
 
-    fn upstream(&self, ns: &str, svc_name: &str, port_key: &str, id: &str) -> Result<Upstream, Problem> {
+    fn upstream(
+        &self,
+        ns: &str,
+        backend: &BackendRef,
+        svc: Option<&Service>,
+        svc_port: Option<&ServicePort>,
+        key: &str,
+        id: &str,
+    ) -> Result<Upstream, Problem> {
+        let svc_name = backend.service;
         let problem = |reason, message| Problem { reason, message };
-        let Some(svc) = self.services.get(&(ns, svc_name)) else {
+        let Some(svc) = svc else {
             return Err(problem(Reason::ServiceNotFound, format!("Service {ns}/{svc_name} not found")));
         };
-        if port_key.is_empty() {
+        if matches!(backend.port, PortRef::Missing) {
             return Err(problem(
                 Reason::PortNotFound,
                 format!("backend Service {svc_name} needs a port number or name"),
             ));
         }
         let spec = svc.spec.clone().unwrap_or_default();
+        let policy = self.policy(ns, svc_name);
         let nodes = if spec.type_.as_deref() == Some("ExternalName") {
             // An ExternalName Service has no ports list to consult: the backend's port number is used as is.
-            let port = port_key.parse::<u16>().map_err(|_| {
+            let port = key.parse::<u16>().map_err(|_| {
                 problem(Reason::PortNotFound, format!("ExternalName Service {ns}/{svc_name} needs a port number"))
             })?;
-            let host = spec.external_name.unwrap_or_default();
-            vec![Node { host, port: Some(port), weight: NODE_WEIGHT, priority: 0, metadata: None }]
+            vec![node(spec.external_name.unwrap_or_default(), port)]
         } else {
-            let ports = spec.ports.unwrap_or_default();
-            let svc_port = ports.iter().find(|p| p.port.to_string() == port_key || p.name.as_deref() == Some(port_key));
             let Some(svc_port) = svc_port else {
-                return Err(problem(Reason::PortNotFound, format!("Service {ns}/{svc_name} has no port {port_key}")));
+                return Err(problem(Reason::PortNotFound, format!("Service {ns}/{svc_name} has no port {key}")));
             };
-            self.endpoints(ns, svc_name, svc_port)
+            if backend.cluster_ip {
+                let ip = spec.cluster_ip.filter(|ip| !ip.is_empty() && ip != "None");
+                let Some(ip) = ip else {
+                    let message = format!("Service {ns}/{svc_name} has no cluster IP to resolve to");
+                    return Err(problem(Reason::InvalidSpec, message));
+                };
+                vec![node(ip, u16::try_from(svc_port.port).unwrap_or(0))]
+            } else {
+                let subset = match backend.subset {
+                    None => None,
+                    Some(s) => match policy.and_then(|p| p.subsets.get(s)) {
+                        Some(labels) => Some(labels),
+                        None => {
+                            let message = format!("subset {s:?} is not declared by Upstream {ns}/{svc_name}");
+                            return Err(problem(Reason::RefNotFound, message));
+                        }
+                    },
+                };
+                self.endpoints(ns, svc_name, svc_port, subset)
+            }
         };
-        Ok(Upstream {
+        let mut upstream = Upstream {
             id: Some(id.to_string()),
+            name: Some(format!("{ns}/{svc_name}:{key}")),
             nodes: Nodes::List(nodes),
             labels: labels::owner("Service", ns, svc_name),
             ..Upstream::default()
-        })
+        };
+        if let Some(policy) = policy {
+            policy.apply(&mut upstream);
+        }
+        Ok(upstream)
     }
 
     /// Ready endpoints of the Service port; when none is ready, endpoints still serving while terminating, so
     /// that a Service in the middle of a rolling update keeps a last resort instead of going dark.
-    fn endpoints(&self, ns: &str, svc: &str, svc_port: &ServicePort) -> Vec<Node> {
+    fn endpoints(
+        &self,
+        ns: &str,
+        svc: &str,
+        svc_port: &ServicePort,
+        subset: Option<&BTreeMap<String, String>>,
+    ) -> Vec<Node> {
         let wanted = svc_port.name.as_deref().unwrap_or("");
         let mut ready = BTreeSet::new();
         let mut serving = BTreeSet::new();
@@ -118,6 +193,11 @@ impl<'a> Index<'a> {
                 .and_then(|p| u16::try_from(p).ok());
             let Some(port) = port else { continue };
             for ep in &slice.endpoints {
+                if let Some(wanted) = subset
+                    && !self.in_subset(ns, ep, wanted)
+                {
+                    continue;
+                }
                 let target = match condition(ep) {
                     Condition::Ready => &mut ready,
                     Condition::ServingTerminating => &mut serving,
@@ -127,11 +207,21 @@ impl<'a> Index<'a> {
             }
         }
         let chosen = if ready.is_empty() { serving } else { ready };
-        chosen
-            .into_iter()
-            .map(|(host, port)| Node { host, port: Some(port), weight: NODE_WEIGHT, priority: 0, metadata: None })
-            .collect()
+        chosen.into_iter().map(|(host, port)| node(host, port)).collect()
     }
+
+    /// Whether the endpoint's pod carries every label of the subset.
+    fn in_subset(&self, ns: &str, ep: &Endpoint, wanted: &BTreeMap<String, String>) -> bool {
+        let Some(pod) = ep.target_ref.as_ref().filter(|r| r.kind.as_deref() == Some("Pod")) else { return false };
+        let pod_ns = pod.namespace.as_deref().unwrap_or(ns);
+        let Some(labels) = self.pods.get(&(pod_ns, pod.name.as_deref().unwrap_or(""))) else { return false };
+        wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
+}
+
+/// A node with the default weight.
+pub(super) fn node(host: String, port: u16) -> Node {
+    Node { host, port: Some(port), weight: NODE_WEIGHT, priority: 0, metadata: None }
 }
 
 enum Condition {

@@ -34,12 +34,16 @@ impl<'a> Classes<'a> {
 
     /// Whether the Ingress names one of our classes, or names none while one of ours is the default.
     pub(super) fn owns(&self, ing: &Ingress) -> bool {
-        if let Some(name) = ing.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref()) {
-            return self.has(name);
+        let named = ing.spec.as_ref().and_then(|s| s.ingress_class_name.as_deref());
+        let annotated = ing.metadata.annotations.as_ref().and_then(|a| a.get(CLASS_ANNOTATION)).map(String::as_str);
+        self.owns_class(named.or(annotated))
+    }
+
+    /// Whether a resource naming `class` (or none) is ours.
+    pub(super) fn owns_class(&self, class: Option<&str>) -> bool {
+        match class {
+            Some(name) => self.has(name),
+            None => self.has_default(),
         }
-        if let Some(name) = ing.metadata.annotations.as_ref().and_then(|a| a.get(CLASS_ANNOTATION)) {
-            return self.has(name);
-        }
-        self.has_default()
     }
 }

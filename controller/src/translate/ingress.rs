@@ -10,12 +10,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
-use serde_json::json;
 use sluice_model::{Route, Upstream, labels};
 
-use super::backend::Index;
+use super::backend::{BackendRef, Index, PortRef};
+use super::hosts::{self, Host};
+use super::plugins;
 use super::{ObjectRef, Problem, Reason, ids};
-use crate::resources::{name, namespace};
+use crate::resources::{Resources, name, namespace};
 
 const PRIORITY_EXACT: i64 = 1;
 const PRIORITY_PREFIX: i64 = 0;
@@ -33,28 +34,38 @@ struct Target<'a> {
     id: String,
     what: String,
     uris: Vec<String>,
-    host: Option<&'a Host>,
+    host: Option<Host>,
     priority: i64,
     backend: &'a IngressBackend,
 }
 
-enum Host {
-    Exact(String),
-    /// The suffix after `*.`.
-    Wildcard(String),
-}
+/// The annotation naming a PluginConfig whose plugins apply to every path of the Ingress.
+pub const PLUGIN_CONFIG_ANNOTATION: &str = "sluice.dev/plugin-config-name";
 
-pub(super) fn translate(ing: &Ingress, index: &Index, upstreams: &mut BTreeMap<String, Upstream>) -> Output {
+pub(super) fn translate(
+    ing: &Ingress,
+    index: &Index,
+    resources: &Resources,
+    upstreams: &mut BTreeMap<String, Upstream>,
+) -> Output {
     let (ns, ing_name) = (namespace(&ing.metadata), name(&ing.metadata));
     let object = ObjectRef { kind: "Ingress".into(), namespace: ns.into(), name: ing_name.into() };
     let mut out = Output { object, routes: Vec::new(), problems: Vec::new() };
     let Some(spec) = &ing.spec else { return out };
+    let annotation = ing.metadata.annotations.as_ref().and_then(|a| a.get(PLUGIN_CONFIG_ANNOTATION));
+    let plugin_config_id = annotation.map(|pc| {
+        if !plugins::config_exists(resources, ns, pc) {
+            let message = format!("annotation {PLUGIN_CONFIG_ANNOTATION}: PluginConfig {ns}/{pc} not found");
+            out.problems.push(Problem { reason: Reason::RefNotFound, message });
+        }
+        plugins::config_id(ns, pc)
+    });
     let mut targets = Vec::new();
-    let hosts: Vec<_> = spec.rules.iter().flatten().map(|r| r.host.as_deref().map(parse_host)).collect();
+    let hosts: Vec<_> = spec.rules.iter().flatten().map(|r| r.host.as_deref().map(hosts::parse)).collect();
     for (i, rule) in spec.rules.iter().flatten().enumerate() {
         let host = match &hosts[i] {
             None => None,
-            Some(Ok(h)) => Some(h),
+            Some(Ok(h)) => Some(h.clone()),
             Some(Err(p)) => {
                 out.problems.push(p.clone());
                 continue;
@@ -67,7 +78,7 @@ pub(super) fn translate(ing: &Ingress, index: &Index, upstreams: &mut BTreeMap<S
                     id: ids::make("ing", &[ns, ing_name, &i.to_string(), &j.to_string()]),
                     what,
                     uris,
-                    host,
+                    host: host.clone(),
                     priority,
                     backend: &path.backend,
                 }),
@@ -93,21 +104,20 @@ pub(super) fn translate(ing: &Ingress, index: &Index, upstreams: &mut BTreeMap<S
             out.problems.push(Problem { reason: Reason::UnsupportedBackend, message });
             continue;
         };
-        let resolved = index.resolve(ns, svc);
+        let port = match svc.port.as_ref().map(|p| (p.number, p.name.as_deref())) {
+            Some((Some(n), _)) => PortRef::Number(n),
+            Some((None, Some(name))) => PortRef::Name(name),
+            _ => PortRef::Missing,
+        };
+        let backend = BackendRef { service: &svc.name, port, cluster_ip: false, subset: None };
+        let resolved = index.resolve(ns, &backend);
         match resolved.upstream {
             Ok(u) => {
                 upstreams.insert(resolved.upstream_id.clone(), u);
             }
             Err(p) => out.problems.push(Problem { reason: p.reason, message: format!("{}: {}", t.what, p.message) }),
         }
-        let (hosts, vars) = match t.host {
-            None => (None, None),
-            Some(Host::Exact(h)) => (Some(vec![h.clone()]), None),
-            Some(Host::Wildcard(suffix)) => {
-                let pattern = format!("^[^.]+\\.{}$", suffix.replace('.', "\\."));
-                (Some(vec![format!("*.{suffix}")]), Some(vec![json!(["host", "~~", pattern])]))
-            }
-        };
+        let (hosts, host_var) = hosts::matcher(t.host.as_slice());
         let (uri, uris) = match <[String; 1]>::try_from(t.uris) {
             Ok([one]) => (Some(one), None),
             Err(many) => (None, Some(many)),
@@ -118,8 +128,9 @@ pub(super) fn translate(ing: &Ingress, index: &Index, upstreams: &mut BTreeMap<S
             uri,
             uris,
             hosts,
-            vars,
+            vars: host_var.map(|v| vec![v]),
             priority: t.priority,
+            plugin_config_id: plugin_config_id.clone(),
             upstream_id: Some(resolved.upstream_id),
             labels: labels::owner("Ingress", ns, ing_name),
             ..Route::default()
@@ -149,24 +160,4 @@ fn uris(path: &HTTPIngressPath) -> Result<(Vec<String>, i64), String> {
         }
         other => Err(format!("pathType {other:?} must be Exact, Prefix or ImplementationSpecific")),
     }
-}
-
-/// Accepts DNS names and `*.` wildcards of them, lowercased.
-fn parse_host(host: &str) -> Result<Host, Problem> {
-    let lower = host.to_ascii_lowercase();
-    let (wild, name) = match lower.strip_prefix("*.") {
-        Some(rest) => (true, rest),
-        None => (false, lower.as_str()),
-    };
-    let valid = !name.is_empty()
-        && name
-            .split('.')
-            .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
-    if !valid {
-        return Err(Problem {
-            reason: Reason::InvalidHost,
-            message: format!("host {host:?} must be a DNS name, optionally starting with '*.'"),
-        });
-    }
-    Ok(if wild { Host::Wildcard(name.to_string()) } else { Host::Exact(name.to_string()) })
 }

@@ -3,13 +3,18 @@
 //! No IO happens here: the same [`Resources`] always give the same [`Translation`]. Problems with one object
 //! are collected against that object and never stop the others from being translated.
 
+mod api_route;
 mod backend;
 mod class;
+mod consumer;
+mod hosts;
 mod ids;
 mod ingress;
+mod plugins;
+mod policy;
+mod secrets;
 mod status;
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use k8s_openapi::api::networking::v1::IngressLoadBalancerIngress;
@@ -18,6 +23,7 @@ use crate::config::Config;
 use crate::resources::Resources;
 
 pub use class::DEFAULT_CONTROLLER_NAME;
+pub use ingress::PLUGIN_CONFIG_ANNOTATION;
 pub use status::Publish;
 
 /// Settings that shape translation but come from flags, not from Kubernetes objects.
@@ -74,6 +80,14 @@ pub enum Reason {
     InvalidHost,
     /// A backend kind sluice does not support (for example `resource`).
     UnsupportedBackend,
+    /// A field of a custom resource cannot be used as written.
+    InvalidSpec,
+    /// A referenced object (Service, Secret, Upstream, PluginConfig) does not exist.
+    RefNotFound,
+    /// The object's key in etcd holds an object written by someone else.
+    Conflict,
+    /// Writing to etcd failed; retried.
+    SyncFailed,
 }
 
 impl Reason {
@@ -85,7 +99,17 @@ impl Reason {
             Reason::InvalidPath => "InvalidPath",
             Reason::InvalidHost => "InvalidHost",
             Reason::UnsupportedBackend => "UnsupportedBackend",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::RefNotFound => "RefNotFound",
+            Reason::Conflict => "Conflict",
+            Reason::SyncFailed => "SyncFailed",
         }
+    }
+
+    /// Whether the problem makes the affected part unusable (it is left out), as opposed to a reference that
+    /// may still resolve.
+    pub fn is_invalid_spec(self) -> bool {
+        matches!(self, Reason::InvalidPath | Reason::InvalidHost | Reason::InvalidSpec | Reason::UnsupportedBackend)
     }
 }
 
@@ -103,19 +127,28 @@ pub struct Problem {
 pub struct StatusUpdate {
     /// The object.
     pub object: ObjectRef,
+    /// The `metadata.generation` translated, reported as `observedGeneration`.
+    pub generation: Option<i64>,
     /// The addresses for an Ingress's `status.loadBalancer.ingress`.
     pub load_balancer: Vec<IngressLoadBalancerIngress>,
     /// Problems found in the object; empty when all of it was translated.
     pub problems: Vec<Problem>,
 }
 
+impl StatusUpdate {
+    /// A status with no load-balancer addresses (every kind but Ingress).
+    pub fn new(object: ObjectRef, generation: Option<i64>, problems: Vec<Problem>) -> StatusUpdate {
+        StatusUpdate { object, generation, load_balancer: Vec::new(), problems }
+    }
+}
+
 /// Translates a snapshot of Kubernetes objects into the desired configuration and per-object statuses.
 pub fn translate(resources: &Resources, options: &Options) -> Translation {
-    let index = backend::Index::new(resources);
+    let secrets = secrets::Secrets::new(resources);
+    let (policies, mut statuses) = policy::compile(resources, &secrets);
+    let index = backend::Index::new(resources, &policies);
     let load_balancer = status::addresses(&options.publish, resources);
     let mut config = Config::default();
-    let mut statuses = Vec::new();
-    let mut upstreams = BTreeMap::new();
     let classes = class::Classes::new(&resources.ingress_classes, &options.controller_name);
     let mut ingresses: Vec<_> = resources.ingresses.iter().filter(|i| classes.owns(i)).collect();
     // Oldest first, so that when two Ingresses claim the same thing the older one is listed first.
@@ -127,14 +160,20 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
         ))
     });
     for ing in ingresses {
-        let out = ingress::translate(ing, &index, &mut upstreams);
+        let out = ingress::translate(ing, &index, resources, &mut config.upstreams);
         config.routes.extend(out.routes.into_iter().map(|r| (r.id.clone().unwrap_or_default(), r)));
         statuses.push(StatusUpdate {
             object: out.object,
+            generation: ing.metadata.generation,
             load_balancer: load_balancer.clone(),
             problems: out.problems,
         });
     }
-    config.upstreams = upstreams;
+    statuses.extend(plugins::translate_configs(resources, &secrets, &mut config));
+    statuses.extend(consumer::translate(resources, &secrets, &mut config));
+    for ar in resources.api_routes.iter().filter(|ar| classes.owns_class(ar.spec.ingress_class_name.as_deref())) {
+        statuses.push(api_route::translate(ar, &index, &secrets, resources, &mut config));
+    }
+    statuses.sort_by(|a, b| a.object.cmp(&b.object));
     Translation { config, statuses }
 }

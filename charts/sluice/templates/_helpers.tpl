@@ -1,0 +1,189 @@
+{{/*
+Names, labels, images and the shared flags of the sluice chart. Every template takes its names and labels from
+here, so renaming or relabelling is one change.
+*/}}
+
+{{/* The chart name, 63 characters at most. */}}
+{{- define "sluice.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The prefix of every object name: the release name, plus the chart name unless the release already has it. */}}
+{{- define "sluice.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Component object names (the fullname is cut so that the suffix always fits). */}}
+{{- define "sluice.controller.fullname" -}}
+{{- printf "%s-controller" (include "sluice.fullname" . | trunc 52 | trimSuffix "-") -}}
+{{- end -}}
+{{- define "sluice.dataplane.fullname" -}}
+{{- printf "%s-dataplane" (include "sluice.fullname" . | trunc 53 | trimSuffix "-") -}}
+{{- end -}}
+{{- define "sluice.etcd.fullname" -}}
+{{- printf "%s-etcd" (include "sluice.fullname" . | trunc 40 | trimSuffix "-") -}}
+{{- end -}}
+{{- define "sluice.etcd.headless" -}}
+{{- printf "%s-headless" (include "sluice.etcd.fullname" .) -}}
+{{- end -}}
+
+{{/* chart label value: name-version. */}}
+{{- define "sluice.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Labels that select one component's pods; they never change after install. Call with (dict "ctx" $ "component" "dataplane"). */}}
+{{- define "sluice.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "sluice.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* Every label of one component's objects. Call with (dict "ctx" $ "component" "dataplane"). */}}
+{{- define "sluice.labels" -}}
+helm.sh/chart: {{ include "sluice.chart" .ctx }}
+{{ include "sluice.selectorLabels" . }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: sluice
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* ServiceAccount names. */}}
+{{- define "sluice.controller.serviceAccountName" -}}
+{{- if .Values.controller.serviceAccount.create -}}
+{{- default (include "sluice.controller.fullname" .) .Values.controller.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.controller.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+{{- define "sluice.dataplane.serviceAccountName" -}}
+{{- if .Values.dataplane.serviceAccount.create -}}
+{{- default (include "sluice.dataplane.fullname" .) .Values.dataplane.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.dataplane.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The image of one component: its own repository/tag/digest, else the shared image, else the appVersion tag.
+Call with (dict "ctx" $ "image" .Values.controller.image). */}}
+{{- define "sluice.image" -}}
+{{- $shared := .ctx.Values.image -}}
+{{- $repo := default $shared.repository .image.repository -}}
+{{- $digest := default $shared.digest .image.digest -}}
+{{- $tag := default (default .ctx.Chart.AppVersion $shared.tag) .image.tag -}}
+{{- if $digest -}}
+{{- printf "%s@%s" $repo $digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repo $tag -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The etcd client URLs both components connect to, comma-separated. */}}
+{{- define "sluice.etcd.endpoints" -}}
+{{- if .Values.etcd.enabled -}}
+{{- $name := include "sluice.etcd.fullname" . -}}
+{{- $headless := include "sluice.etcd.headless" . -}}
+{{- $urls := list -}}
+{{- range $i := until (int .Values.etcd.replicas) -}}
+{{- $urls = append $urls (printf "http://%s-%d.%s.%s.svc:2379" $name $i $headless $.Release.Namespace) -}}
+{{- end -}}
+{{- join "," $urls -}}
+{{- else -}}
+{{- if not .Values.etcd.external.endpoints -}}
+{{- fail "etcd.enabled is false: set etcd.external.endpoints to the client URLs of your etcd" -}}
+{{- end -}}
+{{- join "," .Values.etcd.external.endpoints -}}
+{{- end -}}
+{{- end -}}
+
+{{/* True (non-empty) when the components authenticate to an external etcd with client certificates. */}}
+{{- define "sluice.etcd.tls" -}}
+{{- if and (not .Values.etcd.enabled) .Values.etcd.external.tls.enabled -}}
+{{- if not .Values.etcd.external.tls.secretName -}}
+{{- fail "etcd.external.tls.enabled is true: set etcd.external.tls.secretName to the Secret with the client certificate" -}}
+{{- end -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* Where the etcd client certificate Secret is mounted. */}}
+{{- define "sluice.etcd.tlsDir" -}}/etc/sluice/etcd-tls{{- end -}}
+
+{{/* The etcd flags both components take. */}}
+{{- define "sluice.etcd.args" -}}
+- --etcd-endpoints={{ include "sluice.etcd.endpoints" . }}
+- --etcd-prefix={{ .Values.etcd.prefix }}
+{{- if include "sluice.etcd.tls" . }}
+{{- $dir := include "sluice.etcd.tlsDir" . }}
+- --etcd-ca-file={{ $dir }}/{{ .Values.etcd.external.tls.caKey }}
+- --etcd-cert-file={{ $dir }}/{{ .Values.etcd.external.tls.certKey }}
+- --etcd-key-file={{ $dir }}/{{ .Values.etcd.external.tls.keyKey }}
+{{- end }}
+{{- end -}}
+
+{{/* The volume and mount of the etcd client certificate Secret (nothing without TLS). */}}
+{{- define "sluice.etcd.tlsVolume" -}}
+{{- if include "sluice.etcd.tls" . }}
+- name: etcd-tls
+  secret:
+    secretName: {{ .Values.etcd.external.tls.secretName }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+{{- define "sluice.etcd.tlsVolumeMount" -}}
+{{- if include "sluice.etcd.tls" . }}
+- name: etcd-tls
+  mountPath: {{ include "sluice.etcd.tlsDir" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/* Pod anti-affinity from a mode ("soft", "hard", "none") unless explicit affinity is given.
+Call with (dict "ctx" $ "component" "dataplane" "mode" .podAntiAffinity "affinity" .affinity). */}}
+{{- define "sluice.affinity" -}}
+{{- if .affinity -}}
+{{- toYaml .affinity -}}
+{{- else if eq .mode "soft" -}}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "sluice.selectorLabels" . | nindent 12 }}
+{{- else if eq .mode "hard" -}}
+podAntiAffinity:
+  requiredDuringSchedulingIgnoredDuringExecution:
+    - topologyKey: kubernetes.io/hostname
+      labelSelector:
+        matchLabels:
+          {{- include "sluice.selectorLabels" . | nindent 10 }}
+{{- end -}}
+{{- end -}}
+
+{{/* Topology spread constraints, with the component's selector added where none is given.
+Call with (dict "ctx" $ "component" "dataplane" "constraints" .topologySpreadConstraints). */}}
+{{- define "sluice.topologySpread" -}}
+{{- $out := list -}}
+{{- range .constraints -}}
+{{- $c := deepCopy . -}}
+{{- if not $c.labelSelector -}}
+{{- $_ := set $c "labelSelector" (dict "matchLabels" (include "sluice.selectorLabels" $ | fromYaml)) -}}
+{{- end -}}
+{{- $out = append $out $c -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}

@@ -1,0 +1,273 @@
+//! ApiRoute → routes (one per rule), with upstreams for their backends.
+//!
+//! A rule that cannot be expressed (a bad path, host, expression, address or duration), or whose plugins cannot
+//! be configured (a missing Secret), is left out and reported; the other rules of the same ApiRoute are still
+//! written. A missing Service, Upstream or PluginConfig is reported too, but the rule is written: it answers 503
+//! until the reference resolves.
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde_json::{Value, json};
+use sluice_crds::ApiRoute;
+use sluice_crds::api_route::{Backend, HttpRule, Operator, ResolveGranularity, Scope};
+use sluice_model::{Nodes, Route, Upstream, labels};
+
+use super::backend::{BackendRef, Index, NODE_WEIGHT, PortRef};
+use super::secrets::Secrets;
+use super::{ObjectRef, Problem, Reason, StatusUpdate, hosts, ids, plugins, policy};
+use crate::config::Config;
+use crate::resources::{Resources, name, namespace};
+
+/// Translates one ApiRoute into `config`; returns its status.
+pub(super) fn translate(
+    ar: &ApiRoute,
+    index: &Index,
+    secrets: &Secrets,
+    resources: &Resources,
+    config: &mut Config,
+) -> StatusUpdate {
+    let (ns, ar_name) = (namespace(&ar.metadata), name(&ar.metadata));
+    let object = ObjectRef { kind: "ApiRoute".into(), namespace: ns.into(), name: ar_name.into() };
+    let mut problems = Vec::new();
+    for rule in &ar.spec.http {
+        let mut rule_problems = Vec::new();
+        let route = route(rule, ns, ar_name, index, secrets, resources, config, &mut rule_problems);
+        let invalid = rule_problems.iter().any(|p: &Problem| p.reason.is_invalid_spec());
+        problems.extend(
+            rule_problems
+                .into_iter()
+                .map(|p| Problem { reason: p.reason, message: format!("rule {:?}: {}", rule.name, p.message) }),
+        );
+        if let (Some(route), false) = (route, invalid) {
+            config.routes.insert(route.id.clone().unwrap_or_default(), route);
+        }
+    }
+    StatusUpdate::new(object, ar.metadata.generation, problems)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn route(
+    rule: &HttpRule,
+    ns: &str,
+    ar_name: &str,
+    index: &Index,
+    secrets: &Secrets,
+    resources: &Resources,
+    config: &mut Config,
+    problems: &mut Vec<Problem>,
+) -> Option<Route> {
+    let invalid = |message: String| Problem { reason: Reason::InvalidSpec, message };
+    let m = &rule.matches;
+    for p in &m.paths {
+        if !p.starts_with('/') || p.find('*').is_some_and(|i| i != p.len() - 1) {
+            problems.push(invalid(format!("path {p:?} must start with '/' and may only end in '*'")));
+        }
+    }
+    let mut host_list = Vec::new();
+    for h in &m.hosts {
+        match hosts::parse(h) {
+            Ok(h) => host_list.push(h),
+            Err(p) => problems.push(p),
+        }
+    }
+    let (hosts, host_var) = hosts::matcher(&host_list);
+    let mut vars: Vec<Value> = host_var.into_iter().collect();
+    for e in &m.exprs {
+        match expression(e) {
+            Ok(v) => vars.push(v),
+            Err(message) => problems.push(invalid(message)),
+        }
+    }
+    for addr in &m.remote_addrs {
+        if !valid_address(addr) {
+            problems.push(invalid(format!("remote address {addr:?} is not an IP address or CIDR block")));
+        }
+    }
+    let timeout = match rule.timeout.as_ref().map(policy::timeout) {
+        None => None,
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            problems.push(invalid(e));
+            None
+        }
+    };
+    let before = problems.len();
+    let plugins = plugins::map(&rule.plugins, ns, secrets, problems);
+    // Fail closed: a rule whose plugins cannot be configured as written (an auth plugin missing its Secret, say)
+    // is left out rather than served without them.
+    let plugins_failed = problems.len() > before;
+    let plugin_config_id = rule.plugin_config_name.as_deref().map(|pc| {
+        if !plugins::config_exists(resources, ns, pc) {
+            problems
+                .push(Problem { reason: Reason::RefNotFound, message: format!("PluginConfig {ns}/{pc} not found") });
+        }
+        plugins::config_id(ns, pc)
+    });
+    if plugins_failed {
+        return None;
+    }
+    let upstream_id = upstream(rule, ns, ar_name, index, config, problems);
+    let (uri, uris) = match m.paths.as_slice() {
+        [one] => (Some(one.clone()), None),
+        many => (None, Some(many.to_vec())),
+    };
+    Some(Route {
+        id: Some(ids::make("ar", &[ns, ar_name, &rule.name])),
+        name: Some(format!("{ns}/{ar_name} {}", rule.name)),
+        uri,
+        uris,
+        hosts,
+        methods: (!m.methods.is_empty()).then(|| m.methods.iter().map(|x| x.as_str().to_string()).collect()),
+        remote_addrs: (!m.remote_addrs.is_empty()).then(|| m.remote_addrs.clone()),
+        vars: (!vars.is_empty()).then_some(vars),
+        priority: rule.priority.unwrap_or(0),
+        upstream_id: Some(upstream_id),
+        plugin_config_id,
+        plugins: (!plugins.is_empty()).then_some(plugins),
+        timeout,
+        enable_websocket: rule.websocket,
+        labels: labels::owner("ApiRoute", ns, ar_name),
+        ..Route::default()
+    })
+}
+
+fn backend_ref(b: &Backend) -> BackendRef<'_> {
+    let port = match &b.service_port {
+        IntOrString::Int(n) => PortRef::Number(*n),
+        IntOrString::String(s) => PortRef::Name(s),
+    };
+    let cluster_ip = b.resolve_granularity == Some(ResolveGranularity::Service);
+    BackendRef { service: &b.service_name, port, cluster_ip, subset: b.subset.as_deref() }
+}
+
+/// The upstream id for a rule: the shared per-Service upstream for one backend, else an upstream of the rule's
+/// own that merges every backend's nodes, each backend's weight split evenly over its nodes.
+fn upstream(
+    rule: &HttpRule,
+    ns: &str,
+    ar_name: &str,
+    index: &Index,
+    config: &mut Config,
+    problems: &mut Vec<Problem>,
+) -> String {
+    if let ([b], []) = (rule.backends.as_slice(), rule.upstreams.as_slice()) {
+        let resolved = index.resolve(ns, &backend_ref(b));
+        match resolved.upstream {
+            Ok(u) => {
+                config.upstreams.insert(resolved.upstream_id.clone(), u);
+            }
+            Err(p) => problems.push(ref_problem(p)),
+        }
+        return resolved.upstream_id;
+    }
+    let id = ids::make("ar", &[ns, ar_name, &rule.name]);
+    let mut merged: Option<Upstream> = None;
+    let mut nodes = Vec::new();
+    for b in &rule.backends {
+        let weight = u32::try_from(b.weight.unwrap_or(i64::from(NODE_WEIGHT))).unwrap_or(0);
+        match index.resolve(ns, &backend_ref(b)).upstream {
+            Ok(u) => {
+                let list = u.nodes.to_list().unwrap_or_default();
+                nodes.extend(split(weight, list));
+                merged.get_or_insert(u);
+            }
+            Err(p) => problems.push(ref_problem(p)),
+        }
+    }
+    for r in &rule.upstreams {
+        let weight = u32::try_from(r.weight.unwrap_or(i64::from(NODE_WEIGHT))).unwrap_or(0);
+        match index.policy(ns, &r.name).filter(|p| !p.external_nodes.is_empty()) {
+            Some(policy) => {
+                nodes.extend(split(weight, policy.external_nodes.clone()));
+                if merged.is_none() {
+                    let mut u = Upstream::default();
+                    policy.apply(&mut u);
+                    merged = Some(u);
+                }
+            }
+            None => problems.push(Problem {
+                reason: Reason::RefNotFound,
+                message: format!("Upstream {ns}/{} with externalNodes not found", r.name),
+            }),
+        }
+    }
+    if let Some(mut u) = merged {
+        u.id = Some(id.clone());
+        u.name = Some(format!("{ns}/{ar_name} {}", rule.name));
+        u.nodes = Nodes::List(nodes);
+        u.labels = labels::owner("ApiRoute", ns, ar_name);
+        config.upstreams.insert(id.clone(), u);
+    }
+    id
+}
+
+/// Spreads a backend's weight over its nodes so that backends, not nodes, get the declared shares.
+fn split(weight: u32, nodes: Vec<sluice_model::Node>) -> Vec<sluice_model::Node> {
+    let count = u32::try_from(nodes.len()).unwrap_or(u32::MAX).max(1);
+    let each = if weight == 0 { 0 } else { (weight * NODE_WEIGHT / count).max(1) };
+    nodes
+        .into_iter()
+        .map(|mut n| {
+            n.weight = each;
+            n
+        })
+        .collect()
+}
+
+/// Missing Services and ports are reference problems in a CRD's vocabulary.
+fn ref_problem(p: Problem) -> Problem {
+    let reason = match p.reason {
+        Reason::ServiceNotFound | Reason::PortNotFound => Reason::RefNotFound,
+        other => other,
+    };
+    Problem { reason, message: p.message }
+}
+
+/// One ApiRoute expression → an APISIX `vars` expression.
+fn expression(e: &sluice_crds::api_route::Expr) -> Result<Value, String> {
+    let name = e.subject.name.as_deref().unwrap_or("");
+    let var = match e.subject.scope {
+        Scope::Header => format!("http_{}", name.to_ascii_lowercase().replace('-', "_")),
+        Scope::Query => format!("arg_{name}"),
+        Scope::Cookie => format!("cookie_{name}"),
+        Scope::Path => "uri".to_string(),
+    };
+    if e.subject.scope != Scope::Path && name.is_empty() {
+        return Err("Header, Query and Cookie subjects need a name".into());
+    }
+    let value = || e.value.clone().ok_or_else(|| format!("{:?} needs a value", e.op));
+    let number = || {
+        let v = value()?;
+        v.parse::<f64>().map(|n| json!(n)).map_err(|_| format!("{:?} needs a number, not {v:?}", e.op))
+    };
+    let regex = || {
+        let v = value()?;
+        regex::Regex::new(&v).map_err(|err| format!("invalid regex {v:?}: {err}"))?;
+        Ok::<_, String>(json!(v))
+    };
+    let set = || {
+        if e.set.is_empty() { Err(format!("{:?} needs a non-empty set", e.op)) } else { Ok(json!(e.set)) }
+    };
+    Ok(match e.op {
+        Operator::Equal => json!([var, "==", value()?]),
+        Operator::NotEqual => json!([var, "~=", value()?]),
+        Operator::GreaterThan => json!([var, ">", number()?]),
+        Operator::LessThan => json!([var, "<", number()?]),
+        Operator::In => json!([var, "in", set()?]),
+        Operator::NotIn => json!([var, "!", "in", set()?]),
+        Operator::RegexMatch => json!([var, "~~", regex()?]),
+        Operator::RegexNotMatch => json!([var, "!", "~~", regex()?]),
+        Operator::RegexMatchCaseInsensitive => json!([var, "~*", regex()?]),
+        Operator::RegexNotMatchCaseInsensitive => json!([var, "!", "~*", regex()?]),
+    })
+}
+
+fn valid_address(addr: &str) -> bool {
+    match addr.split_once('/') {
+        None => addr.parse::<std::net::IpAddr>().is_ok(),
+        Some((ip, len)) => match (ip.parse::<std::net::IpAddr>(), len.parse::<u8>()) {
+            (Ok(std::net::IpAddr::V4(_)), Ok(l)) => l <= 32,
+            (Ok(std::net::IpAddr::V6(_)), Ok(l)) => l <= 128,
+            _ => false,
+        },
+    }
+}

@@ -1,0 +1,72 @@
+//! Plugin lists from the resources → APISIX `plugins` maps, and PluginConfig resources → `plugin_configs`.
+
+use serde_json::{Map, Value};
+use sluice_crds::Plugin;
+use sluice_model::{PluginConfig, labels};
+
+use super::secrets::Secrets;
+use super::{ObjectRef, Problem, Reason, StatusUpdate, ids};
+use crate::config::Config;
+use crate::resources::{Resources, name, namespace};
+
+/// The enabled plugins as an APISIX map; a plugin's Secret keys are merged over its written config.
+pub(super) fn map(plugins: &[Plugin], ns: &str, secrets: &Secrets, problems: &mut Vec<Problem>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for p in plugins.iter().filter(|p| p.enable) {
+        let mut config = match &p.config {
+            None => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(_) => {
+                let message = format!("plugin {:?}: config must be an object", p.name);
+                problems.push(Problem { reason: Reason::InvalidSpec, message });
+                continue;
+            }
+        };
+        if let Some(secret) = &p.secret_ref {
+            match secrets.get(ns, secret, &format!("plugin {:?}", p.name)) {
+                Ok(values) => config.extend(values.iter().map(|(k, v)| (k.clone(), Value::String(v.clone())))),
+                Err(problem) => {
+                    problems.push(problem);
+                    continue;
+                }
+            }
+        }
+        out.insert(p.name.clone(), Value::Object(config));
+    }
+    out
+}
+
+/// The etcd id of the PluginConfig `ns/name`.
+pub(super) fn config_id(ns: &str, name: &str) -> String {
+    ids::make("pc", &[ns, name])
+}
+
+/// Every PluginConfig resource → a plugin config object.
+pub(super) fn translate_configs(resources: &Resources, secrets: &Secrets, config: &mut Config) -> Vec<StatusUpdate> {
+    let mut statuses = Vec::new();
+    for pc in &resources.plugin_configs {
+        let (ns, pc_name) = (namespace(&pc.metadata), name(&pc.metadata));
+        let object = ObjectRef { kind: "PluginConfig".into(), namespace: ns.into(), name: pc_name.into() };
+        let mut problems = Vec::new();
+        let plugins = map(&pc.spec.plugins, ns, secrets, &mut problems);
+        if problems.is_empty() {
+            let id = config_id(ns, pc_name);
+            let object = PluginConfig {
+                id: Some(id.clone()),
+                name: Some(format!("{ns}/{pc_name}")),
+                plugins,
+                labels: labels::owner("PluginConfig", ns, pc_name),
+                ..PluginConfig::default()
+            };
+            config.plugin_configs.insert(id, object);
+        }
+        statuses.push(StatusUpdate::new(object, pc.metadata.generation, problems));
+    }
+    statuses
+}
+
+/// Whether a PluginConfig resource `ns/name` exists (a missing one is reported, and the route answers 503
+/// until it appears, as APISIX does for an unresolved `plugin_config_id`).
+pub(super) fn config_exists(resources: &Resources, ns: &str, pc_name: &str) -> bool {
+    resources.plugin_configs.iter().any(|pc| namespace(&pc.metadata) == ns && name(&pc.metadata) == pc_name)
+}
