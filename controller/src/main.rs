@@ -29,6 +29,15 @@ struct Args {
     /// etcd endpoints, comma-separated.
     #[arg(long, env = "SLUICE_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     etcd_endpoints: Vec<String>,
+    /// CA bundle (PEM) to verify the etcd servers; use https:// endpoints with it.
+    #[arg(long, env = "SLUICE_ETCD_CA_FILE")]
+    etcd_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS with etcd.
+    #[arg(long, env = "SLUICE_ETCD_CERT_FILE")]
+    etcd_cert_file: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS with etcd.
+    #[arg(long, env = "SLUICE_ETCD_KEY_FILE")]
+    etcd_key_file: Option<PathBuf>,
     /// Key prefix of every object in etcd.
     #[arg(long, env = "SLUICE_ETCD_PREFIX", default_value = DEFAULT_PREFIX)]
     etcd_prefix: String,
@@ -99,7 +108,14 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     });
-    let client = connect_etcd(&args.etcd_endpoints).await;
+    let tls = sluice_etcd::TlsFiles {
+        ca: args.etcd_ca_file.clone(),
+        cert: args.etcd_cert_file.clone(),
+        key: args.etcd_key_file.clone(),
+    }
+    .options()
+    .context("etcd TLS settings")?;
+    let client = connect_etcd(&args.etcd_endpoints, tls).await;
     let sink = EtcdSink::new(client, keys.clone());
     let trigger = Arc::new(Notify::new());
     let debounce = Duration::from_millis(args.debounce_ms);
@@ -156,13 +172,16 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Connects to etcd, retrying with backoff for as long as it takes.
-async fn connect_etcd(endpoints: &[String]) -> etcd_client::Client {
+async fn connect_etcd(endpoints: &[String], tls: Option<etcd_client::TlsOptions>) -> etcd_client::Client {
     let mut delay = Duration::from_millis(200);
     loop {
-        let opts = etcd_client::ConnectOptions::new()
+        let mut opts = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(3))
             .with_timeout(Duration::from_secs(10))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+        if let Some(tls) = &tls {
+            opts = opts.with_tls(tls.clone());
+        }
         match etcd_client::Client::connect(endpoints, Some(opts)).await {
             Ok(client) => {
                 tracing::info!(?endpoints, "connected to etcd");

@@ -22,6 +22,7 @@ if [ -z "$image" ]; then
 fi
 echo "kind e2e: running against $(kubectl config current-context) with image $image"
 kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f -
+kubectl apply -f crds/
 sed "s|SLUICE_IMAGE|$image|g; s|SLUICE_NAMESPACE|$ns|g" e2e/kind/stack.yaml | kubectl apply -f -
 kubectl -n "$ns" apply -f config/examples/00-ingressclass.yaml
 kubectl -n "$ns" rollout status deploy/sluice-controller --timeout=180s

@@ -4,7 +4,9 @@
 //! few thousand routes), so [`list_prefix`] reads it in pages, all at the revision of the first page, which gives
 //! one consistent snapshot to start a watch from.
 
-use etcd_client::{Client, GetOptions, KeyValue};
+use std::path::PathBuf;
+
+use etcd_client::{Certificate, Client, GetOptions, Identity, KeyValue, TlsOptions};
 
 /// Keys per page: small enough to stay far below gRPC's message limit with large objects.
 pub const PAGE: i64 = 1000;
@@ -61,6 +63,57 @@ pub async fn list_prefix(client: &mut Client, prefix: &str, page: i64) -> Result
     }
 }
 
+/// PEM files for TLS to etcd: a CA to verify the servers, and a client certificate and key for mutual TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA bundle that signed the etcd servers' certificates.
+    pub ca: Option<PathBuf>,
+    /// The client certificate presented to etcd.
+    pub cert: Option<PathBuf>,
+    /// The client certificate's private key.
+    pub key: Option<PathBuf>,
+}
+
+/// Why the TLS settings cannot be used.
+#[derive(Debug)]
+pub enum TlsError {
+    /// A file could not be read.
+    Read(PathBuf, std::io::Error),
+    /// Only one of the client certificate and key was given.
+    HalfIdentity,
+}
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TlsError::Read(path, e) => write!(f, "cannot read {}: {e}", path.display()),
+            TlsError::HalfIdentity => f.write_str("--etcd-cert-file and --etcd-key-file go together"),
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+impl TlsFiles {
+    /// The client TLS settings, or `None` when no file is given (plain connections).
+    pub fn options(&self) -> Result<Option<TlsOptions>, TlsError> {
+        let read = |p: &PathBuf| std::fs::read(p).map_err(|e| TlsError::Read(p.clone(), e));
+        if self.ca.is_none() && self.cert.is_none() && self.key.is_none() {
+            return Ok(None);
+        }
+        let mut tls = TlsOptions::new();
+        if let Some(ca) = &self.ca {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?)),
+            (None, None) => {}
+            _ => return Err(TlsError::HalfIdentity),
+        }
+        Ok(Some(tls))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +123,15 @@ mod tests {
         assert_eq!(prefix_end(b"/sluice/"), b"/sluice0");
         assert_eq!(prefix_end(b"a\xff"), b"b");
         assert_eq!(prefix_end(b""), vec![0]);
+    }
+
+    #[test]
+    fn tls_files() {
+        assert!(TlsFiles::default().options().unwrap().is_none());
+        let half = TlsFiles { cert: Some("/c".into()), ..TlsFiles::default() };
+        assert!(matches!(half.options(), Err(TlsError::HalfIdentity)));
+        let missing = TlsFiles { ca: Some("/nonexistent/ca.pem".into()), ..TlsFiles::default() };
+        assert!(matches!(missing.options(), Err(TlsError::Read(..))));
     }
 
     #[tokio::test]
