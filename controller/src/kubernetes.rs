@@ -202,27 +202,35 @@ impl Reporter for StatusWriter {
             let Some(cached) = self.lookup(&update.object) else { continue };
             self.announce(update, &cached.reference).await;
             let kind = update.object.kind.as_str();
-            let body = if kind == "Ingress" {
+            // The digest leaves out transition times, so that an unchanged status is recognised as unchanged.
+            let (body, digest) = if kind == "Ingress" {
                 if cached.load_balancer == update.load_balancer {
                     continue;
                 }
-                serde_json::json!({
+                let body = serde_json::json!({
                     "apiVersion": "networking.k8s.io/v1",
                     "kind": "Ingress",
                     "status": {"loadBalancer": {"ingress": update.load_balancer}},
-                })
+                });
+                let digest = body.to_string();
+                (body, digest)
             } else {
                 let wanted = conditions::conditions(update, synced, &cached.conditions);
                 if conditions::same(&wanted, &cached.conditions) {
                     continue;
                 }
-                serde_json::json!({
+                let digest: Vec<_> = wanted
+                    .iter()
+                    .map(|c| (&c.type_, &c.status, &c.reason, &c.message, c.observed_generation))
+                    .collect();
+                let digest = format!("{digest:?}");
+                let body = serde_json::json!({
                     "apiVersion": "sluice.dev/v1alpha1",
                     "kind": kind,
                     "status": {"conditions": wanted, "observedGeneration": update.generation},
-                })
+                });
+                (body, digest)
             };
-            let digest = body.to_string();
             if self.written.get(&update.object).is_some_and(|(v, d)| *v == cached.version && *d == digest) {
                 continue;
             }

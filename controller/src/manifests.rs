@@ -49,12 +49,15 @@ pub enum ManifestError {
 pub struct Loader {
     dir: PathBuf,
     last_good: BTreeMap<PathBuf, Vec<Value>>,
+    /// Modification time and size of each file when it was last parsed: unchanged files are not parsed again,
+    /// so a large repository costs little on every sync.
+    seen: BTreeMap<PathBuf, (std::time::SystemTime, u64)>,
 }
 
 impl Loader {
     /// A loader for `dir`; nothing is read until [`Loader::load`].
     pub fn new(dir: impl Into<PathBuf>) -> Loader {
-        Loader { dir: dir.into(), last_good: BTreeMap::new() }
+        Loader { dir: dir.into(), last_good: BTreeMap::new(), seen: BTreeMap::new() }
     }
 
     /// The watched directory.
@@ -68,7 +71,18 @@ impl Loader {
         let mut files = Vec::new();
         collect_files(&self.dir, &mut files, &mut errors);
         let mut current = BTreeMap::new();
+        let mut seen = BTreeMap::new();
         for path in files {
+            let stamp = std::fs::metadata(&path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+            if let Some(stamp) = stamp {
+                seen.insert(path.clone(), stamp);
+                if self.seen.get(&path) == Some(&stamp)
+                    && let Some(docs) = self.last_good.get(&path)
+                {
+                    current.insert(path, docs.clone());
+                    continue;
+                }
+            }
             match parse_file(&path) {
                 Ok(docs) => {
                     current.insert(path, docs);
@@ -82,6 +96,7 @@ impl Loader {
             }
         }
         self.last_good = current;
+        self.seen = seen;
         let mut resources = Resources::default();
         for (path, docs) in &self.last_good {
             for doc in docs {

@@ -38,6 +38,10 @@ pub struct Applied {
 pub struct EtcdSink {
     client: Client,
     keys: Keys,
+    /// What etcd held after our last successful sync, so that a sync with nothing to change costs no request.
+    /// Dropped on any error; every write is guarded by revision, so a stale cache can only fail a transaction,
+    /// never overwrite someone else's change.
+    cache: Option<BTreeMap<String, Stored>>,
 }
 
 struct Stored {
@@ -48,12 +52,23 @@ struct Stored {
 impl EtcdSink {
     /// Wraps a connected client.
     pub fn new(client: Client, keys: Keys) -> EtcdSink {
-        EtcdSink { client, keys }
+        EtcdSink { client, keys, cache: None }
     }
 
     /// Makes etcd hold exactly `desired` among the objects we own.
     pub async fn apply(&mut self, desired: &BTreeMap<String, Vec<u8>>) -> Result<Applied, SinkError> {
-        let stored = self.list().await?;
+        let result = self.apply_inner(desired).await;
+        if result.is_err() {
+            self.cache = None;
+        }
+        result
+    }
+
+    async fn apply_inner(&mut self, desired: &BTreeMap<String, Vec<u8>>) -> Result<Applied, SinkError> {
+        let mut stored = match self.cache.take() {
+            Some(cache) => cache,
+            None => self.list().await?,
+        };
         let mut applied = Applied::default();
         let mut puts = Vec::new();
         for (key, value) in desired {
@@ -76,19 +91,27 @@ impl EtcdSink {
         deletes.sort_by_key(|(key, _)| std::cmp::Reverse(self.rank(key)));
         applied.puts = puts.len();
         applied.deletes = deletes.len();
+        let deletes: Vec<(String, i64)> = deletes.into_iter().map(|(k, s)| (k.clone(), s.mod_revision)).collect();
+        let puts: Vec<(String, Vec<u8>, Compare)> =
+            puts.into_iter().map(|(k, v, c)| (k.clone(), v.clone(), c)).collect();
         for chunk in puts.chunks(TXN_OPS) {
             let compares: Vec<_> = chunk.iter().map(|(_, _, c)| c.clone()).collect();
             let ops: Vec<_> = chunk.iter().map(|(k, v, _)| TxnOp::put(k.as_str(), v.as_slice(), None)).collect();
-            self.commit(compares, ops).await?;
+            let revision = self.commit(compares, ops).await?;
+            for (k, v, _) in chunk {
+                stored.insert(k.clone(), Stored { value: v.clone(), mod_revision: revision });
+            }
         }
         for chunk in deletes.chunks(TXN_OPS) {
-            let compares: Vec<_> = chunk
-                .iter()
-                .map(|(k, s)| Compare::mod_revision(k.as_str(), CompareOp::Equal, s.mod_revision))
-                .collect();
+            let compares: Vec<_> =
+                chunk.iter().map(|(k, rev)| Compare::mod_revision(k.as_str(), CompareOp::Equal, *rev)).collect();
             let ops: Vec<_> = chunk.iter().map(|(k, _)| TxnOp::delete(k.as_str(), None)).collect();
             self.commit(compares, ops).await?;
+            for (k, _) in chunk {
+                stored.remove(k);
+            }
         }
+        self.cache = Some(stored);
         Ok(applied)
     }
 
@@ -97,9 +120,13 @@ impl EtcdSink {
         Kind::ALL.iter().position(|k| Some(*k) == kind).unwrap_or(Kind::ALL.len())
     }
 
-    async fn commit(&mut self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> Result<(), SinkError> {
+    /// Runs one guarded transaction; returns the revision it created.
+    async fn commit(&mut self, compares: Vec<Compare>, ops: Vec<TxnOp>) -> Result<i64, SinkError> {
         let resp = self.client.txn(Txn::new().when(compares).and_then(ops)).await?;
-        if resp.succeeded() { Ok(()) } else { Err(SinkError::Conflict) }
+        if !resp.succeeded() {
+            return Err(SinkError::Conflict);
+        }
+        Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
     }
 
     /// Every key under the prefix, read in pages at one revision.

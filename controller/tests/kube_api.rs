@@ -111,8 +111,21 @@ impl FakeApi {
                 )
             }
             Method::PATCH => {
-                let mut obj: Value = serde_json::from_str(&req.body).unwrap_or(json!({}));
-                obj["metadata"] = json!({"name": req.path.rsplit('/').nth(1).unwrap_or(""), "resourceVersion": "2"});
+                // Answer like the API server: the whole object with the applied status.
+                let patch: Value = serde_json::from_str(&req.body).unwrap_or(json!({}));
+                let name = req.path.rsplit('/').nth(1).unwrap_or("").to_string();
+                let collection = req.path.split("/namespaces/").next().unwrap_or("").to_string()
+                    + "/"
+                    + req.path.rsplit('/').nth(2).unwrap_or("");
+                let lists = self.lists.lock().unwrap();
+                let mut obj = lists
+                    .iter()
+                    .filter(|(path, _)| collection.ends_with(path.rsplit('/').next().unwrap_or("")))
+                    .flat_map(|(_, items)| items)
+                    .find(|o| o["metadata"]["name"] == name.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| json!({"metadata": {"name": name}}));
+                obj["status"] = patch["status"].clone();
                 json(StatusCode::OK, obj)
             }
             _ => json(StatusCode::METHOD_NOT_ALLOWED, json!({"kind": "Status", "status": "Failure", "code": 405})),
@@ -141,6 +154,13 @@ const CLASSES: &str = "/apis/networking.k8s.io/v1/ingressclasses";
 const SERVICES: &str = "/api/v1/services";
 const SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 const API_ROUTES: &str = "/apis/sluice.dev/v1alpha1/apiroutes";
+const OTHER_WATCHED: [&str; 5] = [
+    "/api/v1/secrets",
+    "/api/v1/pods",
+    "/apis/sluice.dev/v1alpha1/upstreams",
+    "/apis/sluice.dev/v1alpha1/pluginconfigs",
+    "/apis/sluice.dev/v1alpha1/consumers",
+];
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/default/events";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/sluice/leases";
 
@@ -376,7 +396,8 @@ async fn api_objects_reach_etcd_and_status_is_applied() {
     // Every request was a list or watch of a watched kind, or the one status patch.
     let seen = api.seen.lock().unwrap().clone();
     for s in &seen {
-        let watched = [INGRESSES, CLASSES, SERVICES, SLICES].contains(&s.path.as_str());
+        let watched = [INGRESSES, CLASSES, SERVICES, SLICES, API_ROUTES].contains(&s.path.as_str())
+            || OTHER_WATCHED.contains(&s.path.as_str());
         match s.method {
             Method::GET => assert!(watched, "unexpected GET {}", s.path),
             Method::PATCH => assert!(s.path == patch.path || s.path == ar_status, "unexpected PATCH {}", s.path),
@@ -384,7 +405,7 @@ async fn api_objects_reach_etcd_and_status_is_applied() {
             _ => panic!("unexpected request {} {}", s.method, s.path),
         }
     }
-    for path in [INGRESSES, CLASSES, SERVICES, SLICES] {
+    for path in [INGRESSES, CLASSES, SERVICES, SLICES, API_ROUTES].into_iter().chain(OTHER_WATCHED) {
         assert!(seen.iter().any(|s| s.path == path && !s.query.contains("watch=true")), "listed {path}");
     }
     // Every request is covered by the declared RBAC rules (which the Helm chart grants).

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use sluice_controller::sink::EtcdSink;
+use sluice_controller::sink::{EtcdSink, SinkError};
 use sluice_model::Keys;
 use sluice_testkit::Etcd;
 
@@ -54,6 +54,17 @@ async fn writes_the_difference_and_leaves_foreign_objects_alone() {
     assert_eq!(applied.puts, 2500);
     assert_eq!(applied.deletes, 1, "route a is no longer desired");
     assert_eq!(dump(&mut client).await.len(), 2500 + 3);
+    // A change made behind the sink's back to a key it owns: the cached revision no longer matches, so the
+    // guarded write fails once instead of overwriting blindly; the next sync lists again and converges.
+    client.put("/sluice/routes/r0", owned("/changed-by-hand"), None).await.unwrap();
+    let mut changed = many.clone();
+    changed.insert("/sluice/routes/r0".to_string(), owned("/r0-new"));
+    assert!(matches!(sink.apply(&changed).await, Err(SinkError::Conflict)));
+    let applied = sink.apply(&changed).await.unwrap();
+    assert_eq!(applied.puts, 1);
+    let stored = dump(&mut client).await;
+    assert_eq!(stored.get("/sluice/routes/r0").map(String::as_bytes), Some(owned("/r0-new").as_slice()));
+
     let applied = sink.apply(&BTreeMap::new()).await.unwrap();
     assert_eq!(applied.deletes, 2500);
     assert_eq!(dump(&mut client).await.len(), 3, "only the objects of others remain");
