@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing sluice needs and is not on a fresh machine: protoc (etcd-client's build
-# script needs it). Safe to run again: it only installs what is missing.
+# script needs it), and with the argument `tests` the Python packages of the chart tests. Safe to run again: it
+# only installs what is missing.
 set -euo pipefail
 
 need_apt=()
@@ -21,7 +22,8 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 
 # The chart and packaging tests (charts/tests) run in a Python venv with pinned packages; reinstalled only when
-# charts/tests/requirements.txt changes.
+# charts/tests/requirements.txt changes. Only the test suite needs it (`scripts/setup.sh tests`).
+[ "${1:-}" = tests ] || exit 0
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.local/venv"
 reqs="$root/charts/tests/requirements.txt"

@@ -3,7 +3,7 @@
 # sockets, the real binaries), and the kind suite when a cluster is reachable (it says so when it is not).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+scripts/setup.sh tests
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
