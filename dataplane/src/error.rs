@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::config::Unresolved;
+
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
@@ -12,9 +14,9 @@ pub enum ProxyError {
     /// No route matches.
     #[error("no route matches")]
     RouteNotFound,
-    /// The route names an upstream that is absent (or was rejected).
-    #[error("upstream {0} not found")]
-    UpstreamNotFound(Arc<str>),
+    /// The route names an object that is absent (or was rejected), or has no upstream at all.
+    #[error("{0}")]
+    Unresolved(Unresolved),
     /// The upstream has no node with a positive weight.
     #[error("upstream {0} has no nodes with a positive weight")]
     NoNodes(Arc<str>),
@@ -51,7 +53,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::RouteNotFound => StatusCode::NOT_FOUND,
-            ProxyError::UpstreamNotFound(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Unresolved(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoNodes(_) | ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -64,9 +66,7 @@ impl ProxyError {
         match self {
             // Exactly APISIX's body, which clients and tests compare byte for byte.
             ProxyError::RouteNotFound => Bytes::from_static(br#"{"error_msg":"404 Route Not Found"}"#),
-            ProxyError::UpstreamNotFound(id) => {
-                error_body(&format!("503 Service Unavailable: upstream {id} not found"))
-            }
+            ProxyError::Unresolved(reason) => error_body(&format!("503 Service Unavailable: {reason}")),
             ProxyError::NoNodes(_) | ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
                 error_body("502 Bad Gateway")
             }
@@ -98,9 +98,11 @@ mod tests {
             (e.status(), &e.body()[..]),
             (StatusCode::NOT_FOUND, &br#"{"error_msg":"404 Route Not Found"}"#[..])
         );
-        let e = ProxyError::UpstreamNotFound("u1".into());
+        let e = ProxyError::Unresolved(Unresolved::Missing { kind: sluice_model::Kind::Upstream, id: "u1".into() });
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(&e.body()[..], br#"{"error_msg":"503 Service Unavailable: upstream u1 not found"}"#);
+        let e = ProxyError::Unresolved(Unresolved::Missing { kind: sluice_model::Kind::Service, id: "s".into() });
+        assert_eq!(&e.body()[..], br#"{"error_msg":"503 Service Unavailable: service s not found"}"#);
         assert_eq!(ProxyError::NoNodes("u".into()).status(), StatusCode::BAD_GATEWAY);
         let t = ProxyError::Timeout { node: "n".into(), seconds: 1.0 };
         assert_eq!(t.status(), StatusCode::GATEWAY_TIMEOUT);

@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 use crate::Shared;
 use crate::config::{Target, UpstreamRuntime};
 use crate::error::ProxyError;
+use crate::pipeline::{Ctx, Finish, Flow};
 use crate::router::{RequestInfo, normalize_host};
 
 /// The body sent to nodes: the client's stream, or nothing for a body-less request (so it can be replayed).
@@ -40,21 +41,17 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 const POOL_IDLE: Duration = Duration::from_secs(60);
 
 /// HTTP clients by connect timeout: the connector owns the timeout, so routes with different connect timeouts need
-/// different clients. Kept across compiles so connection pools survive config changes.
+/// different clients. Kept for the life of the data plane so connection pools survive config changes; there are
+/// as many as distinct connect timeouts in the configuration.
 #[derive(Default)]
 pub struct Clients {
     by_connect: HashMap<Duration, HttpClient>,
 }
 
 impl Clients {
-    /// The client for `connect`, moved from `old` if it had one, else built.
-    pub fn take_or_build(&mut self, old: &mut Clients, connect: Duration) -> HttpClient {
-        if let Some(client) = self.by_connect.get(&connect) {
-            return client.clone();
-        }
-        let client = old.by_connect.remove(&connect).unwrap_or_else(|| build_client(connect));
-        self.by_connect.insert(connect, client.clone());
-        client
+    /// The client for `connect`, built on first use.
+    pub fn get(&mut self, connect: Duration) -> HttpClient {
+        self.by_connect.entry(connect).or_insert_with(|| build_client(connect)).clone()
     }
 }
 
@@ -77,27 +74,36 @@ pub(crate) async fn handle(
     port: HeaderValue,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    let resp = match proxy(&shared, remote, port, req).await {
+    let mut finish = None;
+    let resp = match proxy(&shared, remote, port, req, &mut finish).await {
         Ok(resp) => resp,
         Err(err) => {
             match &err {
-                ProxyError::RouteNotFound | ProxyError::UpstreamNotFound(_) | ProxyError::NoNodes(_) => {}
+                ProxyError::RouteNotFound | ProxyError::Unresolved(_) | ProxyError::NoNodes(_) => {}
                 e @ (ProxyError::Connect { .. } | ProxyError::Timeout { .. } | ProxyError::Upstream { .. }) => {
                     warn!(client = %remote, error = %e, "proxying failed")
                 }
             }
-            err.response().map(Either::Right)
+            let (mut head, body) = err.response().into_parts();
+            // Plugins see the data plane's own answers too; their log phase runs as `finish` drops here.
+            if let Some(f) = finish.as_mut() {
+                f.pipeline.response_header(&mut f.ctx, &mut head);
+            }
+            Response::from_parts(head, Either::Right(body))
         }
     };
     shared.metrics.request(resp.status().as_u16());
     Ok(resp)
 }
 
+/// Proxies one request. When the route has plugins, `finish` receives the pipeline and its context, so the caller
+/// can run the late phases on error answers; on success it moves into the response body.
 async fn proxy(
     shared: &Shared,
     remote: SocketAddr,
     port: HeaderValue,
     req: Request<Incoming>,
+    finish: &mut Option<Finish>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let entry = {
         let config = shared.config.load();
@@ -120,15 +126,28 @@ async fn proxy(
         config.router.find(&info).cloned().ok_or(ProxyError::RouteNotFound)?
     };
     let target = &entry.value;
+    let (mut parts, body) = req.into_parts();
+    if !target.pipeline.is_empty() {
+        let f =
+            finish.insert(Finish { pipeline: target.pipeline.clone(), ctx: Ctx::new(target.route_id.clone(), remote) });
+        if let Flow::Respond(resp) = f.pipeline.request(&mut f.ctx, &mut parts) {
+            let (mut head, bytes) = resp.into_parts();
+            f.pipeline.response_header(&mut f.ctx, &mut head);
+            return Ok(Response::from_parts(head, Either::Right(Full::new(bytes))));
+        }
+    }
     let upstream = match &target.upstream {
         Ok(upstream) => upstream,
-        Err(id) => {
+        Err(reason) => {
             if target.first_warning() {
-                warn!(route = %target.route_id, upstream = %id, "route refers to an upstream that does not exist");
+                warn!(route = %target.route_id, %reason, "route cannot be served; answering 503");
             }
-            return Err(ProxyError::UpstreamNotFound(id.clone()));
+            return Err(ProxyError::Unresolved(reason.clone()));
         }
     };
+    if let Some(f) = finish.as_mut() {
+        f.ctx.upstream = Some(upstream.name.clone());
+    }
     let Some((mut pos, mut node)) = upstream.balancer.pick() else {
         if target.first_warning() {
             warn!(route = %target.route_id, upstream = %upstream.name, "upstream has no node with a positive weight");
@@ -136,7 +155,6 @@ async fn proxy(
         return Err(ProxyError::NoNodes(upstream.name.clone()));
     };
 
-    let (mut parts, body) = req.into_parts();
     let original_host = parts
         .headers
         .get(header::HOST)
@@ -152,11 +170,16 @@ async fn proxy(
     let mut tried: Vec<usize> = Vec::new();
     loop {
         let last = tried.len() + 1 >= max_tries;
-        let outgoing = build_request(&mut parts, &path, upstream, node, original_host.as_ref(), last, &mut body);
+        let mut outgoing = build_request(&mut parts, &path, upstream, node, original_host.as_ref(), last, &mut body);
+        if let Some(f) = finish.as_mut() {
+            let (mut head, b) = outgoing.into_parts();
+            f.pipeline.before_proxy(&mut f.ctx, &mut head);
+            outgoing = Request::from_parts(head, b);
+        }
         let node_addr = &upstream.nodes[node].authority;
         let limit = target.timeouts.connect + target.timeouts.read;
         match tokio::time::timeout(limit, target.client.request(outgoing)).await {
-            Ok(Ok(resp)) => return Ok(response(resp, target)),
+            Ok(Ok(resp)) => return Ok(response(resp, target, finish.take())),
             Ok(Err(e)) if e.is_connect() => {
                 debug!(node = %node_addr, error = %e, "cannot connect to node");
                 tried.push(node);
@@ -218,10 +241,14 @@ fn build_request(
     req
 }
 
-fn response(resp: Response<Incoming>, target: &Target) -> Response<ResponseBody> {
+fn response(resp: Response<Incoming>, target: &Target, mut finish: Option<Finish>) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, Either::Left(ReadTimeoutBody::new(body, target.timeouts.read)))
+    if let Some(f) = finish.as_mut() {
+        f.pipeline.response_header(&mut f.ctx, &mut parts);
+    }
+    let body = ReadTimeoutBody::new(body, target.timeouts.read, finish.map(Box::new));
+    Response::from_parts(parts, Either::Left(body))
 }
 
 /// Headers meaningful only for one connection (RFC 9110 section 7.6.1), never forwarded.
@@ -282,17 +309,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// A node's response body that fails when the node stays silent longer than the read timeout between two frames.
+/// A node's response body that fails when the node stays silent longer than the read timeout between two frames,
+/// and runs the route's response-body and log phases when it has plugins.
 #[derive(Debug)]
 pub struct ReadTimeoutBody {
     inner: Incoming,
     timeout: Duration,
     deadline: Pin<Box<Sleep>>,
+    /// The pipeline and context; its log phase runs when the body is dropped.
+    finish: Option<Box<Finish>>,
 }
 
 impl ReadTimeoutBody {
-    fn new(inner: Incoming, timeout: Duration) -> ReadTimeoutBody {
-        ReadTimeoutBody { inner, timeout, deadline: Box::pin(tokio::time::sleep(timeout)) }
+    fn new(inner: Incoming, timeout: Duration, finish: Option<Box<Finish>>) -> ReadTimeoutBody {
+        ReadTimeoutBody { inner, timeout, deadline: Box::pin(tokio::time::sleep(timeout)), finish }
     }
 }
 
@@ -306,6 +336,18 @@ impl Body for ReadTimeoutBody {
             Poll::Ready(frame) => {
                 let next = Instant::now() + this.timeout;
                 this.deadline.as_mut().reset(next);
+                let end = this.inner.is_end_stream();
+                let frame = match (&mut this.finish, frame) {
+                    (Some(f), Some(Ok(frame))) if f.pipeline.wants_body() => match frame.into_data() {
+                        Ok(mut chunk) => {
+                            let Finish { pipeline, ctx } = &mut **f;
+                            pipeline.response_body(ctx, &mut chunk, end);
+                            Some(Ok(Frame::data(chunk)))
+                        }
+                        Err(other) => Some(Ok(other)),
+                    },
+                    (_, frame) => frame,
+                };
                 Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }
             Poll::Pending => match this.deadline.as_mut().poll(cx) {

@@ -1,24 +1,26 @@
 //! Route matching with APISIX semantics, as a pure data structure: no IO, tested with plain values.
 //!
 //! Precedence: routes whose host matches exactly, then wildcard hosts (longer suffix first), then routes without
-//! hosts. Within each group: the exact path, then prefixes from longest to shortest; for one path, higher
-//! `priority` first and then the id. The first candidate whose methods, client address and `vars` hold wins;
-//! if none does, the next group is tried. Lookups are hash probes per group and per distinct prefix length, so
-//! the cost does not grow with the number of routes.
+//! hosts. Within each group: the exact path, then prefixes (`/*` and the literal part of `:param` paths) from
+//! longest to shortest; for one key, higher `priority` first and then the id. The first candidate whose path
+//! pattern, methods, client address and `vars` hold wins; if none does, the next group is tried. Lookups are
+//! hash probes per group and per distinct prefix length, so the cost does not grow with the number of routes, and
+//! the table is persistent ([`table`]) so one route changes in O(log n).
 
 mod net;
+mod path;
+mod rule;
+pub mod table;
 pub mod vars;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use http::{HeaderMap, Method};
-use sluice_model::Route;
-use sluice_model::route::METHODS;
 
 pub use net::IpRange;
+pub use rule::{Hosts, Rule};
+pub use table::Router;
 pub use vars::{Vars, VarsError};
 
 /// What the router looks at in a request; built once per request without allocating.
@@ -60,112 +62,18 @@ pub enum Unsupported {
     /// A host pattern other than a name or a leading `*.` wildcard.
     #[error("host {0:?} is not supported: use a name or a leading '*.' wildcard")]
     Host(String),
-    /// A path with `:param` segments (radixtree parameters).
-    #[error("path {0:?} uses ':param' segments, which are not supported")]
+    /// A `:param` segment radixtree would not accept, or that conflicts with another in the same path.
+    #[error(
+        "path {0:?}: a ':param' segment must be a whole segment named with letters, digits or '_', \
+         used once per path and not followed by '*'"
+    )]
     Path(String),
     /// A client address that is neither an IP address nor a CIDR block.
     #[error("remote address {0:?} is not an IP address or CIDR block")]
     RemoteAddr(String),
-    /// A `vars` expression outside the supported subset.
+    /// A `vars` expression that does not compile.
     #[error("vars: {0}")]
     Vars(#[from] VarsError),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum HostPattern {
-    Exact(Box<str>),
-    /// The suffix after the `*`, starting with `.`.
-    Wildcard(Box<str>),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum PathPattern {
-    Exact(Box<str>),
-    /// The path before the trailing `*`.
-    Prefix(Box<str>),
-}
-
-/// The matching part of one route, compiled.
-#[derive(Debug, Clone)]
-pub struct Rule {
-    id: Arc<str>,
-    priority: i64,
-    enabled: bool,
-    hosts: Vec<HostPattern>,
-    paths: Vec<PathPattern>,
-    /// Bit `i` set means `METHODS[i]` is allowed; `None` allows any method.
-    methods: Option<u16>,
-    remote_addrs: Vec<IpRange>,
-    vars: Vars,
-}
-
-impl Rule {
-    /// Compiles the matching fields of a (validated) route.
-    pub fn from_route(id: &str, route: &Route) -> Result<Rule, Unsupported> {
-        let hosts = route.host_list().map(compile_host).collect::<Result<Vec<_>, _>>()?;
-        let paths = route.paths().map(compile_path).collect::<Result<Vec<_>, _>>()?;
-        let methods =
-            route.methods.as_ref().map(|list| list.iter().filter_map(|m| method_bit(m)).fold(0, |a, b| a | b));
-        let remote_addrs = route
-            .remote_addr_list()
-            .map(|a| IpRange::parse(a).ok_or_else(|| Unsupported::RemoteAddr(a.to_string())))
-            .collect::<Result<Vec<_>, _>>()?;
-        let vars = Vars::compile(route.vars.as_deref().unwrap_or_default())?;
-        Ok(Rule {
-            id: id.into(),
-            priority: route.priority,
-            enabled: route.is_enabled(),
-            hosts,
-            paths,
-            methods,
-            remote_addrs,
-            vars,
-        })
-    }
-
-    /// The route id.
-    pub fn id(&self) -> &Arc<str> {
-        &self.id
-    }
-
-    /// Whether the method, client address and `vars` conditions hold (host and path were matched by the index).
-    fn conditions_hold(&self, req: &RequestInfo<'_>) -> bool {
-        if let Some(allowed) = self.methods
-            && method_bit(req.method.as_str()).is_none_or(|bit| allowed & bit == 0)
-        {
-            return false;
-        }
-        if !self.remote_addrs.is_empty() && !self.remote_addrs.iter().any(|r| r.contains(req.remote_addr)) {
-            return false;
-        }
-        self.vars.is_empty() || self.vars.matches(req)
-    }
-}
-
-fn method_bit(method: &str) -> Option<u16> {
-    METHODS.iter().position(|m| *m == method).map(|i| 1 << i)
-}
-
-fn compile_host(host: &str) -> Result<HostPattern, Unsupported> {
-    let lower = host.to_ascii_lowercase();
-    match lower.strip_prefix('*') {
-        Some(suffix) if suffix.starts_with('.') && suffix.len() > 1 && !suffix.contains('*') => {
-            Ok(HostPattern::Wildcard(suffix.into()))
-        }
-        Some(_) => Err(Unsupported::Host(host.to_string())),
-        None if lower.contains('*') => Err(Unsupported::Host(host.to_string())),
-        None => Ok(HostPattern::Exact(normalize_host(&lower).into())),
-    }
-}
-
-fn compile_path(path: &str) -> Result<PathPattern, Unsupported> {
-    if path.split('/').any(|segment| segment.starts_with(':')) {
-        return Err(Unsupported::Path(path.to_string()));
-    }
-    Ok(match path.strip_suffix('*') {
-        Some(prefix) => PathPattern::Prefix(prefix.into()),
-        None => PathPattern::Exact(path.into()),
-    })
 }
 
 /// A routed value with the rule that matched it.
@@ -177,168 +85,12 @@ pub struct Entry<T> {
     pub value: T,
 }
 
-type Candidates<T> = Vec<Arc<Entry<T>>>;
-
-/// Strings grouped by length, longest first, so a lookup probes one hash map per distinct length.
-#[derive(Debug)]
-struct ByLength<V>(Vec<(usize, HashMap<Box<str>, V>)>);
-
-impl<V: Default> ByLength<V> {
-    fn slot(&mut self, key: &str) -> &mut V {
-        // Sorted by length, descending.
-        let at = match self.0.binary_search_by(|(len, _)| key.len().cmp(len)) {
-            Ok(at) => at,
-            Err(at) => {
-                self.0.insert(at, (key.len(), HashMap::new()));
-                at
-            }
-        };
-        self.0[at].1.entry(key.into()).or_default()
-    }
-}
-
-impl<V> ByLength<V> {
-    fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
-        self.0.iter_mut().flat_map(|(_, m)| m.values_mut())
-    }
-}
-
-impl<V> Default for ByLength<V> {
-    fn default() -> Self {
-        ByLength(Vec::new())
-    }
-}
-
-/// Paths of one host group: exact paths by hash, prefixes grouped by length (longest first).
-#[derive(Debug)]
-struct PathTable<T> {
-    exact: HashMap<Box<str>, Candidates<T>>,
-    prefixes: ByLength<Candidates<T>>,
-}
-
-impl<T> Default for PathTable<T> {
-    fn default() -> Self {
-        PathTable { exact: HashMap::new(), prefixes: ByLength::default() }
-    }
-}
-
-impl<T> PathTable<T> {
-    fn insert(&mut self, path: &PathPattern, entry: &Arc<Entry<T>>) {
-        let slot = match path {
-            PathPattern::Exact(p) => self.exact.entry(p.clone()).or_default(),
-            PathPattern::Prefix(p) => self.prefixes.slot(p),
-        };
-        // A route listing the same path twice is one candidate.
-        if !slot.iter().any(|e| Arc::ptr_eq(e, entry)) {
-            slot.push(entry.clone());
-        }
-    }
-
-    fn sort(&mut self) {
-        let order = |a: &Arc<Entry<T>>, b: &Arc<Entry<T>>| {
-            b.rule.priority.cmp(&a.rule.priority).then_with(|| a.rule.id.cmp(&b.rule.id))
-        };
-        self.exact.values_mut().for_each(|c| c.sort_by(order));
-        self.prefixes.values_mut().for_each(|c| c.sort_by(order));
-    }
-
-    fn find<'t>(&'t self, req: &RequestInfo<'_>) -> Option<&'t Arc<Entry<T>>> {
-        let first = |c: &'t Candidates<T>| c.iter().find(move |e| e.rule.conditions_hold(req));
-        if let Some(found) = self.exact.get(req.path).and_then(first) {
-            return Some(found);
-        }
-        self.prefixes
-            .0
-            .iter()
-            .filter(|(len, _)| *len <= req.path.len() && req.path.is_char_boundary(*len))
-            .find_map(|(len, map)| map.get(&req.path[..*len]).and_then(first))
-    }
-}
-
-/// The compiled routing table: immutable once built, shared by every request through the config snapshot.
-#[derive(Debug)]
-pub struct Router<T> {
-    exact_hosts: HashMap<Box<str>, PathTable<T>>,
-    /// Wildcard suffixes grouped by length, longest first.
-    wildcard_hosts: ByLength<PathTable<T>>,
-    any_host: PathTable<T>,
-    routes: usize,
-}
-
-impl<T> Default for Router<T> {
-    fn default() -> Self {
-        Router {
-            exact_hosts: HashMap::new(),
-            wildcard_hosts: ByLength::default(),
-            any_host: PathTable::default(),
-            routes: 0,
-        }
-    }
-}
-
-impl<T> Router<T> {
-    /// Builds a router from rules and their values; disabled rules (`status: 0`) are left out.
-    pub fn new(rules: impl IntoIterator<Item = (Rule, T)>) -> Router<T> {
-        let mut router = Router::default();
-        for (rule, value) in rules {
-            if rule.enabled {
-                router.insert(Arc::new(Entry { rule, value }));
-            }
-        }
-        router.exact_hosts.values_mut().for_each(PathTable::sort);
-        router.wildcard_hosts.values_mut().for_each(PathTable::sort);
-        router.any_host.sort();
-        router
-    }
-
-    fn insert(&mut self, entry: Arc<Entry<T>>) {
-        self.routes += 1;
-        let rule = &entry.rule;
-        if rule.hosts.is_empty() {
-            rule.paths.iter().for_each(|p| self.any_host.insert(p, &entry));
-        }
-        for host in &rule.hosts {
-            let table = match host {
-                HostPattern::Exact(h) => self.exact_hosts.entry(h.clone()).or_default(),
-                HostPattern::Wildcard(suffix) => self.wildcard_hosts.slot(suffix),
-            };
-            rule.paths.iter().for_each(|p| table.insert(p, &entry));
-        }
-    }
-
-    /// The number of enabled routes.
-    pub fn len(&self) -> usize {
-        self.routes
-    }
-
-    /// Whether there are no enabled routes.
-    pub fn is_empty(&self) -> bool {
-        self.routes == 0
-    }
-
-    /// The route a request goes to, if any.
-    pub fn find(&self, req: &RequestInfo<'_>) -> Option<&Arc<Entry<T>>> {
-        let host = req.host;
-        if let Some(found) = self.exact_hosts.get(host).and_then(|t| t.find(req)) {
-            return Some(found);
-        }
-        for (len, suffixes) in &self.wildcard_hosts.0 {
-            // `*.foo.com` needs at least one label before `.foo.com`.
-            if host.len() > *len
-                && host.is_char_boundary(host.len() - len)
-                && let Some(found) = suffixes.get(&host[host.len() - len..]).and_then(|t| t.find(req))
-            {
-                return Some(found);
-            }
-        }
-        self.any_host.find(req)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+    use sluice_model::Route;
+    use std::sync::Arc;
 
     fn route(v: Value) -> Route {
         let mut v = v;
@@ -511,8 +263,69 @@ mod tests {
                 ("GET", "x", "/p"),
                 Some("on"),
             ),
+            // `:param` matches one segment; exact paths win over it; literal prefixes order it among prefixes.
+            (vec![("p", json!({"uri": "/user/:id"}))], ("GET", "x", "/user/42"), Some("p")),
+            (vec![("p", json!({"uri": "/user/:id"}))], ("GET", "x", "/user/42/x"), None),
+            (vec![("p", json!({"uri": "/user/:id"}))], ("GET", "x", "/user/"), None),
+            (
+                vec![("p", json!({"uri": "/user/:id", "priority": 9})), ("me", json!({"uri": "/user/me"}))],
+                ("GET", "x", "/user/me"),
+                Some("me"),
+            ),
+            (
+                vec![("p", json!({"uri": "/api/:ver/users"})), ("v1", json!({"uri": "/api/v1/*"}))],
+                ("GET", "x", "/api/v1/users"),
+                Some("v1"),
+            ),
+            (
+                vec![("p", json!({"uri": "/api/:ver/users"})), ("v1", json!({"uri": "/api/v1/*"}))],
+                ("GET", "x", "/api/v2/users"),
+                Some("p"),
+            ),
+            (
+                vec![("p", json!({"uri": "/api/:ver", "priority": 1})), ("all", json!({"uri": "/api/*"}))],
+                ("GET", "x", "/api/v2"),
+                Some("p"),
+            ),
+            (
+                vec![("p", json!({"uri": "/api/:ver", "priority": 1})), ("all", json!({"uri": "/api/*"}))],
+                ("GET", "x", "/api/v2/deeper"),
+                Some("all"),
+            ),
+            (
+                vec![("any", json!({"uri": "/u/:id"})), ("host", json!({"uri": "/u/:id", "host": "h.com"}))],
+                ("GET", "h.com", "/u/1"),
+                Some("host"),
+            ),
+            (vec![("w", json!({"uri": "/t/:tenant/*", "host": "*.h.com"}))], ("GET", "a.h.com", "/t/x/y"), Some("w")),
             // vars.
             (vec![("v", json!({"uri": "/p", "vars": [["arg_v", "==", "2"]]}))], ("GET", "x", "/p?v=2"), Some("v")),
+            (
+                vec![("v", json!({"uri": "/p", "vars": [["OR", ["arg_v", "==", "2"], ["arg_w", "==", "1"]]]}))],
+                ("GET", "x", "/p?w=1"),
+                Some("v"),
+            ),
+            (
+                vec![("v", json!({"uri": "/p", "vars": [["remote_addr", "ipmatch", ["127.0.0.0/8"]]]}))],
+                ("GET", "x", "/p"),
+                Some("v"),
+            ),
+            (
+                vec![("v", json!({"uri": "/p", "vars": [["host", "~*", "^X\\.com$"]]}))],
+                ("GET", "X.com", "/p"),
+                Some("v"),
+            ),
+            (
+                vec![("v", json!({"uri": "/p", "vars": [["request_method", "!", "in", ["POST", "PUT"]]]}))],
+                ("GET", "x", "/p"),
+                Some("v"),
+            ),
+            (vec![("v", json!({"uri": "/p", "vars": [["uri", ">", 1]]}))], ("GET", "x", "/p"), None),
+            (
+                vec![("v", json!({"uri": "/p", "vars": [["http_x_n", ">=", 1], ["http_x_n", "<", 5]]}))],
+                ("GET", "x", "/p"),
+                None,
+            ),
             (vec![("v", json!({"uri": "/p", "vars": [["arg_v", "==", "2"]]}))], ("GET", "x", "/p?v=3"), None),
         ];
         for (routes, (method, host, uri), want) in cases {
@@ -548,6 +361,47 @@ mod tests {
         assert_eq!(find(&r, &q), Some("canary"));
     }
 
+    /// Inserting and removing routes one at a time answers exactly as building the final set from scratch.
+    #[test]
+    fn incremental_changes_match_a_fresh_build() {
+        let defs: Vec<(String, Value)> = (0..60)
+            .map(|i| {
+                let uri = match i % 4 {
+                    0 => format!("/s/{}", i % 7),
+                    1 => format!("/p/{}/*", i % 5),
+                    2 => format!("/u/:id/{}", i % 3),
+                    _ => "/*".to_string(),
+                };
+                let mut v = json!({"uri": uri, "priority": i % 3});
+                if i % 5 == 0 {
+                    v["host"] = json!(if i % 2 == 0 { "a.com" } else { "*.b.com" });
+                }
+                (format!("r{i:02}"), v)
+            })
+            .collect();
+        let mut live = Router::default();
+        let mut entries = std::collections::HashMap::new();
+        for (id, v) in &defs {
+            let e = Arc::new(Entry { rule: Rule::from_route(id, &route(v.clone())).unwrap(), value: id.clone() });
+            live.insert(&e);
+            entries.insert(id.clone(), e);
+        }
+        // Remove every third route.
+        let kept: Vec<&(String, Value)> =
+            defs.iter().filter(|(id, _)| id[1..].parse::<u32>().unwrap() % 3 != 0).collect();
+        for (id, _) in defs.iter().filter(|(id, _)| id[1..].parse::<u32>().unwrap() % 3 == 0) {
+            live.remove(&entries[id]);
+        }
+        let fresh = router(kept.iter().map(|(id, v)| (id.as_str(), v.clone())).collect());
+        assert_eq!(live.len(), fresh.len());
+        for host in ["a.com", "x.b.com", "other"] {
+            for path in ["/s/1", "/s/3", "/p/2/x", "/p/4/", "/u/7/1", "/u/7/2", "/nothing", "/"] {
+                let q = req("GET", host, path);
+                assert_eq!(find(&live, &q), find(&fresh, &q), "{host}{path}");
+            }
+        }
+    }
+
     #[test]
     fn counts_enabled_routes() {
         let r = router(vec![("a", json!({"uri": "/a"})), ("b", json!({"uri": "/b", "status": 0}))]);
@@ -558,7 +412,8 @@ mod tests {
     #[test]
     fn rejects_unsupported_fields() {
         let bad = |v: Value| Rule::from_route("r", &route(v)).unwrap_err();
-        assert!(matches!(bad(json!({"uri": "/user/:id"})), Unsupported::Path(_)));
+        assert!(matches!(bad(json!({"uri": "/user/:id:x"})), Unsupported::Path(_)));
+        assert!(matches!(bad(json!({"uri": "/user/:id/:id"})), Unsupported::Path(_)));
         assert!(matches!(bad(json!({"uri": "/a", "host": "foo.*.com"})), Unsupported::Host(_)));
         assert!(matches!(bad(json!({"uri": "/a", "host": "*"})), Unsupported::Host(_)));
         assert!(matches!(bad(json!({"uri": "/a", "remote_addr": "10.0.0.0/40"})), Unsupported::RemoteAddr(_)));

@@ -190,7 +190,7 @@ impl Source {
     }
 
     fn relevant(&self, key: &str) -> bool {
-        matches!(self.keys.parse(key), Some((Kind::Route | Kind::Upstream, _)))
+        matches!(self.keys.parse(key), Some((Kind::Route | Kind::Upstream | Kind::Service | Kind::PluginConfig, _)))
     }
 
     fn raw(&self, key: &str, value: &[u8], revision: i64) -> Option<RawObject> {

@@ -1,27 +1,39 @@
-//! The subset of APISIX `vars` expressions (lua-resty-expr) sluice evaluates: `[var, op, value]` and
-//! `[var, "!", op, value]`, all of which must hold.
+//! APISIX `vars` expressions (lua-resty-expr): leaves `[var, op, value]` and `[var, "!", op, value]`, combined
+//! with `["AND" | "OR" | "!AND" | "!OR", expr, ...]` and nested lists (a list of expressions is an AND).
+//!
+//! Everything is checked at compile time (variables, operators, value shapes, regexes) so that evaluation on the
+//! request path cannot fail and does not allocate except for `remote_addr` compared as text.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 use http::HeaderName;
 use regex::{Regex, RegexBuilder};
 use serde_json::Value;
 
 use super::RequestInfo;
+use super::net::IpRange;
+
+/// How deep logical expressions may nest; deeper input is rejected instead of risking the stack.
+pub const MAX_DEPTH: usize = 16;
 
 /// Why a `vars` list cannot be evaluated faithfully; the route is rejected rather than matched differently.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum VarsError {
-    /// The element is not a flat `[var, op, value]` / `[var, "!", op, value]` array (logical AND/OR nesting).
+    /// The element is neither a leaf `[var, op, value]` / `[var, "!", op, value]` nor a logical expression.
     #[error(
-        "vars element {0} must be [var, op, value] or [var, \"!\", op, value]; nesting and AND/OR are not supported"
+        "vars element {0} must be [var, op, value], [var, \"!\", op, value], a list of expressions or \
+         [\"AND\"|\"OR\"|\"!AND\"|\"!OR\", expr, ...]"
     )]
     Shape(String),
+    /// Logical expressions nest deeper than [`MAX_DEPTH`].
+    #[error("vars nest deeper than {MAX_DEPTH} levels")]
+    TooDeep,
     /// The variable is not one sluice knows.
     #[error("variable {0:?} is not supported (use uri, host, remote_addr, request_method, http_*, arg_*, cookie_*)")]
     Var(String),
     /// The operator is not one sluice knows.
-    #[error("operator {0:?} is not supported (use ==, ~=, >, <, >=, <=, ~~, ~*, in, has)")]
+    #[error("operator {0:?} is not supported (use ==, ~=, >, <, >=, <=, ~~, ~*, in, has, ipmatch)")]
     Op(String),
     /// The value does not suit the operator.
     #[error("value {value} does not suit operator {op:?}")]
@@ -41,24 +53,87 @@ pub enum VarsError {
     },
 }
 
-/// A compiled `vars` list: every expression must hold.
+/// A compiled `vars` expression; an empty list always holds.
 #[derive(Debug, Clone, Default)]
-pub struct Vars(Vec<Expr>);
+pub struct Vars(Option<Node>);
 
 impl Vars {
-    /// Compiles the JSON `vars` of a route.
+    /// Compiles the JSON `vars` of a route: a list of expressions (all must hold), or one logical expression
+    /// whose first element is `"AND"`, `"OR"`, `"!AND"` or `"!OR"`.
     pub fn compile(values: &[Value]) -> Result<Vars, VarsError> {
-        values.iter().map(Expr::compile).collect::<Result<Vec<_>, _>>().map(Vars)
+        if values.is_empty() {
+            return Ok(Vars(None));
+        }
+        Node::compile_list(values, 0).map(|n| Vars(Some(n)))
     }
 
     /// Whether there are no expressions (so nothing needs evaluating).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_none()
     }
 
-    /// Whether every expression holds for `req`.
+    /// Whether the expression holds for `req`.
     pub fn matches(&self, req: &RequestInfo<'_>) -> bool {
-        self.0.iter().all(|e| e.eval(req))
+        self.0.as_ref().is_none_or(|n| n.eval(req))
+    }
+}
+
+/// One node of the expression tree.
+#[derive(Debug, Clone)]
+enum Node {
+    Leaf(Expr),
+    All(Vec<Node>),
+    Any(Vec<Node>),
+    /// `!AND` and `!OR`.
+    Not(Box<Node>),
+}
+
+fn logical(v: &Value) -> Option<&str> {
+    v.as_str().filter(|s| matches!(*s, "AND" | "OR" | "!AND" | "!OR"))
+}
+
+impl Node {
+    /// A list of values: a logical expression when the first is an operator name, else an AND of its elements.
+    fn compile_list(items: &[Value], depth: usize) -> Result<Node, VarsError> {
+        if depth > MAX_DEPTH {
+            return Err(VarsError::TooDeep);
+        }
+        if let Some(op) = items.first().and_then(logical) {
+            let children = items[1..].iter().map(|v| Node::compile(v, depth + 1)).collect::<Result<Vec<_>, _>>()?;
+            if children.is_empty() {
+                return Err(VarsError::Shape(Value::Array(items.to_vec()).to_string()));
+            }
+            return Ok(match op {
+                "AND" => Node::All(children),
+                "OR" => Node::Any(children),
+                "!AND" => Node::Not(Box::new(Node::All(children))),
+                _ => Node::Not(Box::new(Node::Any(children))),
+            });
+        }
+        let children = items.iter().map(|v| Node::compile(v, depth + 1)).collect::<Result<Vec<_>, _>>()?;
+        Ok(if children.len() == 1 {
+            children.into_iter().next().unwrap_or(Node::All(Vec::new()))
+        } else {
+            Node::All(children)
+        })
+    }
+
+    /// One element: a leaf, a logical expression, or a nested list.
+    fn compile(element: &Value, depth: usize) -> Result<Node, VarsError> {
+        let items = element.as_array().ok_or_else(|| VarsError::Shape(element.to_string()))?;
+        match items.first() {
+            Some(first) if first.is_array() || logical(first).is_some() => Node::compile_list(items, depth),
+            _ => Expr::compile(element).map(Node::Leaf),
+        }
+    }
+
+    fn eval(&self, req: &RequestInfo<'_>) -> bool {
+        match self {
+            Node::Leaf(e) => e.eval(req),
+            Node::All(c) => c.iter().all(|n| n.eval(req)),
+            Node::Any(c) => c.iter().any(|n| n.eval(req)),
+            Node::Not(n) => !n.eval(req),
+        }
     }
 }
 
@@ -115,6 +190,7 @@ enum Op {
     Regex(Regex),
     In(Vec<Scalar>),
     Has(Box<str>),
+    IpMatch(Vec<IpRange>),
 }
 
 impl Expr {
@@ -155,6 +231,16 @@ impl Expr {
                 Op::In(list.iter().map(Scalar::from_json).collect::<Option<Vec<_>>>().ok_or_else(bad_value)?)
             }
             "has" => Op::Has(Scalar::from_json(value).ok_or_else(bad_value)?.text),
+            "ipmatch" => {
+                // One address or block, or a list of them.
+                let list: Vec<&Value> = match value {
+                    Value::Array(items) if !items.is_empty() => items.iter().collect(),
+                    Value::String(_) => vec![value],
+                    _ => return Err(bad_value()),
+                };
+                let ranges = list.iter().map(|v| v.as_str().and_then(IpRange::parse)).collect::<Option<Vec<_>>>();
+                Op::IpMatch(ranges.ok_or_else(bad_value)?)
+            }
             other => return Err(VarsError::Op(other.to_string())),
         };
         Ok(Expr { var, negate, op })
@@ -164,6 +250,7 @@ impl Expr {
         let held = match &self.op {
             // `has` looks at every value of a repeated header, argument or cookie.
             Op::Has(want) => self.var.any_value(req, |v| v == &**want),
+            Op::IpMatch(ranges) => self.var.ip(req).is_some_and(|ip| ranges.iter().any(|r| r.contains(ip))),
             op => {
                 let value = self.var.value(req);
                 let value = value.as_deref();
@@ -177,7 +264,7 @@ impl Expr {
                     Op::Le(n) => numeric(value).is_some_and(|v| v <= *n),
                     Op::Regex(re) => value.is_some_and(|v| re.is_match(v)),
                     Op::In(list) => value.is_some_and(|v| list.iter().any(|s| s.equals(v))),
-                    Op::Has(_) => false,
+                    Op::Has(_) | Op::IpMatch(_) => false,
                 }
             }
         };
@@ -223,6 +310,14 @@ impl Var {
             Var::Header(name) => req.headers.get(name).and_then(|v| v.to_str().ok()).map(Cow::Borrowed),
             Var::Arg(name) => query_args(req.query).find(|(k, _)| *k == &**name).map(|(_, v)| Cow::Borrowed(v)),
             Var::Cookie(name) => cookies(req).find(|(k, _)| *k == &**name).map(|(_, v)| Cow::Borrowed(v)),
+        }
+    }
+
+    /// The value as an IP address: the client address itself for `remote_addr`, else the text parsed.
+    fn ip(&self, req: &RequestInfo<'_>) -> Option<IpAddr> {
+        match self {
+            Var::RemoteAddr => Some(req.remote_addr),
+            other => other.value(req)?.trim().parse().ok(),
         }
     }
 
@@ -317,6 +412,29 @@ mod tests {
             (json!([["remote_addr", "==", "10.1.2.3"]]), true),
             (json!([["arg_name", "==", "json"], ["http_x_version", "==", "3"]]), false),
             (json!([]), true),
+            // ipmatch, on the client address or on a header holding one.
+            (json!([["remote_addr", "ipmatch", ["10.0.0.0/8", "::1"]]]), true),
+            (json!([["remote_addr", "ipmatch", "10.1.2.3"]]), true),
+            (json!([["remote_addr", "ipmatch", ["192.168.0.0/16"]]]), false),
+            (json!([["remote_addr", "!", "ipmatch", ["192.168.0.0/16"]]]), true),
+            (json!([["http_x_version", "ipmatch", ["0.0.0.0/0"]]]), false),
+            // Logical nesting.
+            (json!(["AND", ["arg_name", "==", "json"], ["arg_id", "==", "7"]]), true),
+            (json!(["AND", ["arg_name", "==", "json"], ["arg_id", "==", "9"]]), false),
+            (json!(["OR", ["arg_name", "==", "xml"], ["arg_id", "==", "7"]]), true),
+            (json!(["OR", ["arg_name", "==", "xml"], ["arg_id", "==", "9"]]), false),
+            (json!(["!AND", ["arg_name", "==", "json"], ["arg_id", "==", "9"]]), true),
+            (json!(["!OR", ["arg_name", "==", "xml"], ["arg_id", "==", "7"]]), false),
+            (
+                json!([[
+                    "OR",
+                    ["arg_name", "==", "xml"],
+                    ["AND", ["arg_id", "==", 7], ["cookie_theme", "==", "dark"]]
+                ]]),
+                true,
+            ),
+            (json!([[["arg_name", "==", "json"], ["arg_id", "==", 7]], ["uri", "==", "/v1/items"]]), true),
+            (json!([[["arg_name", "==", "json"], ["arg_id", "==", 8]]]), false),
         ];
         for (vars, want) in cases {
             assert_eq!(eval(vars.clone(), &r), want, "{vars}");
@@ -332,8 +450,15 @@ mod tests {
         assert!(matches!(bad(json!([["arg_a", ">", "x"]])), VarsError::Value { .. }));
         assert!(matches!(bad(json!([["arg_a", "in", "x"]])), VarsError::Value { .. }));
         assert!(matches!(bad(json!([["arg_a", "==", {"x": 1}]])), VarsError::Value { .. }));
-        assert!(matches!(bad(json!(["AND", ["arg_a", "==", "1"], ["arg_b", "==", "2"]])), VarsError::Shape(_)));
-        assert!(matches!(bad(json!([[["arg_a", "==", "1"]]])), VarsError::Shape(_)));
+        assert!(matches!(bad(json!(["AND"])), VarsError::Shape(_)));
+        assert!(matches!(bad(json!([["OR", "x"]])), VarsError::Shape(_)));
+        assert!(matches!(bad(json!([["remote_addr", "ipmatch", ["10.0.0.0/99"]]])), VarsError::Value { .. }));
+        assert!(matches!(bad(json!([["remote_addr", "ipmatch", []]])), VarsError::Value { .. }));
+        let mut deep = json!(["arg_a", "==", "1"]);
+        for _ in 0..40 {
+            deep = json!(["AND", deep]);
+        }
+        assert!(matches!(Vars::compile(&[deep]).unwrap_err(), VarsError::TooDeep));
         assert!(matches!(bad(json!([["arg_a", "?", "==", "1"]])), VarsError::Shape(_)));
         assert!(matches!(bad(json!(["arg_a"])), VarsError::Shape(_)));
     }

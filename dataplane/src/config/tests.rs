@@ -1,0 +1,190 @@
+//! The incremental state: runtimes kept, references resolved and re-resolved, rejections alone and counted once.
+
+use std::cell::Cell;
+
+use http::{HeaderMap, Method};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::router::RequestInfo;
+
+fn raw(key: &str, value: Value, revision: i64) -> RawObject {
+    RawObject { key: key.into(), value: value.to_string().into_bytes(), revision }
+}
+
+struct Harness {
+    state: State,
+    rejected: Cell<u32>,
+    revision: i64,
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness { state: State::new(Keys::default()), rejected: Cell::new(0), revision: 1 }
+    }
+
+    fn put(&mut self, key: &str, value: Value) -> bool {
+        self.revision += 1;
+        let on_reject = |_: Kind| self.rejected.set(self.rejected.get() + 1);
+        self.state.apply(Update::Put(raw(&format!("/sluice/{key}"), value, self.revision)), &on_reject)
+    }
+
+    fn delete(&mut self, key: &str) {
+        self.state.apply(Update::Delete(format!("/sluice/{key}")), &|_| {});
+    }
+
+    /// Publishes and routes `GET host path`: the route id and its upstream (or the reason it has none).
+    fn route(&mut self, host: &str, path: &str) -> Option<(String, Result<String, Unresolved>)> {
+        let compiled = self.state.publish();
+        let headers = HeaderMap::new();
+        let info = RequestInfo {
+            method: &Method::GET,
+            host,
+            path,
+            query: None,
+            headers: &headers,
+            remote_addr: "127.0.0.1".parse().unwrap(),
+        };
+        let entry = compiled.router.find(&info)?;
+        let t = &entry.value;
+        Some((t.route_id.to_string(), t.upstream.as_ref().map(|u| u.name.to_string()).map_err(Clone::clone)))
+    }
+
+    fn runtime(&mut self, path: &str) -> Arc<UpstreamRuntime> {
+        let compiled = self.state.publish();
+        let headers = HeaderMap::new();
+        let info = RequestInfo {
+            method: &Method::GET,
+            host: "x",
+            path,
+            query: None,
+            headers: &headers,
+            remote_addr: "127.0.0.1".parse().unwrap(),
+        };
+        compiled.router.find(&info).unwrap().value.upstream.as_ref().unwrap().clone()
+    }
+}
+
+fn missing(kind: Kind, id: &str) -> Unresolved {
+    Unresolved::Missing { kind, id: id.into() }
+}
+
+#[test]
+fn keeps_runtimes_of_unchanged_upstreams() {
+    let mut h = Harness::new();
+    h.put("upstreams/u", json!({"nodes": {"127.0.0.1:1": 1}}));
+    h.put("routes/r", json!({"uri": "/", "upstream_id": "u"}));
+    let first = h.runtime("/");
+    h.put("routes/r2", json!({"uri": "/x", "upstream_id": "u"}));
+    assert!(Arc::ptr_eq(&first, &h.runtime("/")), "unchanged upstream keeps its balancer");
+    h.put("upstreams/u", json!({"nodes": {"127.0.0.1:1": 1}}));
+    assert!(Arc::ptr_eq(&first, &h.runtime("/")), "a new revision with the same definition too");
+    h.put("upstreams/u", json!({"nodes": {"127.0.0.1:2": 1}}));
+    let third = h.runtime("/");
+    assert!(!Arc::ptr_eq(&first, &third), "changed upstream gets a new runtime");
+    assert!(Arc::ptr_eq(&third, &h.runtime("/x")), "and every route using it follows");
+    // An inline upstream keeps its runtime when only the route's matching changes.
+    h.put("routes/i", json!({"uri": "/i", "upstream": {"nodes": {"127.0.0.1:3": 1}}}));
+    let inline = h.runtime("/i");
+    h.put("routes/i", json!({"uri": "/i", "methods": ["GET"], "upstream": {"nodes": {"127.0.0.1:3": 1}}}));
+    assert!(Arc::ptr_eq(&inline, &h.runtime("/i")));
+    assert_eq!(h.rejected.get(), 0);
+}
+
+#[test]
+fn rejects_bad_objects_once_and_alone() {
+    let mut state = State::new(Keys::default());
+    let rejected = Cell::new(0);
+    let on_reject = |_: Kind| rejected.set(rejected.get() + 1);
+    let bad = RawObject { key: "/sluice/routes/bad".into(), value: b"{not json".to_vec(), revision: 2 };
+    let objects = vec![
+        bad.clone(),
+        raw("/sluice/routes/plug", json!({"uri": "/p", "plugins": {"key-auth": {}}, "upstream_id": "u"}), 3),
+        raw("/sluice/routes/ok", json!({"uri": "/ok", "upstream_id": "u"}), 4),
+        raw("/sluice/upstreams/u", json!({"type": "chash", "key": "remote_addr", "nodes": {}}), 5),
+        raw("/sluice/routes/param", json!({"uri": "/u/:id", "upstream_id": "u"}), 6),
+        raw("/sluice/ssls/s", json!({}), 7),
+        raw("/elsewhere/routes/x", json!({}), 8),
+        raw("/sluice/routes/regex", json!({"uri": "/r", "vars": [["arg_a", "~~", "("]], "upstream_id": "u"}), 9),
+        raw("/sluice/routes/expr", json!({"uri": "/e", "vars": [["arg_a", "=~", "x"]], "upstream_id": "u"}), 10),
+        raw("/sluice/routes/both", json!({"uri": "/b", "upstream_id": "u", "upstream": {"nodes": {}}}), 11),
+        raw("/sluice/services/s", json!({"plugins": {"limit-count": {}}}), 12),
+        raw("/sluice/plugin_configs/pc", json!({"plugins": {"cors": {}}}), 13),
+    ];
+    state.apply(Update::Reset(objects.clone()), &on_reject);
+    assert_eq!(rejected.get(), 8);
+    assert_eq!(state.routes(), 2, "ok and param");
+    // A re-list with the same revisions does not count again; a new revision does.
+    state.apply(Update::Reset(objects), &on_reject);
+    assert_eq!(rejected.get(), 8);
+    state.apply(Update::Put(RawObject { revision: 99, ..bad }), &on_reject);
+    assert_eq!(rejected.get(), 9);
+    state.apply(Update::Delete("/sluice/routes/ok".into()), &on_reject);
+    assert_eq!(state.routes(), 1);
+    // A re-list without a key deletes it.
+    state.apply(Update::Reset(vec![]), &on_reject);
+    assert_eq!(state.routes(), 0);
+}
+
+#[test]
+fn unresolved_references_answer_until_they_resolve() {
+    let mut h = Harness::new();
+    h.put("routes/r", json!({"uri": "/r", "upstream_id": "u"}));
+    assert_eq!(h.route("x", "/r"), Some(("r".into(), Err(missing(Kind::Upstream, "u")))));
+    h.put("upstreams/u", json!({"nodes": {"127.0.0.1:1": 1}}));
+    assert_eq!(h.route("x", "/r"), Some(("r".into(), Ok("u".into()))));
+    h.delete("upstreams/u");
+    assert_eq!(h.route("x", "/r"), Some(("r".into(), Err(missing(Kind::Upstream, "u")))));
+
+    h.put("routes/p", json!({"uri": "/p", "upstream_id": "u", "plugin_config_id": "pc"}));
+    h.put("upstreams/u", json!({"nodes": {"127.0.0.1:1": 1}}));
+    assert_eq!(h.route("x", "/p"), Some(("p".into(), Err(missing(Kind::PluginConfig, "pc")))));
+    h.put("plugin_configs/pc", json!({"plugins": {}}));
+    assert_eq!(h.route("x", "/p"), Some(("p".into(), Ok("u".into()))));
+    // A plugin config that becomes unsupported is rejected, and its routes answer 503 again.
+    h.put("plugin_configs/pc", json!({"plugins": {"cors": {}}}));
+    assert_eq!(h.route("x", "/p"), Some(("p".into(), Err(missing(Kind::PluginConfig, "pc")))));
+}
+
+#[test]
+fn routes_inherit_upstream_and_hosts_from_their_service() {
+    let mut h = Harness::new();
+    h.put("upstreams/u1", json!({"nodes": {"127.0.0.1:1": 1}}));
+    h.put("upstreams/u2", json!({"nodes": {"127.0.0.1:2": 1}}));
+    h.put("routes/r", json!({"uri": "/r", "service_id": "s"}));
+    assert_eq!(h.route("x", "/r"), Some(("r".into(), Err(missing(Kind::Service, "s")))));
+    h.put("services/s", json!({"upstream_id": "u1", "hosts": ["svc.com"]}));
+    assert_eq!(h.route("x", "/r"), None, "the service's hosts apply");
+    assert_eq!(h.route("svc.com", "/r"), Some(("r".into(), Ok("u1".into()))));
+    // The route's own upstream_id wins over the service's.
+    h.put("routes/own", json!({"uri": "/own", "service_id": "s", "upstream_id": "u2", "host": "own.com"}));
+    assert_eq!(h.route("own.com", "/own"), Some(("own".into(), Ok("u2".into()))));
+    assert_eq!(h.route("svc.com", "/own"), None, "the route's own hosts win");
+    // Changing the service re-resolves its routes.
+    h.put("services/s", json!({"upstream": {"nodes": {"127.0.0.1:3": 1}}}));
+    assert_eq!(h.route("x", "/r"), Some(("r".into(), Ok("service s".into()))));
+    // Changing an upstream the service points at re-resolves routes through the service.
+    h.put("services/s", json!({"upstream_id": "u1"}));
+    h.put("upstreams/u1", json!({"nodes": {"127.0.0.1:9": 1}}));
+    assert_eq!(h.runtime("/r").nodes[0].authority.as_str(), "127.0.0.1:9");
+    h.put("services/empty", json!({}));
+    h.put("routes/none", json!({"uri": "/none", "service_id": "empty"}));
+    assert_eq!(h.route("x", "/none"), Some(("none".into(), Err(Unresolved::NoUpstream))));
+    h.delete("services/s");
+    assert_eq!(h.route("x", "/r"), Some(("r".into(), Err(missing(Kind::Service, "s")))));
+}
+
+#[test]
+fn an_upstream_change_touches_only_its_routes() {
+    let mut h = Harness::new();
+    h.put("upstreams/a", json!({"nodes": {"127.0.0.1:1": 1}}));
+    h.put("upstreams/b", json!({"nodes": {"127.0.0.1:2": 1}}));
+    for i in 0..50 {
+        h.put(&format!("routes/a{i}"), json!({"uri": format!("/a{i}"), "upstream_id": "a"}));
+        h.put(&format!("routes/b{i}"), json!({"uri": format!("/b{i}"), "upstream_id": "b"}));
+    }
+    h.state.publish();
+    h.put("upstreams/a", json!({"nodes": {"127.0.0.1:3": 1}}));
+    assert_eq!(h.state.pending(), 50, "only the routes of upstream a are re-resolved");
+    assert_eq!(h.runtime("/a7").nodes[0].authority.as_str(), "127.0.0.1:3");
+}
