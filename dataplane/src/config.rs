@@ -15,7 +15,6 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use crate::Shared;
-use crate::objects::ObjectError;
 use crate::pipeline::Pipeline;
 use crate::proxy::HttpClient;
 use crate::router::{self, Router};
@@ -53,12 +52,9 @@ pub struct RawObject {
 /// Why an object is not served.
 #[derive(Debug, thiserror::Error)]
 pub enum Rejected {
-    /// The bytes are not a valid route or upstream.
+    /// The bytes are not a valid object of their kind.
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    /// The bytes are not a valid service or plugin config.
-    #[error(transparent)]
-    Object(#[from] ObjectError),
     /// The router cannot honour a matching field.
     #[error(transparent)]
     Match(#[from] router::Unsupported),

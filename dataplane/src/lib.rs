@@ -8,7 +8,6 @@ pub mod balancer;
 pub mod config;
 pub mod error;
 pub mod metrics;
-pub mod objects;
 pub mod pipeline;
 pub mod proxy;
 pub mod router;

@@ -9,12 +9,14 @@ pub mod keys;
 pub mod labels;
 pub mod plugin_config;
 pub mod route;
+pub mod service;
 pub mod upstream;
 mod validate;
 
 pub use keys::{DEFAULT_PREFIX, Keys, Kind};
 pub use plugin_config::{Consumer, InvalidPluginSet, PluginConfig};
 pub use route::{InvalidRoute, Route, Status};
+pub use service::{InvalidService, Service};
 pub use upstream::{InvalidUpstream, LoadBalancer, Node, Nodes, PassHost, Scheme, Timeout, Upstream};
 pub use validate::{InvalidId, InvalidLabel};
 
@@ -30,6 +32,12 @@ pub enum DecodeError {
     /// The JSON is well formed but an upstream field breaks a rule.
     #[error("invalid upstream: {0}")]
     Upstream(#[from] InvalidUpstream),
+    /// The JSON is well formed but a service field breaks a rule.
+    #[error("invalid service: {0}")]
+    Service(#[from] InvalidService),
+    /// The JSON is well formed but a plugin config or consumer field breaks a rule.
+    #[error("invalid plugin set: {0}")]
+    PluginSet(#[from] InvalidPluginSet),
 }
 
 /// Parses and validates a route as stored in etcd.
@@ -44,4 +52,18 @@ pub fn decode_upstream(bytes: &[u8]) -> Result<Upstream, DecodeError> {
     let upstream: Upstream = serde_json::from_slice(bytes)?;
     upstream.validate()?;
     Ok(upstream)
+}
+
+/// Parses and validates a service as stored in etcd.
+pub fn decode_service(bytes: &[u8]) -> Result<Service, DecodeError> {
+    let service: Service = serde_json::from_slice(bytes)?;
+    service.validate()?;
+    Ok(service)
+}
+
+/// Parses and validates a plugin config as stored in etcd.
+pub fn decode_plugin_config(bytes: &[u8]) -> Result<PluginConfig, DecodeError> {
+    let pc: PluginConfig = serde_json::from_slice(bytes)?;
+    pc.validate()?;
+    Ok(pc)
 }

@@ -31,6 +31,9 @@ pub struct PluginConfig {
     /// Last update time as the Admin API records it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_time: Option<i64>,
+    /// Fields this version does not know; any makes the object invalid rather than silently ignored.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 /// An API caller under `<prefix>/consumers/<username>`.
@@ -67,6 +70,9 @@ pub enum InvalidPluginSet {
     /// A consumer user name breaks APISIX's rule.
     #[error("username {0:?} must be 1 to 100 characters of letters, digits and '_'")]
     Username(String),
+    /// A field this version does not know.
+    #[error("unknown field {0:?}")]
+    UnknownField(String),
     /// A plugin's configuration is not an object.
     #[error("plugin {0:?} must be configured with an object")]
     PluginConfig(String),
@@ -84,6 +90,9 @@ impl PluginConfig {
     pub fn validate(&self) -> Result<(), InvalidPluginSet> {
         validate::id(self.id.as_deref())?;
         validate::labels(&self.labels)?;
+        if let Some(field) = self.unknown.keys().next() {
+            return Err(InvalidPluginSet::UnknownField(field.clone()));
+        }
         plugins(&self.plugins)
     }
 }

@@ -15,10 +15,10 @@ use tracing::warn;
 
 use super::upstream::{Timeouts, UpstreamRuntime, UpstreamSpec};
 use super::{Compiled, RawObject, Rejected, Target, Unresolved, Update};
-use crate::objects::{self, Service};
 use crate::pipeline::Pipeline;
 use crate::proxy::Clients;
 use crate::router::{Entry, Hosts, Router, Rule};
+use sluice_model::{Service, decode_plugin_config, decode_service};
 
 /// What a route names besides itself.
 #[derive(Debug, Default)]
@@ -261,7 +261,7 @@ impl State {
     }
 
     fn put_service(&mut self, id: &Arc<str>, object: &RawObject) -> Result<(), Rejected> {
-        let service = objects::decode_service(&object.value)?;
+        let service = decode_service(&object.value)?;
         check_service(&service)?;
         let hosts = Hosts::compile(service.hosts.iter().flatten().map(String::as_str))?;
         let old_inline = self.services.get(id).and_then(|o| o.inline.clone());
@@ -276,7 +276,7 @@ impl State {
     }
 
     fn put_plugin_config(&mut self, id: &Arc<str>, object: &RawObject) -> Result<(), Rejected> {
-        let pc = objects::decode_plugin_config(&object.value)?;
+        let pc = decode_plugin_config(&object.value)?;
         if !pc.plugins.is_empty() {
             return Err(Rejected::Unsupported("plugins".into()));
         }
