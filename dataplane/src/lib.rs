@@ -45,6 +45,8 @@ pub struct Options {
     pub admin_addr: SocketAddr,
     /// How long in-flight requests may take to finish after shutdown starts.
     pub grace: Duration,
+    /// TLS towards etcd (CA, client certificate); `None` for plain connections.
+    pub etcd_tls: Option<etcd_client::TlsOptions>,
 }
 
 impl Default for Options {
@@ -55,6 +57,7 @@ impl Default for Options {
             http_addr: SocketAddr::from(([0, 0, 0, 0], 9080)),
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9091)),
             grace: Duration::from_secs(10),
+            etcd_tls: None,
         }
     }
 }
@@ -112,7 +115,8 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
     });
     let keys = Keys::new(&opts.etcd_prefix);
     let (updates_tx, updates_rx) = mpsc::channel(1024);
-    let source = Source::new(opts.etcd_endpoints.clone(), keys.clone(), updates_tx, shared.metrics.clone());
+    let source = Source::new(opts.etcd_endpoints.clone(), keys.clone(), updates_tx, shared.metrics.clone())
+        .with_tls(opts.etcd_tls.clone());
     let background =
         vec![tokio::spawn(source.run(Position::Unsynced)), tokio::spawn(config::run(keys, updates_rx, shared.clone()))];
 

@@ -15,6 +15,15 @@ struct Args {
     /// etcd client URLs, comma-separated.
     #[arg(long, env = "SLUICE_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     etcd_endpoints: Vec<String>,
+    /// CA bundle (PEM) to verify the etcd servers; use https:// endpoints with it.
+    #[arg(long, env = "SLUICE_ETCD_CA_FILE")]
+    etcd_ca_file: Option<std::path::PathBuf>,
+    /// Client certificate (PEM) for mutual TLS with etcd.
+    #[arg(long, env = "SLUICE_ETCD_CERT_FILE")]
+    etcd_cert_file: Option<std::path::PathBuf>,
+    /// Client key (PEM) for mutual TLS with etcd.
+    #[arg(long, env = "SLUICE_ETCD_KEY_FILE")]
+    etcd_key_file: Option<std::path::PathBuf>,
     /// The key prefix the configuration lives under.
     #[arg(long, env = "SLUICE_ETCD_PREFIX", default_value = sluice_model::DEFAULT_PREFIX)]
     etcd_prefix: String,
@@ -51,7 +60,11 @@ fn main() -> anyhow::Result<()> {
     let runtime = runtime.enable_all().build().context("starting the tokio runtime")?;
     let grace =
         Duration::try_from_secs_f64(args.shutdown_grace).context("--shutdown-grace must be seconds, 0 or more")?;
+    let etcd_tls = sluice_etcd::TlsFiles { ca: args.etcd_ca_file, cert: args.etcd_cert_file, key: args.etcd_key_file }
+        .options()
+        .context("etcd TLS settings")?;
     let opts = Options {
+        etcd_tls,
         etcd_endpoints: args.etcd_endpoints,
         etcd_prefix: args.etcd_prefix,
         http_addr: args.http_addr,

@@ -56,12 +56,19 @@ pub struct Source {
     keys: Keys,
     updates: mpsc::Sender<Update>,
     metrics: Metrics,
+    tls: Option<etcd_client::TlsOptions>,
 }
 
 impl Source {
     /// A source for `keys` on `endpoints`, sending to `updates`.
     pub fn new(endpoints: Vec<String>, keys: Keys, updates: mpsc::Sender<Update>, metrics: Metrics) -> Source {
-        Source { endpoints, keys, updates, metrics }
+        Source { endpoints, keys, updates, metrics, tls: None }
+    }
+
+    /// Connects to etcd with TLS (a CA to verify the servers, a client certificate for mutual TLS).
+    pub fn with_tls(mut self, tls: Option<etcd_client::TlsOptions>) -> Source {
+        self.tls = tls;
+        self
     }
 
     /// Runs until the receiving side is dropped, starting at `position` (normally [`Position::Unsynced`]; a known
@@ -87,10 +94,13 @@ impl Source {
     }
 
     async fn session(&self, position: &mut Position, delay: &mut Duration, ever_connected: &mut bool) -> SessionError {
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
             .with_keep_alive_while_idle(true);
+        if let Some(tls) = &self.tls {
+            options = options.with_tls(tls.clone());
+        }
         let mut client = match Client::connect(&self.endpoints, Some(options)).await {
             Ok(client) => client,
             Err(e) => return e.into(),
