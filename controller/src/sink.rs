@@ -111,7 +111,11 @@ impl EtcdSink {
                 stored.remove(k);
             }
         }
-        self.cache = Some(stored);
+        // Keys held by others change without our writes failing; while there are any, list again next time
+        // rather than trust the cache about them.
+        if applied.foreign.is_empty() {
+            self.cache = Some(stored);
+        }
         Ok(applied)
     }
 
