@@ -141,7 +141,16 @@ pub fn parse_file(path: &Path) -> Result<Vec<Value>, ManifestError> {
 
 /// Parses YAML (or JSON, a subset of it) with any number of `---`-separated documents.
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, String> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| e.to_string())?;
+    // The parser's default budget (1,024 documents, 250,000 nodes) protects against hostile input but is too small
+    // for a GitOps repository with thousands of routes in one file; the alias and depth limits stay as they are.
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: 1_000_000,
+            max_events: 200_000_000,
+            max_nodes: 50_000_000,
+        },
+    };
+    let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options).map_err(|e| e.to_string())?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
@@ -184,6 +193,13 @@ pub fn add(resources: &mut Resources, doc: Value) -> Result<(), (String, String,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_thousands_of_documents_in_one_file() {
+        let doc = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n";
+        let text = vec![doc; 5000].join("---\n");
+        assert_eq!(parse_documents(&text).unwrap().len(), 5000);
+    }
 
     #[test]
     fn reads_documents_and_keeps_last_good_file() {

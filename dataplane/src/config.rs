@@ -61,6 +61,9 @@ pub enum Rejected {
     /// Fields that contradict each other.
     #[error("conflicting definition: {0}")]
     Conflict(String),
+    /// A setting with a value outside what it allows.
+    #[error("invalid {0}")]
+    Invalid(String),
     /// A feature this data plane does not implement yet.
     #[error("{0} is not supported yet")]
     Unsupported(String),
@@ -117,7 +120,7 @@ pub struct Compiled {
 
 /// Owns the state: applies updates from the source, publishes after each burst, and swaps the snapshot in.
 pub(crate) async fn run(keys: Keys, mut updates: mpsc::Receiver<Update>, shared: Arc<Shared>) {
-    let mut state = State::new(keys);
+    let mut state = State::new(keys).with_metrics(shared.metrics.clone());
     let metrics = shared.metrics.clone();
     let on_reject = move |kind: Kind| metrics.rejected(kind);
     let mut synced = false;

@@ -1,7 +1,10 @@
 //! Prometheus metrics in a registry owned by one data plane (not the process-global default), so several
 //! instances in one test process do not share counters.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 use sluice_model::Kind;
 
 /// Status codes whose counters are resolved up front, so counting a request does no label hashing.
@@ -24,6 +27,19 @@ pub struct Metrics {
     pub compiles: IntCounter,
     /// Full lists of the etcd prefix (the first sync, and re-syncs after compaction).
     pub etcd_lists: IntCounter,
+    upstream_retries: IntCounterVec,
+    upstream_latency: HistogramVec,
+    node_healthy: IntGaugeVec,
+}
+
+/// One upstream's metric handles, resolved when its runtime is compiled so the request path does no label
+/// hashing.
+#[derive(Debug, Clone)]
+pub struct UpstreamMetrics {
+    /// Attempts after the first (`sluice_upstream_retries_total`).
+    pub retries: IntCounter,
+    /// Time from sending a request to a node until its response head arrives (`sluice_upstream_latency_seconds`).
+    pub latency: Histogram,
 }
 
 impl Metrics {
@@ -48,6 +64,24 @@ impl Metrics {
         let compiles =
             IntCounter::new("sluice_config_compiles_total", "Configuration snapshots compiled.").expect("static");
         let etcd_lists = IntCounter::new("sluice_etcd_lists_total", "Full lists of the etcd prefix.").expect("static");
+        let upstream_retries = IntCounterVec::new(
+            Opts::new("sluice_upstream_retries_total", "Requests sent again to another node after a failure."),
+            &["upstream"],
+        )
+        .expect("static metric definition");
+        let upstream_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_upstream_latency_seconds",
+                "Time from sending a request to a node until its response head arrived.",
+            ),
+            &["upstream"],
+        )
+        .expect("static metric definition");
+        let node_healthy = IntGaugeVec::new(
+            Opts::new("sluice_upstream_node_healthy", "1 while active health checks find the node healthy."),
+            &["upstream", "node"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(rejected.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(requests.clone()),
@@ -55,6 +89,9 @@ impl Metrics {
             Box::new(etcd_connected.clone()),
             Box::new(compiles.clone()),
             Box::new(etcd_lists.clone()),
+            Box::new(upstream_retries.clone()),
+            Box::new(upstream_latency.clone()),
+            Box::new(node_healthy.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -70,7 +107,34 @@ impl Metrics {
             etcd_connected,
             compiles,
             etcd_lists,
+            upstream_retries,
+            upstream_latency,
+            node_healthy,
         }
+    }
+
+    /// The handles of upstream `name` (an upstream id, or `route <id>` for an inline one).
+    pub fn upstream(&self, name: &str) -> UpstreamMetrics {
+        UpstreamMetrics {
+            retries: self.upstream_retries.with_label_values(&[name]),
+            latency: self.upstream_latency.with_label_values(&[name]),
+        }
+    }
+
+    /// The health gauge of node `node` of upstream `name`.
+    pub fn node_healthy(&self, name: &str, node: &str) -> IntGauge {
+        self.node_healthy.with_label_values(&[name, node])
+    }
+
+    /// Drops the series of an upstream that no longer exists, so deleted upstreams do not linger in `/metrics`.
+    pub fn forget_upstream(&self, name: &str) {
+        let _ = self.upstream_retries.remove_label_values(&[name]);
+        let _ = self.upstream_latency.remove_label_values(&[name]);
+    }
+
+    /// Drops the health gauge of a node that left upstream `name`.
+    pub fn forget_node(&self, name: &str, node: &str) {
+        let _ = self.node_healthy.remove_label_values(&[name, node]);
     }
 
     /// Counts one rejected object of `kind`.

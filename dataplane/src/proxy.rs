@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 use crate::Shared;
 use crate::config::{Target, UpstreamRuntime};
 use crate::error::ProxyError;
+use crate::health::Observed;
 use crate::pipeline::{Ctx, Finish, Flow};
 use crate::router::{RequestInfo, normalize_host};
 
@@ -40,22 +41,38 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// How long an idle pooled connection to a node is kept.
 const POOL_IDLE: Duration = Duration::from_secs(60);
 
-/// HTTP clients by connect timeout: the connector owns the timeout, so routes with different connect timeouts need
-/// different clients. Kept for the life of the data plane so connection pools survive config changes; there are
-/// as many as distinct connect timeouts in the configuration.
+/// HTTP clients by connect timeout and connection-pool settings: the connector owns the timeout and the client
+/// its pool, so routes that differ in either need different clients. Kept for the life of the data plane so
+/// connection pools survive config changes; there are as many as distinct combinations in the configuration.
 #[derive(Default)]
 pub struct Clients {
-    by_connect: HashMap<Duration, HttpClient>,
+    by_settings: HashMap<(Duration, Pool), HttpClient>,
 }
 
-impl Clients {
-    /// The client for `connect`, built on first use.
-    pub fn get(&mut self, connect: Duration) -> HttpClient {
-        self.by_connect.entry(connect).or_insert_with(|| build_client(connect)).clone()
+/// An upstream's `keepalive_pool`: idle connections kept per node and how long they may stay idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Pool {
+    /// Idle connections kept per node.
+    pub size: usize,
+    /// How long an idle connection is kept.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Pool {
+    /// APISIX's defaults: 320 connections, 60 seconds.
+    fn default() -> Self {
+        Pool { size: 320, idle_timeout: POOL_IDLE }
     }
 }
 
-fn build_client(connect: Duration) -> HttpClient {
+impl Clients {
+    /// The client for `connect` and `pool`, built on first use.
+    pub fn get(&mut self, connect: Duration, pool: Pool) -> HttpClient {
+        self.by_settings.entry((connect, pool)).or_insert_with(|| build_client(connect, pool)).clone()
+    }
+}
+
+fn build_client(connect: Duration, pool: Pool) -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(connect));
     connector.set_nodelay(true);
@@ -63,7 +80,8 @@ fn build_client(connect: Duration) -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .pool_idle_timeout(POOL_IDLE)
+        .pool_idle_timeout(pool.idle_timeout)
+        .pool_max_idle_per_host(pool.size)
         .build(connector)
 }
 
@@ -148,7 +166,28 @@ async fn proxy(
     if let Some(f) = finish.as_mut() {
         f.ctx.upstream = Some(upstream.name.clone());
     }
-    let Some((mut pos, mut node)) = upstream.balancer.pick() else {
+    let hash = if upstream.hashes() {
+        // Hashed after the plugins' rewrite and access phases, as APISIX's balancer phase sees the request.
+        let raw_host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let host = normalize_host(raw_host);
+        let info = RequestInfo {
+            method: &parts.method,
+            host: &host,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            remote_addr: remote.ip(),
+        };
+        upstream.hash(&info)
+    } else {
+        0
+    };
+    let Some(mut node) = upstream.balancer.pick(hash, &[]) else {
         if target.first_warning() {
             warn!(route = %target.route_id, upstream = %upstream.name, "upstream has no node with a positive weight");
         }
@@ -168,6 +207,7 @@ async fn proxy(
     let max_tries = if replayable { upstream.max_tries } else { 1 };
     let mut body = Some(body);
     let mut tried: Vec<usize> = Vec::new();
+    let first_attempt = Instant::now();
     loop {
         let last = tried.len() + 1 >= max_tries;
         let mut outgoing = build_request(&mut parts, &path, upstream, node, original_host.as_ref(), last, &mut body);
@@ -178,13 +218,30 @@ async fn proxy(
         }
         let node_addr = &upstream.nodes[node].authority;
         let limit = target.timeouts.connect + target.timeouts.read;
+        // Created before the await so a client that goes away still releases the node's in-flight count.
+        let in_flight = InFlight::start(upstream, node);
+        let sent = Instant::now();
         match tokio::time::timeout(limit, target.client.request(outgoing)).await {
-            Ok(Ok(resp)) => return Ok(response(resp, target, finish.take())),
+            Ok(Ok(resp)) => {
+                let latency = sent.elapsed();
+                upstream.balancer.observe(node, latency);
+                upstream.metrics.latency.observe(latency.as_secs_f64());
+                upstream.observe(node, Observed::Status(resp.status().as_u16()));
+                return Ok(response(resp, target, finish.take(), in_flight));
+            }
             Ok(Err(e)) if e.is_connect() => {
                 debug!(node = %node_addr, error = %e, "cannot connect to node");
+                upstream.observe(node, Observed::ConnectFailure);
                 tried.push(node);
-                match upstream.balancer.retry(pos, &tried).filter(|_| !last) {
-                    Some((p, n)) => (pos, node) = (p, n),
+                // `retry_timeout` bounds when a new attempt may start, not how long it may take.
+                let expired = upstream.retry_timeout.is_some_and(|limit| first_attempt.elapsed() >= limit);
+                // Checked before picking: a pick advances the round-robin position.
+                let next = if last || expired { None } else { upstream.balancer.pick(hash, &tried) };
+                match next {
+                    Some(n) => {
+                        upstream.metrics.retries.inc();
+                        node = n;
+                    }
                     None => {
                         return Err(ProxyError::Connect {
                             upstream: upstream.name.clone(),
@@ -196,12 +253,37 @@ async fn proxy(
             }
             Ok(Err(e)) => return Err(ProxyError::Upstream { node: node_addr.to_string(), reason: error_chain(&e) }),
             Err(_elapsed) => {
+                upstream.observe(node, Observed::Timeout);
                 return Err(ProxyError::Timeout {
                     node: node_addr.to_string(),
                     seconds: target.timeouts.read.as_secs_f64(),
                 });
             }
         }
+    }
+}
+
+/// One request in flight on a node, for the load-aware balancers; ends when dropped (with the response body, so
+/// `least_conn` counts a streaming response as busy until it is done).
+#[derive(Debug)]
+pub struct InFlight {
+    upstream: Arc<UpstreamRuntime>,
+    node: usize,
+}
+
+impl InFlight {
+    /// Counts a request on `node`; `None` when the upstream's balancer does not track load.
+    fn start(upstream: &Arc<UpstreamRuntime>, node: usize) -> Option<InFlight> {
+        upstream.balancer.tracks_load().then(|| {
+            upstream.balancer.start(node);
+            InFlight { upstream: upstream.clone(), node }
+        })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.upstream.balancer.end(self.node);
     }
 }
 
@@ -241,13 +323,18 @@ fn build_request(
     req
 }
 
-fn response(resp: Response<Incoming>, target: &Target, mut finish: Option<Finish>) -> Response<ResponseBody> {
+fn response(
+    resp: Response<Incoming>,
+    target: &Target,
+    mut finish: Option<Finish>,
+    in_flight: Option<InFlight>,
+) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if let Some(f) = finish.as_mut() {
         f.pipeline.response_header(&mut f.ctx, &mut parts);
     }
-    let body = ReadTimeoutBody::new(body, target.timeouts.read, finish.map(Box::new));
+    let body = ReadTimeoutBody::new(body, target.timeouts.read, finish.map(Box::new), in_flight);
     Response::from_parts(parts, Either::Left(body))
 }
 
@@ -318,11 +405,19 @@ pub struct ReadTimeoutBody {
     deadline: Pin<Box<Sleep>>,
     /// The pipeline and context; its log phase runs when the body is dropped.
     finish: Option<Box<Finish>>,
+    /// Keeps the node counted as busy until the body is done.
+    _in_flight: Option<InFlight>,
 }
 
 impl ReadTimeoutBody {
-    fn new(inner: Incoming, timeout: Duration, finish: Option<Box<Finish>>) -> ReadTimeoutBody {
-        ReadTimeoutBody { inner, timeout, deadline: Box::pin(tokio::time::sleep(timeout)), finish }
+    fn new(
+        inner: Incoming,
+        timeout: Duration,
+        finish: Option<Box<Finish>>,
+        in_flight: Option<InFlight>,
+    ) -> ReadTimeoutBody {
+        let deadline = Box::pin(tokio::time::sleep(timeout));
+        ReadTimeoutBody { inner, timeout, deadline, finish, _in_flight: in_flight }
     }
 }
 

@@ -21,7 +21,7 @@ use http::{HeaderMap, Method};
 pub use net::IpRange;
 pub use rule::{Hosts, Rule};
 pub use table::Router;
-pub use vars::{Vars, VarsError};
+pub use vars::{Variable, Vars, VarsError};
 
 /// What the router looks at in a request; built once per request without allocating.
 #[derive(Debug, Clone, Copy)]

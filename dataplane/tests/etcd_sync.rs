@@ -113,7 +113,7 @@ async fn rejects_bad_objects_alone() {
     put(&mut c, "/sluice/routes/invalid", json!({"uri": "no-slash", "upstream": {"nodes": nodes}})).await;
     put(&mut c, "/sluice/routes/unsupported", json!({"uri": "/plug", "plugins": {"key-auth": {}}, "upstream_id": "u"}))
         .await;
-    put(&mut c, "/sluice/upstreams/hashed", json!({"type": "chash", "key": "remote_addr", "nodes": nodes})).await;
+    put(&mut c, "/sluice/upstreams/grpc", json!({"scheme": "grpc", "nodes": nodes})).await;
     put(&mut c, "/sluice/routes/good", json!({"uri": "/good", "upstream": {"nodes": nodes}})).await;
     put(&mut c, "/sluice/ssls/ignored", json!({"whatever": true})).await;
     let dp = ready_dataplane(&etcd.endpoint()).await;

@@ -234,3 +234,107 @@ async fn shutdown_lets_in_flight_requests_finish() {
     stopped.await.unwrap();
     assert!(get(addr, "x", "/slow").await.is_err(), "no longer accepting");
 }
+
+/// `nodes` as APISIX's `{"host:port": weight}` map, every weight 1.
+fn node_map<'a>(addrs: impl IntoIterator<Item = &'a String>) -> Value {
+    Value::Object(addrs.into_iter().map(|a| (a.clone(), json!(1))).collect())
+}
+
+async fn retries(admin: std::net::SocketAddr, upstream: &str) -> f64 {
+    metric(admin, &format!(r#"sluice_upstream_retries_total{{upstream="{upstream}"}}"#)).await.unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_go_to_other_nodes_within_limits() {
+    let mut s = setup().await;
+    let (addr, admin) = (s.dp.http_addr(), s.dp.admin_addr());
+    let a = EchoServer::start("a").await.unwrap();
+    let dead: Vec<String> = (0..3).map(|_| format!("127.0.0.1:{}", free_port())).collect();
+
+    // Default retries: every node may be tried once, so three dead nodes never fail a request.
+    let live = a.addr().to_string();
+    put(&mut s.client, "/sluice/upstreams/many", json!({"nodes": node_map(dead.iter().chain([&live]))})).await;
+    s.route("many", json!({"uri": "/many", "upstream_id": "many"})).await;
+    for _ in 0..8 {
+        assert_eq!(get(addr, "x", "/many").await.unwrap().backend().as_deref(), Some("a"));
+    }
+    assert!(retries(admin, "many").await > 0.0);
+    let latency = metric(admin, r#"sluice_upstream_latency_seconds_count{upstream="many"}"#).await;
+    assert!(latency.unwrap() >= 8.0, "{latency:?}");
+
+    // Never the same node twice: with only dead nodes and more retries than nodes, 3 tries then 502.
+    put(&mut s.client, "/sluice/upstreams/dead", json!({"retries": 10, "nodes": node_map(&dead)})).await;
+    s.route("dead", json!({"uri": "/dead", "upstream_id": "dead"})).await;
+    let before = retries(admin, "dead").await;
+    assert_eq!(get(addr, "x", "/dead").await.unwrap().status, 502);
+    assert_eq!(retries(admin, "dead").await - before, 2.0, "two retries: each other node once");
+
+    // retries 0: the first connect failure answers 502. Round robin alternates, so half fail.
+    let half = [dead[0].clone(), live.clone()];
+    put(&mut s.client, "/sluice/upstreams/once", json!({"retries": 0, "nodes": node_map(&half)})).await;
+    s.route("once", json!({"uri": "/once", "upstream_id": "once"})).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(get(addr, "x", "/once").await.unwrap().status.as_u16());
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 502, 502]);
+    assert_eq!(retries(admin, "once").await, 0.0);
+
+    // retry_timeout: once it has passed, no new attempt starts.
+    put(&mut s.client, "/sluice/upstreams/hurry", json!({"retry_timeout": 0.000001, "nodes": node_map(&dead)})).await;
+    s.route("hurry", json!({"uri": "/hurry", "upstream_id": "hurry"})).await;
+    let before = retries(admin, "hurry").await;
+    assert_eq!(get(addr, "x", "/hurry").await.unwrap().status, 502);
+    assert_eq!(retries(admin, "hurry").await, before, "no retry after retry_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_timeout_overrides_the_upstreams() {
+    use tokio::io::AsyncWriteExt;
+
+    let mut s = setup().await;
+    // A node that answers after 1.5 s.
+    let slow = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let slow_addr = slow.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = slow.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow").await;
+            });
+        }
+    });
+    let short = json!({"connect": 0.2, "send": 0.2, "read": 0.2});
+    let upstream = json!({"timeout": short, "nodes": {slow_addr: 1}});
+    put(&mut s.client, "/sluice/upstreams/slow", upstream).await;
+    s.route("short", json!({"uri": "/short", "upstream_id": "slow"})).await;
+    let long = json!({"connect": 1, "send": 5, "read": 5});
+    s.route("long", json!({"uri": "/long", "upstream_id": "slow", "timeout": long})).await;
+    let addr = s.dp.http_addr();
+    assert_eq!(get(addr, "x", "/short").await.unwrap().status, 504, "the upstream's read timeout");
+    let reply = get(addr, "x", "/long").await.unwrap();
+    assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, "slow"), "the route's timeout wins");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chash_sends_a_key_to_the_same_node() {
+    let mut s = setup().await;
+    let echoes = [EchoServer::start("a").await.unwrap(), EchoServer::start("b").await.unwrap()];
+    let addrs: Vec<String> = echoes.iter().map(|e| e.addr().to_string()).collect();
+    let upstream = json!({"type": "chash", "hash_on": "vars", "key": "arg_user", "nodes": node_map(&addrs)});
+    s.route("ch", json!({"uri": "/ch", "upstream": upstream})).await;
+    let addr = s.dp.http_addr();
+    let mut seen = std::collections::HashSet::new();
+    for user in 0..20 {
+        let path = format!("/ch?user={user}");
+        let first = get(addr, "x", &path).await.unwrap().backend().unwrap();
+        for _ in 0..3 {
+            assert_eq!(get(addr, "x", &path).await.unwrap().backend().unwrap(), first, "user {user}");
+        }
+        seen.insert(first);
+    }
+    assert_eq!(seen.len(), 2, "keys spread over both nodes");
+}

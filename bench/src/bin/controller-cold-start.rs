@@ -38,6 +38,7 @@ async fn routes(client: &mut etcd_client::Client) -> i64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let n: usize = std::env::args().nth(1).map(|a| a.parse()).transpose()?.unwrap_or(10_000);
+    let timeout: u64 = std::env::args().nth(2).map(|a| a.parse()).transpose()?.unwrap_or(120);
     let controller = workspace_bin("sluice-controller");
     if !controller.exists() {
         bail!("{} is missing: run `cargo build --release --bins` first", controller.display());
@@ -53,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         .arg(format!("--etcd-endpoints={}", etcd.endpoint()))
         .arg(format!("--admin-addr=127.0.0.1:{}", free_port()))
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::File::create(dir.path().join("controller.log"))?);
     let started = Instant::now();
     let _child = Child::spawn("sluice-controller", cmd).context("starting the controller")?;
     let target = i64::try_from(n)?;
@@ -61,8 +62,14 @@ async fn main() -> anyhow::Result<()> {
         if routes(&mut client).await >= target {
             break;
         }
-        if started.elapsed() > Duration::from_secs(120) {
-            bail!("only {} of {n} routes after 120 s", routes(&mut client).await);
+        if started.elapsed() > Duration::from_secs(timeout) {
+            let log = std::fs::read_to_string(dir.path().join("controller.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            bail!(
+                "only {} of {n} routes after {timeout} s; controller log (last lines):\n{}",
+                routes(&mut client).await,
+                tail.join("\n")
+            );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

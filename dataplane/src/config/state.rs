@@ -15,10 +15,13 @@ use tracing::warn;
 
 use super::upstream::{Timeouts, UpstreamRuntime, UpstreamSpec};
 use super::{Compiled, RawObject, Rejected, Target, Unresolved, Update};
+use crate::health;
+use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::proxy::Clients;
 use crate::router::{Entry, Hosts, Router, Rule};
 use sluice_model::{Service, decode_plugin_config, decode_service};
+use tokio::sync::watch;
 
 /// What a route names besides itself.
 #[derive(Debug, Default)]
@@ -71,6 +74,9 @@ pub struct State {
     dirty: HashSet<Arc<str>>,
     router: Router<Target>,
     clients: Clients,
+    metrics: Metrics,
+    /// Upstream name → the channel feeding its health-check task; dropping the sender ends the task.
+    checkers: HashMap<Arc<str>, watch::Sender<Arc<UpstreamRuntime>>>,
     version: u64,
 }
 
@@ -88,8 +94,16 @@ impl State {
             dirty: HashSet::new(),
             router: Router::default(),
             clients: Clients::default(),
+            metrics: Metrics::new(),
+            checkers: HashMap::new(),
             version: 0,
         }
+    }
+
+    /// Registers upstream metrics in `metrics` instead of a private registry.
+    pub fn with_metrics(mut self, metrics: Metrics) -> State {
+        self.metrics = metrics;
+        self
     }
 
     /// Applies one change; returns whether anything served may have changed. `on_reject` is called once per
@@ -180,12 +194,27 @@ impl State {
             Kind::Route => match self.routes.remove(id) {
                 Some(obj) => {
                     self.unlink(&obj);
+                    let name = format!("route {id}");
+                    self.checkers.remove(name.as_str());
+                    self.metrics.forget_upstream(&name);
                     true
                 }
                 None => false,
             },
-            Kind::Upstream => self.upstreams.remove(id).is_some(),
-            Kind::Service => self.services.remove(id).is_some(),
+            Kind::Upstream => {
+                let removed = self.upstreams.remove(id).is_some();
+                if removed {
+                    self.metrics.forget_upstream(id);
+                    self.checkers.remove(id);
+                }
+                removed
+            }
+            Kind::Service => {
+                let name = format!("service {id}");
+                self.checkers.remove(name.as_str());
+                self.metrics.forget_upstream(&name);
+                self.services.remove(id).is_some()
+            }
             Kind::PluginConfig => self.plugin_configs.remove(id).is_some(),
             _ => false,
         };
@@ -222,7 +251,9 @@ impl State {
         let rule = Rule::from_route(id, &route)?;
         let old_inline = self.routes.get(id).and_then(|o| o.inline.clone());
         let inline = match &route.upstream {
-            Some(up) => Some(runtime_for(&format!("route {id}"), &UpstreamSpec::from_model(up)?, old_inline)?),
+            Some(up) => {
+                Some(runtime_for(&format!("route {id}"), &UpstreamSpec::from_model(up)?, old_inline, &self.metrics)?)
+            }
             None => None,
         };
         let refs = Refs {
@@ -230,6 +261,10 @@ impl State {
             service_id: route.service_id.as_deref().map(Arc::from),
             plugin_config_id: route.plugin_config_id.as_deref().map(Arc::from),
         };
+        match &inline {
+            Some(rt) => self.track_health(rt),
+            None => drop(self.checkers.remove(format!("route {id}").as_str())),
+        }
         let obj = RouteObject {
             revision: object.revision,
             rule,
@@ -252,7 +287,8 @@ impl State {
         let spec = UpstreamSpec::from_model(&sluice_model::decode_upstream(&object.value)?)?;
         let old = self.upstreams.get(id).map(|o| o.runtime.clone());
         let unchanged = old.as_ref().is_some_and(|rt| *rt.spec() == spec);
-        let runtime = runtime_for(id, &spec, old)?;
+        let runtime = runtime_for(id, &spec, old, &self.metrics)?;
+        self.track_health(&runtime);
         self.upstreams.insert(id.clone(), UpstreamObject { revision: object.revision, runtime });
         if !unchanged {
             self.mark_dependents(Kind::Upstream, id);
@@ -266,9 +302,15 @@ impl State {
         let hosts = Hosts::compile(service.hosts.iter().flatten().map(String::as_str))?;
         let old_inline = self.services.get(id).and_then(|o| o.inline.clone());
         let inline = match &service.upstream {
-            Some(up) => Some(runtime_for(&format!("service {id}"), &UpstreamSpec::from_model(up)?, old_inline)?),
+            Some(up) => {
+                Some(runtime_for(&format!("service {id}"), &UpstreamSpec::from_model(up)?, old_inline, &self.metrics)?)
+            }
             None => None,
         };
+        match &inline {
+            Some(rt) => self.track_health(rt),
+            None => drop(self.checkers.remove(format!("service {id}").as_str())),
+        }
         let upstream_id = service.upstream_id.as_deref().map(Arc::from);
         self.services.insert(id.clone(), ServiceObject { revision: object.revision, hosts, upstream_id, inline });
         self.mark_dependents(Kind::Service, id);
@@ -283,6 +325,26 @@ impl State {
         self.plugin_configs.insert(id.clone(), object.revision);
         self.mark_dependents(Kind::PluginConfig, id);
         Ok(())
+    }
+
+    /// Starts, feeds or stops the health-check task of `rt`'s upstream to match its settings.
+    fn track_health(&mut self, rt: &Arc<UpstreamRuntime>) {
+        let Some(active) = rt.checks().and_then(|c| c.active.clone()) else {
+            self.checkers.remove(&rt.name);
+            return;
+        };
+        if let Some(tx) = self.checkers.get(&rt.name).filter(|tx| !tx.is_closed()) {
+            if !Arc::ptr_eq(&tx.borrow(), rt) {
+                tx.send_replace(rt.clone());
+            }
+            return;
+        }
+        // Without a runtime (unit tests of the state) there is nothing to run checks on.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let (tx, rx) = watch::channel(rt.clone());
+            handle.spawn(health::run(active, rx, self.metrics.clone()));
+            self.checkers.insert(rt.name.clone(), tx);
+        }
     }
 
     /// Resolves the routes changed since the last publish and returns a new snapshot (an O(1) copy of the
@@ -341,7 +403,8 @@ impl State {
             None => obj.rule.clone(),
         };
         let timeouts = Timeouts::from_model(obj.timeout.or(upstream.as_ref().ok().and_then(|u| u.timeout())));
-        let client = self.clients.get(timeouts.connect);
+        let pool = upstream.as_ref().ok().map(|u| u.pool()).unwrap_or_default();
+        let client = self.clients.get(timeouts.connect, pool);
         let target = Target {
             route_id: id.clone(),
             upstream,
@@ -419,10 +482,17 @@ fn runtime_for(
     name: &str,
     spec: &UpstreamSpec,
     old: Option<Arc<UpstreamRuntime>>,
+    metrics: &Metrics,
 ) -> Result<Arc<UpstreamRuntime>, Rejected> {
     match old {
         Some(rt) if rt.spec() == spec => Ok(rt),
-        _ => Ok(Arc::new(UpstreamRuntime::new(name.into(), spec.clone())?)),
+        old => {
+            let runtime = UpstreamRuntime::new(name.into(), spec.clone(), metrics)?;
+            if let Some(old) = old {
+                runtime.inherit_health(&old);
+            }
+            Ok(Arc::new(runtime))
+        }
     }
 }
 

@@ -101,7 +101,7 @@ fn rejects_bad_objects_once_and_alone() {
         bad.clone(),
         raw("/sluice/routes/plug", json!({"uri": "/p", "plugins": {"key-auth": {}}, "upstream_id": "u"}), 3),
         raw("/sluice/routes/ok", json!({"uri": "/ok", "upstream_id": "u"}), 4),
-        raw("/sluice/upstreams/u", json!({"type": "chash", "key": "remote_addr", "nodes": {}}), 5),
+        raw("/sluice/upstreams/u", json!({"scheme": "grpc", "nodes": {}}), 5),
         raw("/sluice/routes/param", json!({"uri": "/u/:id", "upstream_id": "u"}), 6),
         raw("/sluice/ssls/s", json!({}), 7),
         raw("/elsewhere/routes/x", json!({}), 8),

@@ -9,7 +9,11 @@ use http::uri::Authority;
 use sluice_model::{DecodeError, LoadBalancer, PassHost, Scheme, Timeout, Upstream};
 
 use super::Rejected;
-use crate::balancer::Balancer;
+use crate::balancer::{self, Balancer, NodeSpec};
+use crate::health::{Checks, Observed, PassiveState};
+use crate::metrics::{Metrics, UpstreamMetrics};
+use crate::proxy::Pool;
+use crate::router::{RequestInfo, Variable};
 
 /// Timeout used for connect, send and read when neither the route nor the upstream sets one (APISIX's default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -17,43 +21,168 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The parts of an upstream that shape its runtime; a runtime is reused while these stay equal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSpec {
-    nodes: Vec<(String, u16, u32)>,
+    /// `(host, port, weight, priority)` of every node.
+    nodes: Vec<(String, u16, u32, i32)>,
+    lb: LoadBalancer,
+    hash_on: Option<String>,
+    key: Option<String>,
     pass_host: PassHost,
     upstream_host: Option<String>,
     timeout: Option<Timeout>,
     retries: Option<u32>,
+    retry_timeout: Option<f64>,
+    checks: Option<Checks>,
+    pool: Pool,
 }
 
 impl UpstreamSpec {
     /// Checks that an upstream uses only supported features and extracts what the proxy needs.
     pub fn from_model(up: &Upstream) -> Result<UpstreamSpec, Rejected> {
         let unsupported = |what: String| Err(Rejected::Unsupported(what));
-        if up.lb != LoadBalancer::Roundrobin {
-            return unsupported(format!("upstream type {}", up.lb));
-        }
         if up.scheme != Scheme::Http {
             return unsupported(format!("upstream scheme {}", up.scheme));
         }
-        if up.checks.is_some() {
-            return unsupported("upstream checks (health checks)".into());
-        }
+        let checks = up.checks.as_ref().map(Checks::parse).transpose().map_err(Rejected::Invalid)?;
         if up.tls.is_some() {
             return unsupported("upstream tls".into());
         }
-        let list = up.nodes.to_list().map_err(|e| Rejected::Decode(DecodeError::Upstream(e)))?;
-        if list.windows(2).any(|w| w[0].priority != w[1].priority) {
-            return unsupported("nodes with different priorities".into());
+        if up.lb == LoadBalancer::Chash && up.key.as_deref().unwrap_or("").is_empty() {
+            // Decoding validates this too; kept so a spec built from an unvalidated model is never keyless.
+            return Err(Rejected::Decode(DecodeError::Upstream(sluice_model::InvalidUpstream::ChashWithoutKey)));
         }
-        let nodes = list.iter().map(|n| (n.host.clone(), n.port.unwrap_or(80), n.weight)).collect();
+        let list = up.nodes.to_list().map_err(|e| Rejected::Decode(DecodeError::Upstream(e)))?;
+        let nodes = list.iter().map(|n| (n.host.clone(), n.port.unwrap_or(80), n.weight, n.priority)).collect();
         let spec = UpstreamSpec {
             nodes,
+            lb: up.lb,
+            hash_on: up.hash_on.clone(),
+            key: up.key.clone(),
             pass_host: up.pass_host,
             upstream_host: up.upstream_host.clone(),
             timeout: up.timeout,
             retries: up.retries,
+            retry_timeout: up.retry_timeout,
+            checks,
+            pool: up.keepalive_pool.as_ref().map(keepalive_pool).transpose()?.unwrap_or_default(),
         };
+        // Check the hash key now, so a bad one rejects the upstream instead of failing on the request path.
+        HashKey::compile(&spec)?;
         Ok(spec)
     }
+}
+
+/// `keepalive_pool` in APISIX's shape: `size` (default 320), `idle_timeout` seconds (default 60), `requests`
+/// (default 1000). hyper's pool cannot cap requests per connection, so only the default is accepted for it.
+fn keepalive_pool(value: &serde_json::Value) -> Result<Pool, Rejected> {
+    let invalid = |what: &str| Rejected::Invalid(format!("keepalive_pool: {what}"));
+    let object = value.as_object().ok_or_else(|| invalid("must be an object"))?;
+    let mut pool = Pool::default();
+    for (key, v) in object {
+        match key.as_str() {
+            "size" => {
+                let size =
+                    v.as_u64().filter(|s| *s >= 1).ok_or_else(|| invalid("size must be an integer of at least 1"))?;
+                pool.size = usize::try_from(size).unwrap_or(usize::MAX);
+            }
+            "idle_timeout" => {
+                let secs = v.as_f64().filter(|s| s.is_finite() && *s >= 0.0);
+                let secs = secs.ok_or_else(|| invalid("idle_timeout must be a number of seconds, 0 or more"))?;
+                pool.idle_timeout =
+                    Duration::try_from_secs_f64(secs).map_err(|_| invalid("idle_timeout is too large"))?;
+            }
+            "requests" => {
+                if v.as_u64() != Some(1000) {
+                    return Err(Rejected::Unsupported("keepalive_pool.requests other than 1000".into()));
+                }
+            }
+            other => return Err(invalid(&format!("unknown field {other:?}"))),
+        }
+    }
+    Ok(pool)
+}
+
+/// Where a `chash` upstream takes the value it hashes from.
+#[derive(Debug, Clone)]
+enum HashKey {
+    /// One request variable (`hash_on` `vars`, `header`, `cookie`).
+    Var(Variable),
+    /// `vars_combinations`: text with `$var` references, such as `$host$uri`.
+    Template(Vec<Piece>),
+    /// `hash_on: consumer`: sluice has no consumers yet, so APISIX's fallback, the client address, applies.
+    Consumer,
+}
+
+#[derive(Debug, Clone)]
+enum Piece {
+    Text(String),
+    Var(Variable),
+}
+
+impl HashKey {
+    /// The key of a `chash` upstream, `None` for other algorithms.
+    fn compile(spec: &UpstreamSpec) -> Result<Option<HashKey>, Rejected> {
+        if spec.lb != LoadBalancer::Chash {
+            return Ok(None);
+        }
+        let key = spec.key.as_deref().unwrap_or("");
+        let var = |name: String| {
+            Variable::parse(&name).ok_or_else(|| Rejected::Unsupported(format!("chash key variable {name:?}")))
+        };
+        let compiled = match spec.hash_on.as_deref().unwrap_or("vars") {
+            "vars" => HashKey::Var(var(key.to_string())?),
+            // APISIX reads these through nginx's `http_*` and `cookie_*` variables.
+            "header" => HashKey::Var(var(format!("http_{}", key.to_ascii_lowercase().replace('-', "_")))?),
+            "cookie" => HashKey::Var(var(format!("cookie_{key}"))?),
+            "consumer" => HashKey::Consumer,
+            "vars_combinations" => HashKey::Template(template(key, var)?),
+            other => return Err(Rejected::Unsupported(format!("hash_on {other:?}"))),
+        };
+        Ok(Some(compiled))
+    }
+
+    /// The hash of this request's key; the client address when the key is absent or empty, as APISIX does.
+    fn hash(&self, req: &RequestInfo<'_>) -> u64 {
+        let text = match self {
+            HashKey::Var(v) => v.value(req).map(|v| v.into_owned()),
+            HashKey::Template(pieces) => {
+                let mut out = String::new();
+                for piece in pieces {
+                    match piece {
+                        Piece::Text(t) => out.push_str(t),
+                        Piece::Var(v) => out.push_str(v.value(req).as_deref().unwrap_or("")),
+                    }
+                }
+                Some(out)
+            }
+            HashKey::Consumer => None,
+        };
+        match text.filter(|t| !t.is_empty()) {
+            Some(t) => balancer::hash_key(t.as_bytes()),
+            None => balancer::hash_key(req.remote_addr.to_string().as_bytes()),
+        }
+    }
+}
+
+/// Splits `$host-$uri` into text and variables; a variable name is letters, digits and `_`.
+fn template(key: &str, var: impl Fn(String) -> Result<Variable, Rejected>) -> Result<Vec<Piece>, Rejected> {
+    let mut pieces = Vec::new();
+    let mut rest = key;
+    while let Some(at) = rest.find('$') {
+        if at > 0 {
+            pieces.push(Piece::Text(rest[..at].to_string()));
+        }
+        let after = &rest[at + 1..];
+        let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+        if end == 0 {
+            return Err(Rejected::Unsupported(format!("chash key {key:?}: `$` without a variable name")));
+        }
+        pieces.push(Piece::Var(var(after[..end].to_string())?));
+        rest = &after[end..];
+    }
+    if !rest.is_empty() {
+        pieces.push(Piece::Text(rest.to_string()));
+    }
+    Ok(pieces)
 }
 
 /// Timeouts for one route, after the route's `timeout` has overridden the upstream's.
@@ -86,7 +215,7 @@ pub struct NodeRuntime {
     pub host_header: HeaderValue,
 }
 
-/// The runtime of one upstream: nodes and balancer position. Shared by every route using the upstream and kept
+/// The runtime of one upstream: nodes and balancer state. Shared by every route using the upstream and kept
 /// across recompiles while its definition is unchanged.
 #[derive(Debug)]
 pub struct UpstreamRuntime {
@@ -95,29 +224,40 @@ pub struct UpstreamRuntime {
     spec: UpstreamSpec,
     /// The nodes, indexed as the balancer indexes them.
     pub nodes: Vec<NodeRuntime>,
-    /// The smooth WRR state.
+    /// The balancing state.
     pub balancer: Balancer,
+    hash_key: Option<HashKey>,
     /// The `Host` header for `pass_host: rewrite`.
     pub rewrite_host: Option<HeaderValue>,
     /// How many nodes one request may try: 1 + `retries` (default: every node), at most the eligible nodes.
     pub max_tries: usize,
+    /// Passive health counters, when `checks.passive` is set.
+    pub passive: Option<PassiveState>,
+    /// Metric handles, resolved once here.
+    pub metrics: UpstreamMetrics,
+    /// No new attempt starts once this much time has passed since the first (`retry_timeout`; 0 or absent means
+    /// no limit, as in APISIX).
+    pub retry_timeout: Option<Duration>,
 }
 
 impl UpstreamRuntime {
     /// Builds the runtime of `spec`, named `name` in logs and errors.
-    pub fn new(name: Arc<str>, spec: UpstreamSpec) -> Result<UpstreamRuntime, Rejected> {
+    pub fn new(name: Arc<str>, spec: UpstreamSpec, metrics: &Metrics) -> Result<UpstreamRuntime, Rejected> {
         let mut nodes = Vec::with_capacity(spec.nodes.len());
-        for (host, port, _) in &spec.nodes {
+        let mut balanced = Vec::with_capacity(spec.nodes.len());
+        for (host, port, weight, priority) in &spec.nodes {
             let bracketed = if host.contains(':') { format!("[{host}]") } else { host.clone() };
-            let authority = Authority::try_from(format!("{bracketed}:{port}"))
+            let address = format!("{bracketed}:{port}");
+            let authority = Authority::try_from(address.as_str())
                 .map_err(|e| Rejected::Unsupported(format!("node address {host}:{port} ({e})")))?;
-            let host_text = if *port == 80 { bracketed } else { format!("{bracketed}:{port}") };
+            let host_text = if *port == 80 { bracketed } else { address.clone() };
             let host_header = HeaderValue::try_from(host_text)
                 .map_err(|e| Rejected::Unsupported(format!("node host {host} ({e})")))?;
             nodes.push(NodeRuntime { authority, host_header });
+            balanced.push(NodeSpec { address, weight: *weight, priority: *priority });
         }
-        let weights: Vec<u32> = spec.nodes.iter().map(|(_, _, w)| *w).collect();
-        let balancer = Balancer::new(&weights);
+        let balancer = Balancer::with_algorithm(spec.lb, &balanced);
+        let hash_key = HashKey::compile(&spec)?;
         let rewrite_host = match (spec.pass_host, &spec.upstream_host) {
             (PassHost::Rewrite, Some(h)) => Some(
                 HeaderValue::try_from(h.as_str())
@@ -127,7 +267,21 @@ impl UpstreamRuntime {
         };
         let eligible = balancer.eligible();
         let max_tries = spec.retries.map_or(eligible, |r| (r as usize).saturating_add(1)).clamp(1, eligible.max(1));
-        Ok(UpstreamRuntime { name, spec, nodes, balancer, rewrite_host, max_tries })
+        let retry_timeout = spec.retry_timeout.filter(|t| *t > 0.0).and_then(|t| Duration::try_from_secs_f64(t).ok());
+        let metrics = metrics.upstream(&name);
+        let passive = spec.checks.as_ref().and_then(|c| c.passive.clone()).map(|p| PassiveState::new(p, nodes.len()));
+        Ok(UpstreamRuntime {
+            name,
+            spec,
+            nodes,
+            balancer,
+            hash_key,
+            rewrite_host,
+            max_tries,
+            passive,
+            metrics,
+            retry_timeout,
+        })
     }
 
     /// The definition this runtime was built from.
@@ -144,6 +298,48 @@ impl UpstreamRuntime {
     pub fn pass_host(&self) -> PassHost {
         self.spec.pass_host
     }
+
+    /// The connection-pool settings.
+    pub fn pool(&self) -> Pool {
+        self.spec.pool
+    }
+
+    /// The health-check settings.
+    pub fn checks(&self) -> Option<&Checks> {
+        self.spec.checks.as_ref()
+    }
+
+    /// Copies the health of nodes that `old` also has (same address) into this runtime, so a change to some
+    /// nodes does not make the others healthy again before their checks say so.
+    pub fn inherit_health(&self, old: &UpstreamRuntime) {
+        let unhealthy: std::collections::HashSet<&Authority> =
+            (0..old.nodes.len()).filter(|&j| !old.balancer.is_healthy(j)).map(|j| &old.nodes[j].authority).collect();
+        if unhealthy.is_empty() {
+            return;
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            if unhealthy.contains(&node.authority) {
+                self.balancer.set_healthy(i, false);
+            }
+        }
+    }
+
+    /// Feeds what a request saw on `node` to the passive health checks, if any.
+    pub fn observe(&self, node: usize, seen: Observed) {
+        if let Some(p) = &self.passive {
+            p.observe(&self.balancer, node, seen);
+        }
+    }
+
+    /// Whether picking a node needs the request's hash ([`UpstreamRuntime::hash`]).
+    pub fn hashes(&self) -> bool {
+        self.hash_key.is_some()
+    }
+
+    /// The request's `chash` key hashed; 0 for other algorithms, which ignore it.
+    pub fn hash(&self, req: &RequestInfo<'_>) -> u64 {
+        self.hash_key.as_ref().map_or(0, |k| k.hash(req))
+    }
 }
 
 #[cfg(test)]
@@ -156,12 +352,63 @@ mod tests {
         let spec = |v: serde_json::Value| UpstreamSpec::from_model(&serde_json::from_value(v).unwrap());
         assert!(spec(json!({"nodes": {"a:1": 1}})).is_ok());
         assert!(spec(json!({"scheme": "https", "nodes": {"a:1": 1}})).is_err());
-        assert!(spec(json!({"type": "least_conn", "nodes": {"a:1": 1}})).is_err());
-        assert!(spec(json!({"checks": {}, "nodes": {"a:1": 1}})).is_err());
+        assert!(spec(json!({"type": "least_conn", "nodes": {"a:1": 1}})).is_ok());
+        assert!(spec(json!({"type": "ewma", "nodes": {"a:1": 1}})).is_ok());
+        assert!(spec(json!({"type": "chash", "key": "remote_addr", "nodes": {"a:1": 1}})).is_ok());
+        assert!(spec(json!({"type": "chash", "nodes": {"a:1": 1}})).is_err(), "chash needs a key");
+        assert!(spec(json!({"type": "chash", "key": "nope", "nodes": {"a:1": 1}})).is_err(), "unknown variable");
+        let combo =
+            json!({"type": "chash", "hash_on": "vars_combinations", "key": "$host-$bogus", "nodes": {"a:1": 1}});
+        assert!(spec(combo).is_err());
+        assert!(spec(json!({"checks": {"active": {}}, "nodes": {"a:1": 1}})).is_ok());
+        assert!(spec(json!({"checks": {"active": {"timeout": -1}}, "nodes": {"a:1": 1}})).is_err());
+        assert!(spec(json!({"checks": {"passive": {}}, "nodes": {"a:1": 1}})).is_err(), "passive needs active");
+        let pool = |p: serde_json::Value| spec(json!({"keepalive_pool": p, "nodes": {"a:1": 1}})).map(|s| s.pool);
+        assert_eq!(pool(json!({})).unwrap(), Pool::default());
+        let custom = pool(json!({"size": 8, "idle_timeout": 2.5, "requests": 1000})).unwrap();
+        assert_eq!(custom, Pool { size: 8, idle_timeout: Duration::from_millis(2500) });
+        assert!(pool(json!({"requests": 5})).is_err(), "a request cap cannot be honoured");
+        assert!(pool(json!({"size": 0})).is_err());
+        assert!(pool(json!({"idle_timeout": -1})).is_err());
         assert!(spec(json!({"tls": {}, "nodes": {"a:1": 1}})).is_err());
         let tiers = json!({"nodes": [{"host": "a", "port": 1, "weight": 1, "priority": 1},
             {"host": "b", "port": 1, "weight": 1}]});
-        assert!(spec(tiers).is_err());
+        assert!(spec(tiers).is_ok());
+    }
+
+    #[test]
+    fn hashes_the_configured_request_value() {
+        let runtime = |v: serde_json::Value| {
+            let spec = UpstreamSpec::from_model(&serde_json::from_value(v).unwrap()).unwrap();
+            UpstreamRuntime::new("u".into(), spec, &Metrics::new()).unwrap()
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert("x-user", "alice".parse().unwrap());
+        headers.insert("cookie", "a=1; sid=s42".parse().unwrap());
+        let req = RequestInfo {
+            method: &http::Method::GET,
+            host: "example.com",
+            path: "/p",
+            query: Some("id=7"),
+            headers: &headers,
+            remote_addr: "10.1.2.3".parse().unwrap(),
+        };
+        let nodes = json!({"a:1": 1, "b:1": 1});
+        let h = |on: &str, key: &str| {
+            runtime(json!({"type": "chash", "hash_on": on, "key": key, "nodes": nodes})).hash(&req)
+        };
+        let of = |text: &str| balancer::hash_key(text.as_bytes());
+        assert_eq!(h("vars", "arg_id"), of("7"));
+        assert_eq!(h("vars", "uri"), of("/p"));
+        assert_eq!(h("header", "X-User"), of("alice"));
+        assert_eq!(h("cookie", "sid"), of("s42"));
+        assert_eq!(h("vars_combinations", "$host-$uri"), of("example.com-/p"));
+        // Absent values and consumers fall back to the client address.
+        assert_eq!(h("header", "x-missing"), of("10.1.2.3"));
+        assert_eq!(h("consumer", "x"), of("10.1.2.3"));
+        let rr = runtime(json!({"nodes": nodes}));
+        assert!(!rr.hashes());
+        assert_eq!(rr.hash(&req), 0);
     }
 
     #[test]

@@ -78,6 +78,23 @@ impl Vars {
     }
 }
 
+/// One request variable as nginx names it (`uri`, `host`, `remote_addr`, `request_method`, `http_*`, `arg_*`,
+/// `cookie_*`), for other parts of the data plane that read request values (the `chash` balancer's key).
+#[derive(Debug, Clone)]
+pub struct Variable(Var);
+
+impl Variable {
+    /// The variable called `name`; `None` when sluice does not know it.
+    pub fn parse(name: &str) -> Option<Variable> {
+        Var::parse(name).map(Variable)
+    }
+
+    /// Its value for `req`, as nginx gives it (the first one when repeated); `None` when absent.
+    pub fn value<'r>(&self, req: &RequestInfo<'r>) -> Option<Cow<'r, str>> {
+        self.0.value(req)
+    }
+}
+
 /// One node of the expression tree.
 #[derive(Debug, Clone)]
 enum Node {
