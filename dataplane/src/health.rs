@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -337,9 +338,6 @@ impl Active {
                 return Err("checks.active http_statuses must list statuses from 200 to 599".into());
             }
         }
-        if self.kind == ProbeKind::Https {
-            return Err("checks.active.type https is not supported yet".into());
-        }
         Ok(())
     }
 }
@@ -479,7 +477,7 @@ async fn probe(rt: &UpstreamRuntime, i: usize, a: &Active) -> Outcome {
     let limit = Duration::try_from_secs_f64(a.timeout).unwrap_or(Duration::from_secs(1));
     let deadline = Instant::now() + limit;
     let connect = tokio::time::timeout_at(deadline, TcpStream::connect((host.trim_matches(['[', ']']), port))).await;
-    let mut stream = match connect {
+    let stream = match connect {
         Err(_) => return Outcome::Timeout,
         Ok(Err(_)) => return Outcome::TcpFailure,
         Ok(Ok(s)) => s,
@@ -495,21 +493,21 @@ async fn probe(rt: &UpstreamRuntime, i: usize, a: &Active) -> Outcome {
         request.push_str("\r\n");
     }
     request.push_str("Connection: close\r\n\r\n");
-    let exchange = async {
-        stream.write_all(request.as_bytes()).await?;
-        // The status line is all that matters: `HTTP/1.x NNN`.
-        let mut head = Vec::with_capacity(64);
-        let mut buf = [0u8; 256];
-        while head.len() < 12 {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
+    let head = match (a.kind, &rt.probe_tls) {
+        (ProbeKind::Https, Some(tls)) => {
+            let name = host_header.rsplit_once(':').map_or(host_header.as_str(), |(h, _)| h).trim_matches(['[', ']']);
+            let Ok(name) = ServerName::try_from(name.to_string()) else { return Outcome::TcpFailure };
+            // A failed handshake counts as a failed connection, as in APISIX.
+            let stream = match tokio::time::timeout_at(deadline, tls.connector().connect(name, stream)).await {
+                Err(_) => return Outcome::Timeout,
+                Ok(Err(_)) => return Outcome::TcpFailure,
+                Ok(Ok(s)) => s,
+            };
+            tokio::time::timeout_at(deadline, exchange(stream, &request)).await
         }
-        Ok::<_, std::io::Error>(head)
+        _ => tokio::time::timeout_at(deadline, exchange(stream, &request)).await,
     };
-    match tokio::time::timeout_at(deadline, exchange).await {
+    match head {
         Err(_) => Outcome::Timeout,
         Ok(Err(_)) => Outcome::TcpFailure,
         Ok(Ok(head)) => match status(&head) {
@@ -520,6 +518,21 @@ async fn probe(rt: &UpstreamRuntime, i: usize, a: &Active) -> Outcome {
             None => Outcome::HttpFailure,
         },
     }
+}
+
+/// Sends `request` and reads the start of the answer; the status line is all that matters (`HTTP/1.x NNN`).
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, request: &str) -> std::io::Result<Vec<u8>> {
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = Vec::with_capacity(64);
+    let mut buf = [0u8; 256];
+    while head.len() < 12 {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    Ok(head)
 }
 
 fn status(head: &[u8]) -> Option<u16> {

@@ -10,10 +10,12 @@ pub mod error;
 pub mod health;
 pub mod metrics;
 pub mod pipeline;
+pub mod pool;
 pub mod proxy;
 pub mod router;
 mod server;
 pub mod source;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,7 +33,10 @@ use tracing::{info, warn};
 
 use crate::config::Compiled;
 use crate::metrics::Metrics;
+use crate::pool::Pools;
+use crate::proxy::Peer;
 use crate::source::{Position, Source};
+use crate::tls::Trust;
 
 /// How the data plane is configured.
 #[derive(Debug, Clone)]
@@ -48,6 +53,8 @@ pub struct Options {
     pub grace: Duration,
     /// TLS towards etcd (CA, client certificate); `None` for plain connections.
     pub etcd_tls: Option<etcd_client::TlsOptions>,
+    /// Certificate authorities that `https` upstreams with `tls.verify` trust, besides the system's.
+    pub upstream_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -59,6 +66,7 @@ impl Default for Options {
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9091)),
             grace: Duration::from_secs(10),
             etcd_tls: None,
+            upstream_ca_file: None,
         }
     }
 }
@@ -74,6 +82,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The upstream certificate authorities could not be loaded.
+    #[error("upstream TLS trust: {0}")]
+    Trust(String),
 }
 
 /// State shared by the request path, the admin listener and the background tasks.
@@ -81,6 +92,8 @@ pub(crate) struct Shared {
     config: ArcSwap<Compiled>,
     ready: AtomicBool,
     metrics: Metrics,
+    /// Connections to upstream nodes.
+    pools: Pools,
 }
 
 impl Shared {
@@ -113,26 +126,44 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
         config: ArcSwap::from_pointee(Compiled::default()),
         ready: AtomicBool::new(false),
         metrics: Metrics::new(),
+        pools: Pools::new(Trust::system(opts.upstream_ca_file.as_deref()).map_err(StartError::Trust)?),
     });
     let keys = Keys::new(&opts.etcd_prefix);
     let (updates_tx, updates_rx) = mpsc::channel(1024);
     let source = Source::new(opts.etcd_endpoints.clone(), keys.clone(), updates_tx, shared.metrics.clone())
         .with_tls(opts.etcd_tls.clone());
-    let background =
-        vec![tokio::spawn(source.run(Position::Unsynced)), tokio::spawn(config::run(keys, updates_rx, shared.clone()))];
+    let background = vec![
+        tokio::spawn(source.run(Position::Unsynced)),
+        tokio::spawn(config::run(keys, updates_rx, shared.clone())),
+        tokio::spawn(sweep_pools(shared.pools.clone())),
+    ];
 
     let (shutdown, stop) = watch::channel(false);
     let port = HeaderValue::from(http_addr.port());
     let proxy_shared = shared.clone();
-    tokio::spawn(server::serve(
-        http,
-        move |req, remote| proxy::handle(proxy_shared.clone(), remote, port.clone(), req),
-        stop.clone(),
-    ));
+    let proxy_connection = move |remote| {
+        let (shared, peer) = (proxy_shared.clone(), Arc::new(Peer::new(remote, port.clone())));
+        move |req| proxy::handle(shared.clone(), peer.clone(), req)
+    };
+    tokio::spawn(server::serve(http, proxy_connection, stop.clone()));
     let admin_shared = shared.clone();
-    tokio::spawn(server::serve(admin, move |req, _| admin::handle(admin_shared.clone(), req), stop));
+    let admin_connection = move |_| {
+        let shared = admin_shared.clone();
+        move |req| admin::handle(shared.clone(), req)
+    };
+    tokio::spawn(server::serve(admin, admin_connection, stop));
     info!(%http_addr, %admin_addr, etcd = %opts.etcd_endpoints.join(","), prefix = %keys_display(&opts), "data plane started");
     Ok(Dataplane { http_addr, admin_addr, grace: opts.grace, shared, shutdown, background })
+}
+
+/// Closes idle upstream connections past their idle timeout, every few seconds.
+async fn sweep_pools(pools: Pools) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        pools.sweep();
+    }
 }
 
 fn keys_display(opts: &Options) -> String {

@@ -1,7 +1,6 @@
-//! The request path: match a route in the current snapshot, pick a node, forward the request and stream the
-//! response back. Bodies are streamed in both directions, never buffered.
+//! The request path: match a route in the current snapshot, pick a node, forward the request on a pooled
+//! connection and stream the response back. Bodies are streamed in both directions, never buffered.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -11,13 +10,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use sluice_model::PassHost;
 use tokio::time::{Instant, Sleep};
 use tracing::{debug, warn};
@@ -27,79 +23,50 @@ use crate::config::{Target, UpstreamRuntime};
 use crate::error::ProxyError;
 use crate::health::Observed;
 use crate::pipeline::{Ctx, Finish, Flow};
+use crate::pool::{Loan, SendError};
 use crate::router::{RequestInfo, normalize_host};
 
-/// The body sent to nodes: the client's stream, or nothing for a body-less request (so it can be replayed).
-pub type ProxyBody = Either<Incoming, Empty<Bytes>>;
-/// The pooled HTTP client used to talk to nodes.
-pub type HttpClient = Client<HttpConnector, ProxyBody>;
+pub use crate::pool::{Pool, ProxyBody};
+
 /// The body returned to clients: a node's stream, or an error the data plane wrote.
 pub type ResponseBody = Either<ReadTimeoutBody, Full<Bytes>>;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How long an idle pooled connection to a node is kept.
-const POOL_IDLE: Duration = Duration::from_secs(60);
-
-/// HTTP clients by connect timeout and connection-pool settings: the connector owns the timeout and the client
-/// its pool, so routes that differ in either need different clients. Kept for the life of the data plane so
-/// connection pools survive config changes; there are as many as distinct combinations in the configuration.
-#[derive(Default)]
-pub struct Clients {
-    by_settings: HashMap<(Duration, Pool), HttpClient>,
+/// The client end of a connection, computed once per connection rather than per request.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The client's address.
+    pub addr: SocketAddr,
+    /// Its IP as a header value (`X-Real-IP`, the last `X-Forwarded-For` hop).
+    pub ip: HeaderValue,
+    /// The proxy listener's port (`X-Forwarded-Port`).
+    pub port: HeaderValue,
 }
 
-/// An upstream's `keepalive_pool`: idle connections kept per node and how long they may stay idle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Pool {
-    /// Idle connections kept per node.
-    pub size: usize,
-    /// How long an idle connection is kept.
-    pub idle_timeout: Duration,
-}
-
-impl Default for Pool {
-    /// APISIX's defaults: 320 connections, 60 seconds.
-    fn default() -> Self {
-        Pool { size: 320, idle_timeout: POOL_IDLE }
+impl Peer {
+    /// The peer `addr` on a listener bound to `port`.
+    pub fn new(addr: SocketAddr, port: HeaderValue) -> Peer {
+        let ip = HeaderValue::try_from(addr.ip().to_canonical().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Peer { addr, ip, port }
     }
-}
-
-impl Clients {
-    /// The client for `connect` and `pool`, built on first use.
-    pub fn get(&mut self, connect: Duration, pool: Pool) -> HttpClient {
-        self.by_settings.entry((connect, pool)).or_insert_with(|| build_client(connect, pool)).clone()
-    }
-}
-
-fn build_client(connect: Duration, pool: Pool) -> HttpClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect));
-    connector.set_nodelay(true);
-    connector.set_keepalive(Some(Duration::from_secs(60)));
-    Client::builder(TokioExecutor::new())
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(pool.idle_timeout)
-        .pool_max_idle_per_host(pool.size)
-        .build(connector)
 }
 
 /// Serves one client request; never fails (errors become JSON responses).
 pub(crate) async fn handle(
     shared: Arc<Shared>,
-    remote: SocketAddr,
-    port: HeaderValue,
+    peer: Arc<Peer>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let mut finish = None;
-    let resp = match proxy(&shared, remote, port, req, &mut finish).await {
+    let resp = match proxy(&shared, &peer, req, &mut finish).await {
         Ok(resp) => resp,
         Err(err) => {
             match &err {
                 ProxyError::RouteNotFound | ProxyError::Unresolved(_) | ProxyError::NoNodes(_) => {}
                 e @ (ProxyError::Connect { .. } | ProxyError::Timeout { .. } | ProxyError::Upstream { .. }) => {
-                    warn!(client = %remote, error = %e, "proxying failed")
+                    warn!(client = %peer.addr, error = %e, "proxying failed")
                 }
             }
             let (mut head, body) = err.response().into_parts();
@@ -114,24 +81,27 @@ pub(crate) async fn handle(
     Ok(resp)
 }
 
+/// The `Host` a request names: its header, else the authority of an absolute URI (HTTP/2's `:authority`).
+fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> &'a str {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
 /// Proxies one request. When the route has plugins, `finish` receives the pipeline and its context, so the caller
 /// can run the late phases on error answers; on success it moves into the response body.
 async fn proxy(
     shared: &Shared,
-    remote: SocketAddr,
-    port: HeaderValue,
+    peer: &Peer,
     req: Request<Incoming>,
     finish: &mut Option<Finish>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
+    let remote = peer.addr;
     let entry = {
         let config = shared.config.load();
-        let raw_host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().authority().map(|a| a.as_str()))
-            .unwrap_or("");
-        let host = normalize_host(raw_host);
+        let host = normalize_host(request_host(req.headers(), req.uri()));
         let info = RequestInfo {
             method: req.method(),
             host: &host,
@@ -168,13 +138,7 @@ async fn proxy(
     }
     let hash = if upstream.hashes() {
         // Hashed after the plugins' rewrite and access phases, as APISIX's balancer phase sees the request.
-        let raw_host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-            .unwrap_or("");
-        let host = normalize_host(raw_host);
+        let host = normalize_host(request_host(&parts.headers, &parts.uri));
         let info = RequestInfo {
             method: &parts.method,
             host: &host,
@@ -194,43 +158,50 @@ async fn proxy(
         return Err(ProxyError::NoNodes(upstream.name.clone()));
     };
 
-    let original_host = parts
-        .headers
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| parts.uri.authority().and_then(|a| a.as_str().parse().ok()));
+    let original_host = match parts.headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, remote, original_host.as_ref(), port);
-    let path = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    add_forwarded(&mut parts.headers, peer, original_host.as_ref());
+    // Nodes get the origin form (`/path?query`), whatever form the client used.
+    let uri = match parts.uri.path_and_query() {
+        Some(_) if parts.uri.authority().is_none() => std::mem::take(&mut parts.uri),
+        Some(pq) => Uri::from(pq.clone()),
+        None => Uri::from(PathAndQuery::from_static("/")),
+    };
     // A request without a body can be sent again to another node if the first cannot be reached.
     let replayable = body.is_end_stream();
     let max_tries = if replayable { upstream.max_tries } else { 1 };
     let mut body = Some(body);
     let mut tried: Vec<usize> = Vec::new();
     let first_attempt = Instant::now();
+    let limit = target.timeouts.connect + target.timeouts.read;
     loop {
         let last = tried.len() + 1 >= max_tries;
-        let mut outgoing = build_request(&mut parts, &path, upstream, node, original_host.as_ref(), last, &mut body);
+        let (mut outgoing, sni) =
+            build_request(&mut parts, &uri, upstream, node, original_host.as_ref(), last, &mut body);
         if let Some(f) = finish.as_mut() {
             let (mut head, b) = outgoing.into_parts();
             f.pipeline.before_proxy(&mut f.ctx, &mut head);
             outgoing = Request::from_parts(head, b);
         }
-        let node_addr = &upstream.nodes[node].authority;
-        let limit = target.timeouts.connect + target.timeouts.read;
+        let target_node = &upstream.nodes[node];
         // Created before the await so a client that goes away still releases the node's in-flight count.
         let in_flight = InFlight::start(upstream, node);
         let sent = Instant::now();
-        match tokio::time::timeout(limit, target.client.request(outgoing)).await {
-            Ok(Ok(resp)) => {
+        let exchange = target_node.pool.send(outgoing, target.timeouts.connect, sni.as_deref());
+        match tokio::time::timeout(limit, exchange).await {
+            Ok(Ok((resp, conn))) => {
                 let latency = sent.elapsed();
                 upstream.balancer.observe(node, latency);
                 upstream.metrics.latency.observe(latency.as_secs_f64());
                 upstream.observe(node, Observed::Status(resp.status().as_u16()));
-                return Ok(response(resp, target, finish.take(), in_flight));
+                let loan = Loan::new(target_node.pool.clone(), conn);
+                return Ok(response(resp, target, finish.take(), in_flight, loan));
             }
-            Ok(Err(e)) if e.is_connect() => {
-                debug!(node = %node_addr, error = %e, "cannot connect to node");
+            Ok(Err(SendError::Connect(e))) => {
+                debug!(node = %target_node.authority, error = %e, "cannot connect to node");
                 upstream.observe(node, Observed::ConnectFailure);
                 tried.push(node);
                 // `retry_timeout` bounds when a new attempt may start, not how long it may take.
@@ -251,11 +222,13 @@ async fn proxy(
                     }
                 }
             }
-            Ok(Err(e)) => return Err(ProxyError::Upstream { node: node_addr.to_string(), reason: error_chain(&e) }),
+            Ok(Err(SendError::Http(e))) => {
+                return Err(ProxyError::Upstream { node: target_node.authority.to_string(), reason: error_chain(&e) });
+            }
             Err(_elapsed) => {
                 upstream.observe(node, Observed::Timeout);
                 return Err(ProxyError::Timeout {
-                    node: node_addr.to_string(),
+                    node: target_node.authority.to_string(),
                     seconds: target.timeouts.read.as_secs_f64(),
                 });
             }
@@ -287,16 +260,17 @@ impl Drop for InFlight {
     }
 }
 
-/// The request for one attempt; the last attempt takes the headers instead of cloning them.
+/// The request for one attempt, and the TLS server name for it (the `Host` sent, without its port, as APISIX's
+/// `proxy_ssl_name`). The last attempt takes the headers and URI instead of cloning them.
 fn build_request(
     parts: &mut http::request::Parts,
-    path: &PathAndQuery,
+    uri: &Uri,
     upstream: &UpstreamRuntime,
     node: usize,
     original_host: Option<&HeaderValue>,
     last: bool,
     body: &mut Option<Incoming>,
-) -> Request<ProxyBody> {
+) -> (Request<ProxyBody>, Option<String>) {
     let body = match body.take() {
         Some(b) if !b.is_end_stream() => Either::Left(b),
         _ => Either::Right(Empty::new()),
@@ -304,23 +278,23 @@ fn build_request(
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.version_mut() = Version::HTTP_11;
+    *req.uri_mut() = uri.clone();
     *req.headers_mut() = if last { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
     let target = &upstream.nodes[node];
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(target.authority.clone());
-    uri.path_and_query = Some(path.clone());
-    *req.uri_mut() = Uri::from_parts(uri).unwrap_or_default();
     let host = match upstream.pass_host() {
-        PassHost::Pass => original_host.cloned(),
-        PassHost::Node => Some(target.host_header.clone()),
-        PassHost::Rewrite => upstream.rewrite_host.clone(),
+        PassHost::Pass => original_host,
+        PassHost::Node => Some(&target.host_header),
+        PassHost::Rewrite => upstream.rewrite_host.as_ref(),
     };
-    match host {
-        Some(h) => req.headers_mut().insert(header::HOST, h),
-        None => req.headers_mut().remove(header::HOST),
-    };
-    req
+    // HTTP/1.1 requires a Host; a client without one (HTTP/1.0) gets the node's.
+    let host = host.unwrap_or(&target.host_header).clone();
+    let sni = target.pool.is_tls().then(|| {
+        let text = host.to_str().unwrap_or("");
+        let authority: Option<http::uri::Authority> = text.parse().ok();
+        authority.map(|a| a.host().trim_matches(['[', ']']).to_string()).unwrap_or_default()
+    });
+    req.headers_mut().insert(header::HOST, host);
+    (req, sni)
 }
 
 fn response(
@@ -328,13 +302,18 @@ fn response(
     target: &Target,
     mut finish: Option<Finish>,
     in_flight: Option<InFlight>,
+    mut loan: Loan,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if let Some(f) = finish.as_mut() {
         f.pipeline.response_header(&mut f.ctx, &mut parts);
     }
-    let body = ReadTimeoutBody::new(body, target.timeouts.read, finish.map(Box::new), in_flight);
+    // A body-less answer (204, 304, a HEAD) is complete already: the connection can go back now.
+    if body.is_end_stream() {
+        loan.finish();
+    }
+    let body = ReadTimeoutBody::new(body, target.timeouts.read, finish.map(Box::new), in_flight, loan);
     Response::from_parts(parts, Either::Left(body))
 }
 
@@ -366,23 +345,31 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn add_forwarded(headers: &mut HeaderMap, remote: SocketAddr, host: Option<&HeaderValue>, port: HeaderValue) {
-    let ip = remote.ip().to_canonical().to_string();
-    let ip_value = HeaderValue::try_from(ip.as_str()).ok();
-    let xff_name = HeaderName::from_static("x-forwarded-for");
-    let previous: Vec<&str> = headers.get_all(&xff_name).iter().filter_map(|v| v.to_str().ok()).collect();
-    let xff = if previous.is_empty() { ip.clone() } else { format!("{}, {ip}", previous.join(", ")) };
-    if let Ok(v) = HeaderValue::try_from(xff) {
-        headers.insert(xff_name, v);
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, host: Option<&HeaderValue>) {
+    // The common case, no earlier proxy, costs a reference-count increment; a chain is joined into one value.
+    let xff = match headers.get(X_FORWARDED_FOR) {
+        None => Some(peer.ip.clone()),
+        Some(_) => {
+            let mut joined = Vec::new();
+            for v in headers.get_all(X_FORWARDED_FOR) {
+                joined.extend_from_slice(v.as_bytes());
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(peer.ip.as_bytes());
+            HeaderValue::from_maybe_shared(Bytes::from(joined)).ok()
+        }
+    };
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
     }
-    if let Some(v) = ip_value {
-        headers.insert(HeaderName::from_static("x-real-ip"), v);
-    }
+    headers.insert(HeaderName::from_static("x-real-ip"), peer.ip.clone());
     headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
     if let Some(host) = host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
-    headers.insert(HeaderName::from_static("x-forwarded-port"), port);
+    headers.insert(HeaderName::from_static("x-forwarded-port"), peer.port.clone());
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -397,12 +384,18 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// A node's response body that fails when the node stays silent longer than the read timeout between two frames,
-/// and runs the route's response-body and log phases when it has plugins.
+/// hands the connection back to its pool when it ends, and runs the route's response-body and log phases when it
+/// has plugins.
 #[derive(Debug)]
 pub struct ReadTimeoutBody {
     inner: Incoming,
     timeout: Duration,
-    deadline: Pin<Box<Sleep>>,
+    /// Armed only once the node keeps the body waiting, so a body that is already here costs no timer.
+    deadline: Option<Pin<Box<Sleep>>>,
+    /// When the last frame arrived, tracked only while `deadline` is armed (the deadline moves lazily).
+    last_frame: Option<Instant>,
+    /// The connection, returned to its pool at the end of the body.
+    loan: Loan,
     /// The pipeline and context; its log phase runs when the body is dropped.
     finish: Option<Box<Finish>>,
     /// Keeps the node counted as busy until the body is done.
@@ -415,9 +408,25 @@ impl ReadTimeoutBody {
         timeout: Duration,
         finish: Option<Box<Finish>>,
         in_flight: Option<InFlight>,
+        loan: Loan,
     ) -> ReadTimeoutBody {
-        let deadline = Box::pin(tokio::time::sleep(timeout));
-        ReadTimeoutBody { inner, timeout, deadline, finish, _in_flight: in_flight }
+        ReadTimeoutBody { inner, timeout, deadline: None, last_frame: None, loan, finish, _in_flight: in_flight }
+    }
+
+    /// Whether the read timeout has passed since the last frame; re-arms the deadline when it has not.
+    fn poll_timed_out(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = self.timeout;
+        let deadline = self.deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        loop {
+            if deadline.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            match self.last_frame.take() {
+                // Frames came in since the deadline was set: it really is `timeout` after the last one.
+                Some(at) if at + timeout > Instant::now() => deadline.as_mut().reset(at + timeout),
+                _ => return true,
+            }
+        }
     }
 }
 
@@ -429,9 +438,14 @@ impl Body for ReadTimeoutBody {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let next = Instant::now() + this.timeout;
-                this.deadline.as_mut().reset(next);
+                if this.deadline.is_some() {
+                    this.last_frame = Some(Instant::now());
+                }
                 let end = this.inner.is_end_stream();
+                // Only a body read cleanly to its end leaves the connection reusable.
+                if matches!(frame, None | Some(Ok(_))) && (end || frame.is_none()) {
+                    this.loan.finish();
+                }
                 let frame = match (&mut this.finish, frame) {
                     (Some(f), Some(Ok(frame))) if f.pipeline.wants_body() => match frame.into_data() {
                         Ok(mut chunk) => {
@@ -445,10 +459,10 @@ impl Body for ReadTimeoutBody {
                 };
                 Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
             }
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err("timed out reading the response body from the node".into()))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending if this.poll_timed_out(cx) => {
+                Poll::Ready(Some(Err("timed out reading the response body from the node".into())))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -488,7 +502,8 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
         let host = HeaderValue::from_static("example.com:9080");
-        add_forwarded(&mut h, "10.0.0.9:5555".parse().unwrap(), Some(&host), HeaderValue::from_static("9080"));
+        let peer = Peer::new("10.0.0.9:5555".parse().unwrap(), HeaderValue::from_static("9080"));
+        add_forwarded(&mut h, &peer, Some(&host));
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.0.0.9");
         assert_eq!(h["x-real-ip"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");

@@ -22,10 +22,13 @@ use tracing::{debug, warn};
 /// How long a client may take to send request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Serves HTTP/1.1 and h2c on `listener` until `shutdown` becomes true.
-pub(crate) async fn serve<F, Fut, B>(listener: TcpListener, handler: F, mut shutdown: watch::Receiver<bool>)
+/// Serves HTTP/1.1 and h2c on `listener` until `shutdown` becomes true. `connection` is called once per accepted
+/// connection with the client's address and returns that connection's request handler, so per-client work (such
+/// as formatting its address) is done once, not per request.
+pub(crate) async fn serve<M, H, Fut, B>(listener: TcpListener, connection: M, mut shutdown: watch::Receiver<bool>)
 where
-    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    M: Fn(SocketAddr) -> H + Send + Sync + 'static,
+    H: Fn(Request<Incoming>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: Body + Send + 'static,
     B::Data: Send,
@@ -49,9 +52,9 @@ where
             _ = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let (builder, handler, mut stop) = (builder.clone(), handler.clone(), shutdown.clone());
+        let (builder, handler, mut stop) = (builder.clone(), connection(remote), shutdown.clone());
         tokio::spawn(async move {
-            let svc = service_fn(move |req| handler(req, remote));
+            let svc = service_fn(handler);
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             let result = tokio::select! {

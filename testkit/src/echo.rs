@@ -66,7 +66,7 @@ impl Drop for EchoServer {
     }
 }
 
-async fn echo(
+pub(crate) async fn echo(
     name: Arc<str>,
     hits: Arc<AtomicU64>,
     req: Request<Incoming>,

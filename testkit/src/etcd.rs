@@ -28,9 +28,17 @@ pub fn etcd_binary() -> PathBuf {
 }
 
 impl Etcd {
-    /// Starts etcd on free ports and waits until it answers.
+    /// Starts etcd on free ports and waits until it answers. A port found free can be taken by another test
+    /// before etcd binds it; etcd then exits at once, and is started again on other ports.
     pub async fn start() -> anyhow::Result<Etcd> {
-        Etcd::start_on(crate::free_port(), crate::free_port()).await
+        let mut last = None;
+        for _ in 0..3 {
+            match Etcd::start_on(crate::free_port(), crate::free_port()).await {
+                Ok(etcd) => return Ok(etcd),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("etcd did not start")))
     }
 
     /// Starts etcd on the given loopback ports and waits until it answers.
@@ -76,7 +84,10 @@ impl Etcd {
             .stderr(Stdio::null());
         let child = Child::spawn("etcd", cmd).context("starting etcd (set SLUICE_ETCD_BIN to override)")?;
         self.child = Some(child);
-        for _ in 0..250 {
+        for _ in 0..500 {
+            if let Some(status) = self.child.as_mut().and_then(Child::exited) {
+                bail!("etcd exited at start ({status}); port {} or {} may be taken", self.client_port, self.peer_port)
+            }
             if let Ok(mut c) = etcd_client::Client::connect([client.as_str()], None).await
                 && c.status().await.is_ok()
             {
@@ -84,6 +95,6 @@ impl Etcd {
             }
             tokio::time::sleep(Duration::from_millis(40)).await;
         }
-        bail!("etcd did not answer on {client} within 10 s")
+        bail!("etcd did not answer on {client} within 20 s")
     }
 }

@@ -5,11 +5,13 @@ mod echo;
 mod etcd;
 mod http;
 mod process;
+mod tls;
 
 pub use echo::EchoServer;
 pub use etcd::Etcd;
 pub use http::{Reply, get, request};
 pub use process::{Child, workspace_bin};
+pub use tls::{CA_PEM, CLIENT_CERT_PEM, CLIENT_KEY_PEM, ClientAuth, OTHER_CA_PEM, TlsEchoServer};
 
 use std::future::Future;
 use std::net::TcpListener;

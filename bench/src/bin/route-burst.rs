@@ -61,15 +61,15 @@ async fn main() -> anyhow::Result<()> {
     let addr: SocketAddr = ([127, 0, 0, 1], http).into();
     let targets: Arc<Vec<usize>> = Arc::new((0..SAMPLE).map(|k| (k * 104_729 + 13) % n).collect());
     // Warm up connections and caches.
-    run_load(addr, &targets, conns, Duration::from_secs(1), None).await;
-    let quiet = run_load(addr, &targets, conns, QUIET, None).await;
+    run_load(addr, &targets, conns, Window::For(Duration::from_secs(1))).await;
+    let quiet = run_load(addr, &targets, conns, Window::For(QUIET)).await;
 
     // Control: the same 1,000 puts to keys the data plane does not watch, so etcd and the writer load the machine
     // exactly as in the burst but the routing table does not change. The marker still goes to the watched prefix.
-    let control = burst(client.clone(), &targets, "/unwatched", "control-done");
-    let control = run_load(addr, &targets, conns, Duration::from_secs(600), Some((control, "/control-done"))).await;
-    let changes = burst(client.clone(), &targets, PREFIX, "burst-done");
-    let during = run_load(addr, &targets, conns, Duration::from_secs(600), Some((changes, "/burst-done"))).await;
+    let control = Window::Burst { writer: &client, prefix: "/unwatched", marker: "control-done" };
+    let control = run_load(addr, &targets, conns, control).await;
+    let changes = Window::Burst { writer: &client, prefix: PREFIX, marker: "burst-done" };
+    let during = run_load(addr, &targets, conns, changes).await;
 
     println!();
     println!("| window | requests | failures | p50 | p99 | max |");
@@ -104,13 +104,13 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Starts writing 1,000 changed versions of the requested routes under `prefix`, one put at a time, then a marker
-/// route `/<marker>` under the watched prefix; resolves to how long the puts took.
+/// route `/<marker>` under the watched prefix; resolves to when the first put was sent and how long the puts took.
 fn burst(
     mut writer: Client,
     targets: &[usize],
     prefix: &'static str,
     marker: &'static str,
-) -> tokio::task::JoinHandle<anyhow::Result<Duration>> {
+) -> tokio::task::JoinHandle<anyhow::Result<(Instant, Duration)>> {
     let changed: Vec<usize> = targets.iter().copied().cycle().take(CHANGES).collect();
     tokio::spawn(async move {
         let t = Instant::now();
@@ -122,7 +122,7 @@ fn burst(
         // Written last: once it answers, everything before it has been applied.
         let route = serde_json::json!({"uri": format!("/{marker}"), "upstream_id": sluice_bench::UPSTREAM});
         writer.put(format!("{PREFIX}/routes/{marker}"), route.to_string(), None).await?;
-        anyhow::Ok(elapsed)
+        anyhow::Ok((t, elapsed))
     })
 }
 
@@ -137,6 +137,17 @@ async fn load_routes(client: &mut Client, n: usize, node: &str) -> anyhow::Resul
     Ok(())
 }
 
+/// How long a load window lasts.
+enum Window<'a> {
+    /// A fixed time.
+    For(Duration),
+    /// Until a burst written with `writer` under `prefix` is written and its `marker` route answers.
+    Burst { writer: &'a Client, prefix: &'static str, marker: &'static str },
+}
+
+/// How long the marker of a burst may take to answer before the run is declared failed.
+const APPLY_LIMIT: Duration = Duration::from_secs(600);
+
 struct LoadResult {
     summary: Summary,
     failures: usize,
@@ -144,36 +155,31 @@ struct LoadResult {
     burst: Option<(Duration, Duration)>,
 }
 
-/// Runs `conns` closed-loop clients for `duration`, or, with `burst`, until the burst is written and applied.
-async fn run_load(
-    addr: SocketAddr,
-    targets: &Arc<Vec<usize>>,
-    conns: usize,
-    duration: Duration,
-    burst: Option<(tokio::task::JoinHandle<anyhow::Result<Duration>>, &str)>,
-) -> LoadResult {
+/// Runs `conns` closed-loop clients for the `window`.
+async fn run_load(addr: SocketAddr, targets: &Arc<Vec<usize>>, conns: usize, window: Window<'_>) -> LoadResult {
     let stop = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..conns).map(|w| tokio::spawn(worker(addr, targets.clone(), w, stop.clone()))).collect();
-    let started = Instant::now();
     let mut burst_times = None;
-    match burst {
-        None => tokio::time::sleep(duration).await,
-        Some((handle, marker)) => {
-            let written = match handle.await {
-                Ok(Ok(d)) => d,
+    match window {
+        Window::For(duration) => tokio::time::sleep(duration).await,
+        Window::Burst { writer, prefix, marker } => {
+            // Started once the load is, so the whole burst falls inside the window.
+            let (first_put, written) = match burst(writer.clone(), targets, prefix, marker).await {
+                Ok(Ok(times)) => times,
                 Ok(Err(e)) => panic!("writing the burst failed: {e}"),
                 Err(e) => panic!("burst task failed: {e}"),
             };
+            let path = format!("/{marker}");
             loop {
-                if get(addr, "bench.test", marker).await.is_ok_and(|r| r.status == 200) {
+                if get(addr, "bench.test", &path).await.is_ok_and(|r| r.status == 200) {
                     break;
                 }
-                if started.elapsed() > duration {
+                if first_put.elapsed() > APPLY_LIMIT {
                     panic!("the burst was never applied");
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            burst_times = Some((written, started.elapsed()));
+            burst_times = Some((written, first_put.elapsed()));
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -205,6 +211,8 @@ async fn worker(
                 Ok(s) => sender = Some(s),
                 Err(_) => {
                     failures += 1;
+                    // A proxy that refuses connections must not turn this client into a busy loop.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             }

@@ -10,26 +10,18 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use sluice_model::{Keys, Kind, Route, Timeout};
+use sluice_model::{Keys, Kind, Timeout};
 use tracing::warn;
 
+use super::decode::{self, Ahead, Decoded, Refs, RouteDef, ServiceDef, Wanted};
 use super::upstream::{Timeouts, UpstreamRuntime, UpstreamSpec};
 use super::{Compiled, RawObject, Rejected, Target, Unresolved, Update};
 use crate::health;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
-use crate::proxy::Clients;
+use crate::pool::Pools;
 use crate::router::{Entry, Hosts, Router, Rule};
-use sluice_model::{Service, decode_plugin_config, decode_service};
 use tokio::sync::watch;
-
-/// What a route names besides itself.
-#[derive(Debug, Default)]
-struct Refs {
-    upstream_id: Option<Arc<str>>,
-    service_id: Option<Arc<str>>,
-    plugin_config_id: Option<Arc<str>>,
-}
 
 #[derive(Debug)]
 struct RouteObject {
@@ -73,7 +65,8 @@ pub struct State {
     /// Routes to resolve at the next publish.
     dirty: HashSet<Arc<str>>,
     router: Router<Target>,
-    clients: Clients,
+    /// Connections to nodes, kept across upstream changes.
+    pools: Pools,
     metrics: Metrics,
     /// Upstream name → the channel feeding its health-check task; dropping the sender ends the task.
     checkers: HashMap<Arc<str>, watch::Sender<Arc<UpstreamRuntime>>>,
@@ -93,11 +86,17 @@ impl State {
             dependents: HashMap::new(),
             dirty: HashSet::new(),
             router: Router::default(),
-            clients: Clients::default(),
+            pools: Pools::default(),
             metrics: Metrics::new(),
             checkers: HashMap::new(),
             version: 0,
         }
+    }
+
+    /// Uses `pools` (which carry the TLS trust settings) for connections to nodes.
+    pub fn with_pools(mut self, pools: Pools) -> State {
+        self.pools = pools;
+        self
     }
 
     /// Registers upstream metrics in `metrics` instead of a private registry.
@@ -117,12 +116,15 @@ impl State {
                     changed |= self.delete(&key);
                 }
                 self.rejected.retain(|k, _| listed.contains(k.as_str()));
-                for object in objects {
-                    changed |= self.put(object, on_reject);
+                // Decoding is a large part of a first sync and needs nothing from the state, so it runs on every core.
+                let wanted = objects.iter().map(|o| self.wanted(o)).collect();
+                let decoded = decode::decode_all(&objects, wanted);
+                for (object, ahead) in objects.iter().zip(decoded) {
+                    changed |= self.put(object, ahead, on_reject);
                 }
                 changed
             }
-            Update::Put(object) => self.put(object, on_reject),
+            Update::Put(object) => self.put(&object, None, on_reject),
             Update::Delete(key) => self.delete(&key),
         }
     }
@@ -149,23 +151,32 @@ impl State {
         }
     }
 
-    fn put(&mut self, object: RawObject, on_reject: &dyn Fn(Kind)) -> bool {
-        let Some((kind, id)) = self.keys.parse(&object.key) else { return false };
+    /// The kind and id of `object` when it is of a served kind and this version was neither accepted nor rejected.
+    fn wanted(&self, object: &RawObject) -> Wanted {
+        let (kind, id) = self.keys.parse(&object.key)?;
         if !matches!(kind, Kind::Route | Kind::Upstream | Kind::Service | Kind::PluginConfig) {
             // Other kinds are not served yet; they are ignored without noise.
-            return false;
+            return None;
         }
         let id: Arc<str> = id.into();
         if self.rejected.get(&object.key) == Some(&object.revision) || self.revision(kind, &id) == Some(object.revision)
         {
-            return false;
+            return None;
         }
-        let result = match kind {
-            Kind::Route => self.put_route(&id, &object),
-            Kind::Upstream => self.put_upstream(&id, &object),
-            Kind::Service => self.put_service(&id, &object),
-            _ => self.put_plugin_config(&id, &object),
-        };
+        Some((kind, id))
+    }
+
+    /// Applies a put; `ahead` is this object's decoding when it was done beforehand.
+    fn put(&mut self, object: &RawObject, ahead: Ahead, on_reject: &dyn Fn(Kind)) -> bool {
+        // Asked again even when decoded ahead, so a key listed twice is treated as if put twice.
+        let Some((kind, id)) = self.wanted(object) else { return false };
+        let decoded = ahead.unwrap_or_else(|| decode::decode(kind, &id, &object.value));
+        let result = decoded.and_then(|decoded| match decoded {
+            Decoded::Route(def) => self.put_route(&id, object.revision, def),
+            Decoded::Upstream(spec) => self.put_upstream(&id, object.revision, spec),
+            Decoded::Service(def) => self.put_service(&id, object.revision, def),
+            Decoded::PluginConfig => self.put_plugin_config(&id, object.revision),
+        });
         match result {
             Ok(()) => {
                 self.rejected.remove(&object.key);
@@ -245,32 +256,21 @@ impl State {
         }
     }
 
-    fn put_route(&mut self, id: &Arc<str>, object: &RawObject) -> Result<(), Rejected> {
-        let route = sluice_model::decode_route(&object.value)?;
-        check_route(&route)?;
-        let rule = Rule::from_route(id, &route)?;
+    fn put_route(&mut self, id: &Arc<str>, revision: i64, def: RouteDef) -> Result<(), Rejected> {
+        let name = format!("route {id}");
         let old_inline = self.routes.get(id).and_then(|o| o.inline.clone());
-        let inline = match &route.upstream {
-            Some(up) => {
-                Some(runtime_for(&format!("route {id}"), &UpstreamSpec::from_model(up)?, old_inline, &self.metrics)?)
-            }
-            None => None,
-        };
-        let refs = Refs {
-            upstream_id: route.upstream_id.as_deref().map(Arc::from),
-            service_id: route.service_id.as_deref().map(Arc::from),
-            plugin_config_id: route.plugin_config_id.as_deref().map(Arc::from),
-        };
+        let inline =
+            def.inline.map(|spec| runtime_for(&name, &spec, old_inline, &self.metrics, &self.pools)).transpose()?;
         match &inline {
             Some(rt) => self.track_health(rt),
-            None => drop(self.checkers.remove(format!("route {id}").as_str())),
+            None => drop(self.checkers.remove(name.as_str())),
         }
         let obj = RouteObject {
-            revision: object.revision,
-            rule,
-            refs,
+            revision,
+            rule: def.rule,
+            refs: def.refs,
             inline,
-            timeout: route.timeout,
+            timeout: def.timeout,
             deps: Vec::new(),
             entry: None,
         };
@@ -283,46 +283,35 @@ impl State {
         Ok(())
     }
 
-    fn put_upstream(&mut self, id: &Arc<str>, object: &RawObject) -> Result<(), Rejected> {
-        let spec = UpstreamSpec::from_model(&sluice_model::decode_upstream(&object.value)?)?;
+    fn put_upstream(&mut self, id: &Arc<str>, revision: i64, spec: UpstreamSpec) -> Result<(), Rejected> {
         let old = self.upstreams.get(id).map(|o| o.runtime.clone());
         let unchanged = old.as_ref().is_some_and(|rt| *rt.spec() == spec);
-        let runtime = runtime_for(id, &spec, old, &self.metrics)?;
+        let runtime = runtime_for(id, &spec, old, &self.metrics, &self.pools)?;
         self.track_health(&runtime);
-        self.upstreams.insert(id.clone(), UpstreamObject { revision: object.revision, runtime });
+        self.upstreams.insert(id.clone(), UpstreamObject { revision, runtime });
         if !unchanged {
             self.mark_dependents(Kind::Upstream, id);
         }
         Ok(())
     }
 
-    fn put_service(&mut self, id: &Arc<str>, object: &RawObject) -> Result<(), Rejected> {
-        let service = decode_service(&object.value)?;
-        check_service(&service)?;
-        let hosts = Hosts::compile(service.hosts.iter().flatten().map(String::as_str))?;
+    fn put_service(&mut self, id: &Arc<str>, revision: i64, def: ServiceDef) -> Result<(), Rejected> {
+        let name = format!("service {id}");
         let old_inline = self.services.get(id).and_then(|o| o.inline.clone());
-        let inline = match &service.upstream {
-            Some(up) => {
-                Some(runtime_for(&format!("service {id}"), &UpstreamSpec::from_model(up)?, old_inline, &self.metrics)?)
-            }
-            None => None,
-        };
+        let inline =
+            def.inline.map(|spec| runtime_for(&name, &spec, old_inline, &self.metrics, &self.pools)).transpose()?;
         match &inline {
             Some(rt) => self.track_health(rt),
-            None => drop(self.checkers.remove(format!("service {id}").as_str())),
+            None => drop(self.checkers.remove(name.as_str())),
         }
-        let upstream_id = service.upstream_id.as_deref().map(Arc::from);
-        self.services.insert(id.clone(), ServiceObject { revision: object.revision, hosts, upstream_id, inline });
+        let ServiceDef { hosts, upstream_id, .. } = def;
+        self.services.insert(id.clone(), ServiceObject { revision, hosts, upstream_id, inline });
         self.mark_dependents(Kind::Service, id);
         Ok(())
     }
 
-    fn put_plugin_config(&mut self, id: &Arc<str>, object: &RawObject) -> Result<(), Rejected> {
-        let pc = decode_plugin_config(&object.value)?;
-        if !pc.plugins.is_empty() {
-            return Err(Rejected::Unsupported("plugins".into()));
-        }
-        self.plugin_configs.insert(id.clone(), object.revision);
+    fn put_plugin_config(&mut self, id: &Arc<str>, revision: i64) -> Result<(), Rejected> {
+        self.plugin_configs.insert(id.clone(), revision);
         self.mark_dependents(Kind::PluginConfig, id);
         Ok(())
     }
@@ -403,16 +392,8 @@ impl State {
             None => obj.rule.clone(),
         };
         let timeouts = Timeouts::from_model(obj.timeout.or(upstream.as_ref().ok().and_then(|u| u.timeout())));
-        let pool = upstream.as_ref().ok().map(|u| u.pool()).unwrap_or_default();
-        let client = self.clients.get(timeouts.connect, pool);
-        let target = Target {
-            route_id: id.clone(),
-            upstream,
-            timeouts,
-            client,
-            warned: false.into(),
-            pipeline: Pipeline::default(),
-        };
+        let target =
+            Target { route_id: id.clone(), upstream, timeouts, warned: false.into(), pipeline: Pipeline::default() };
         let entry = Arc::new(Entry { rule, value: target });
 
         let Some(obj) = self.routes.get_mut(id) else { return };
@@ -483,44 +464,16 @@ fn runtime_for(
     spec: &UpstreamSpec,
     old: Option<Arc<UpstreamRuntime>>,
     metrics: &Metrics,
+    pools: &Pools,
 ) -> Result<Arc<UpstreamRuntime>, Rejected> {
     match old {
         Some(rt) if rt.spec() == spec => Ok(rt),
         old => {
-            let runtime = UpstreamRuntime::new(name.into(), spec.clone(), metrics)?;
+            let runtime = UpstreamRuntime::new(name.into(), spec.clone(), metrics, pools)?;
             if let Some(old) = old {
                 runtime.inherit_health(&old);
             }
             Ok(Arc::new(runtime))
         }
     }
-}
-
-/// Checks the route-level fields the proxy does not implement yet, and conflicting ones.
-fn check_route(route: &Route) -> Result<(), Rejected> {
-    let unsupported = |what: &str| Err(Rejected::Unsupported(what.to_string()));
-    if route.plugins.as_ref().is_some_and(|p| !p.is_empty()) {
-        return unsupported("plugins");
-    }
-    if route.enable_websocket == Some(true) {
-        return unsupported("enable_websocket");
-    }
-    if route.upstream.is_some() && route.upstream_id.is_some() {
-        return Err(Rejected::Conflict("upstream and upstream_id are both set".into()));
-    }
-    if route.upstream.is_none() && route.upstream_id.is_none() && route.service_id.is_none() {
-        // Valid in APISIX only with plugins, rejected above; keep the rule explicit.
-        return unsupported("a route without upstream, upstream_id or service_id");
-    }
-    Ok(())
-}
-
-fn check_service(service: &Service) -> Result<(), Rejected> {
-    if service.plugins.as_ref().is_some_and(|p| !p.is_empty()) {
-        return Err(Rejected::Unsupported("plugins".into()));
-    }
-    if service.enable_websocket == Some(true) {
-        return Err(Rejected::Unsupported("enable_websocket".into()));
-    }
-    Ok(())
 }

@@ -188,3 +188,147 @@ fn an_upstream_change_touches_only_its_routes() {
     assert_eq!(h.state.pending(), 50, "only the routes of upstream a are re-resolved");
     assert_eq!(h.runtime("/a7").nodes[0].authority.as_str(), "127.0.0.1:3");
 }
+
+/// Objects of every served kind, some of them rejected, more than one decoding thread takes.
+fn listing() -> Vec<RawObject> {
+    let mut objects = vec![
+        raw("/sluice/upstreams/u", json!({"nodes": {"127.0.0.1:1": 1}}), 2),
+        raw("/sluice/upstreams/grpc", json!({"scheme": "grpc", "nodes": {}}), 3),
+        raw("/sluice/services/s", json!({"upstream_id": "u", "hosts": ["svc.com"]}), 4),
+        raw("/sluice/services/plug", json!({"plugins": {"limit-count": {}}}), 5),
+        raw("/sluice/plugin_configs/pc", json!({"plugins": {}}), 6),
+        raw("/sluice/ssls/ignored", json!({}), 7),
+    ];
+    for i in 0..1_500_i64 {
+        let value = match i % 7 {
+            0 => json!({"uri": format!("/s/{i}"), "service_id": "s"}),
+            1 => json!({"uri": format!("/i/{i}"), "upstream": {"nodes": {"127.0.0.1:2": 1}}}),
+            2 => json!({"uri": format!("/pc/{i}"), "upstream_id": "u", "plugin_config_id": "pc"}),
+            3 if i % 3 == 0 => json!({"uri": format!("/bad/{i}"), "upstream_id": "u", "plugins": {"cors": {}}}),
+            4 if i % 3 == 0 => json!({"uri": 42}),
+            _ => json!({"uri": format!("/u/{i}"), "upstream_id": "u"}),
+        };
+        objects.push(raw(&format!("/sluice/routes/r{i}"), value, 10 + i));
+    }
+    objects
+}
+
+/// What every listed route path answers: its route id and upstream (or why there is none).
+fn answers(state: &mut State) -> Vec<Option<(String, Result<String, Unresolved>)>> {
+    let compiled = state.publish();
+    let headers = HeaderMap::new();
+    let requests = (0..1_500).flat_map(|i| {
+        [("x", format!("/s/{i}")), ("svc.com", format!("/s/{i}")), ("x", format!("/i/{i}")), ("x", format!("/pc/{i}"))]
+            .into_iter()
+            .chain([("x", format!("/bad/{i}")), ("x", format!("/u/{i}"))])
+    });
+    requests
+        .map(|(host, path)| {
+            let info = RequestInfo {
+                method: &Method::GET,
+                host,
+                path: &path,
+                query: None,
+                headers: &headers,
+                remote_addr: "127.0.0.1".parse().unwrap(),
+            };
+            let t = &compiled.router.find(&info)?.value;
+            Some((t.route_id.to_string(), t.upstream.as_ref().map(|u| u.name.to_string()).map_err(Clone::clone)))
+        })
+        .collect()
+}
+
+#[test]
+fn a_listing_decoded_ahead_serves_what_puts_one_by_one_serve() {
+    let (listed, one_by_one) = (Cell::new(0), Cell::new(0));
+    let mut reset = State::new(Keys::default());
+    assert!(reset.apply(Update::Reset(listing()), &|_| listed.set(listed.get() + 1)));
+    let mut puts = State::new(Keys::default());
+    for object in listing() {
+        puts.apply(Update::Put(object), &|_| one_by_one.set(one_by_one.get() + 1));
+    }
+    assert_eq!((listed.get(), reset.routes(), reset.upstreams()), (one_by_one.get(), puts.routes(), puts.upstreams()));
+    assert!(listed.get() > 100, "the listing has rejections spread over every share");
+    assert_eq!(answers(&mut reset), answers(&mut puts));
+
+    // The same listing again changes nothing and counts no rejection twice.
+    assert!(!reset.apply(Update::Reset(listing()), &|_| listed.set(listed.get() + 1)));
+    assert_eq!(listed.get(), one_by_one.get());
+
+    // A key listed twice is applied as two puts in order: the later, bad version wins and is counted.
+    let good = raw("/sluice/routes/twice", json!({"uri": "/twice", "upstream_id": "u"}), 90_000);
+    let bad = raw("/sluice/routes/twice", json!({"uri": 1}), 90_001);
+    let mut twice = listing();
+    twice.extend([good, bad]);
+    reset.apply(Update::Reset(twice), &|_| listed.set(listed.get() + 1));
+    assert_eq!(listed.get(), one_by_one.get() + 1);
+    assert_eq!(reset.routes(), puts.routes());
+}
+
+fn shared() -> Arc<crate::Shared> {
+    Arc::new(crate::Shared {
+        config: arc_swap::ArcSwap::from_pointee(Compiled::default()),
+        ready: AtomicBool::new(false),
+        metrics: crate::metrics::Metrics::new(),
+        pools: Default::default(),
+    })
+}
+
+/// Waits up to 5 s for `done`.
+async fn until(done: impl Fn() -> bool) -> bool {
+    for _ in 0..500 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    done()
+}
+
+/// The nice values of this process's threads called `name`, from `/proc` (Linux).
+fn niceness_of_threads_named(name: &str) -> Vec<i64> {
+    let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+    let read = |task: &std::path::Path, file: &str| std::fs::read_to_string(task.join(file)).unwrap_or_default();
+    tasks
+        .flatten()
+        .map(|task| task.path())
+        .filter(|task| read(task, "comm").trim_end() == name)
+        // Fields after the parenthesised name start at the third; nice is the 19th.
+        .filter_map(|task| read(&task, "stat").rsplit_once(')')?.1.split_whitespace().nth(16)?.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_config_thread_publishes_starts_health_checks_and_ends_with_its_source() {
+    let shared = shared();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let running = tokio::spawn(run(Keys::default(), rx, shared.clone()));
+    let node = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let checks =
+        json!({"active": {"http_path": "/status", "healthy": {"interval": 60}, "unhealthy": {"interval": 60}}});
+    let upstream = json!({"checks": checks, "nodes": {node.local_addr().unwrap().to_string(): 1}});
+    let objects = vec![
+        raw("/sluice/upstreams/u", upstream, 2),
+        raw("/sluice/routes/r", json!({"uri": "/", "upstream_id": "u"}), 3),
+    ];
+    tx.send(Update::Reset(objects)).await.unwrap();
+    assert!(until(|| shared.is_ready()).await, "the first listing is published");
+    assert_eq!(shared.config.load().router.len(), 1);
+    if cfg!(target_os = "linux") {
+        let nice = niceness_of_threads_named("sluice-config");
+        assert!(matches!(nice[..], [n] if n >= 9), "one config thread, below normal priority: {nice:?}");
+    }
+    // The health check was spawned from the config thread onto this runtime, and probes the node.
+    let probed = tokio::time::timeout(std::time::Duration::from_secs(5), node.accept()).await;
+    assert!(probed.is_ok_and(|accepted| accepted.is_ok()), "the node is probed");
+
+    for i in 0..20 {
+        let route = raw(&format!("/sluice/routes/r{i}"), json!({"uri": format!("/{i}"), "upstream_id": "u"}), 10 + i);
+        tx.send(Update::Put(route)).await.unwrap();
+    }
+    assert!(until(|| shared.config.load().router.len() == 21).await, "the burst is published");
+
+    drop(tx);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), running).await;
+    assert!(ended.is_ok_and(|joined| joined.is_ok()), "the thread ends once the source is gone");
+}

@@ -10,10 +10,11 @@ use sluice_model::{DecodeError, LoadBalancer, PassHost, Scheme, Timeout, Upstrea
 
 use super::Rejected;
 use crate::balancer::{self, Balancer, NodeSpec};
-use crate::health::{Checks, Observed, PassiveState};
+use crate::health::{Checks, Observed, PassiveState, ProbeKind};
 use crate::metrics::{Metrics, UpstreamMetrics};
-use crate::proxy::Pool;
+use crate::pool::{NodePool, Pool, Pools};
 use crate::router::{RequestInfo, Variable};
+use crate::tls::{TlsClient, TlsSettings};
 
 /// Timeout used for connect, send and read when neither the route nor the upstream sets one (APISIX's default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -33,25 +34,34 @@ pub struct UpstreamSpec {
     retry_timeout: Option<f64>,
     checks: Option<Checks>,
     pool: Pool,
+    /// TLS settings; `Some` exactly when the scheme is `https`.
+    tls: Option<TlsSettings>,
 }
 
 impl UpstreamSpec {
     /// Checks that an upstream uses only supported features and extracts what the proxy needs.
     pub fn from_model(up: &Upstream) -> Result<UpstreamSpec, Rejected> {
         let unsupported = |what: String| Err(Rejected::Unsupported(what));
-        if up.scheme != Scheme::Http {
-            return unsupported(format!("upstream scheme {}", up.scheme));
-        }
+        let tls = match up.scheme {
+            Scheme::Http => None,
+            Scheme::Https => {
+                Some(TlsSettings::parse(up.tls.as_ref()).map_err(|e| match e.strip_prefix("tls.client_cert_id") {
+                    Some(_) => Rejected::Unsupported(e),
+                    None => Rejected::Invalid(e),
+                })?)
+            }
+            other => return unsupported(format!("upstream scheme {other}")),
+        };
         let checks = up.checks.as_ref().map(Checks::parse).transpose().map_err(Rejected::Invalid)?;
-        if up.tls.is_some() {
-            return unsupported("upstream tls".into());
-        }
         if up.lb == LoadBalancer::Chash && up.key.as_deref().unwrap_or("").is_empty() {
             // Decoding validates this too; kept so a spec built from an unvalidated model is never keyless.
             return Err(Rejected::Decode(DecodeError::Upstream(sluice_model::InvalidUpstream::ChashWithoutKey)));
         }
         let list = up.nodes.to_list().map_err(|e| Rejected::Decode(DecodeError::Upstream(e)))?;
-        let nodes = list.iter().map(|n| (n.host.clone(), n.port.unwrap_or(80), n.weight, n.priority)).collect();
+        let nodes = list
+            .iter()
+            .map(|n| (n.host.clone(), n.port.unwrap_or(up.scheme.default_port()), n.weight, n.priority))
+            .collect();
         let spec = UpstreamSpec {
             nodes,
             lb: up.lb,
@@ -64,6 +74,7 @@ impl UpstreamSpec {
             retry_timeout: up.retry_timeout,
             checks,
             pool: up.keepalive_pool.as_ref().map(keepalive_pool).transpose()?.unwrap_or_default(),
+            tls,
         };
         // Check the hash key now, so a bad one rejects the upstream instead of failing on the request path.
         HashKey::compile(&spec)?;
@@ -72,7 +83,7 @@ impl UpstreamSpec {
 }
 
 /// `keepalive_pool` in APISIX's shape: `size` (default 320), `idle_timeout` seconds (default 60), `requests`
-/// (default 1000). hyper's pool cannot cap requests per connection, so only the default is accepted for it.
+/// (default 1000).
 fn keepalive_pool(value: &serde_json::Value) -> Result<Pool, Rejected> {
     let invalid = |what: &str| Rejected::Invalid(format!("keepalive_pool: {what}"));
     let object = value.as_object().ok_or_else(|| invalid("must be an object"))?;
@@ -91,9 +102,10 @@ fn keepalive_pool(value: &serde_json::Value) -> Result<Pool, Rejected> {
                     Duration::try_from_secs_f64(secs).map_err(|_| invalid("idle_timeout is too large"))?;
             }
             "requests" => {
-                if v.as_u64() != Some(1000) {
-                    return Err(Rejected::Unsupported("keepalive_pool.requests other than 1000".into()));
-                }
+                pool.requests = v
+                    .as_u64()
+                    .filter(|r| *r >= 1)
+                    .ok_or_else(|| invalid("requests must be an integer of at least 1"))?;
             }
             other => return Err(invalid(&format!("unknown field {other:?}"))),
         }
@@ -213,6 +225,8 @@ pub struct NodeRuntime {
     pub authority: Authority,
     /// The `Host` header for `pass_host: node` (no port when it is the scheme default).
     pub host_header: HeaderValue,
+    /// Idle connections to the node, shared with every upstream that uses the same node and settings.
+    pub pool: Arc<NodePool>,
 }
 
 /// The runtime of one upstream: nodes and balancer state. Shared by every route using the upstream and kept
@@ -238,11 +252,21 @@ pub struct UpstreamRuntime {
     /// No new attempt starts once this much time has passed since the first (`retry_timeout`; 0 or absent means
     /// no limit, as in APISIX).
     pub retry_timeout: Option<Duration>,
+    /// TLS for `https` active checks: the upstream's client certificate, verified as
+    /// `checks.active.https_verify_certificate` says.
+    pub probe_tls: Option<Arc<TlsClient>>,
 }
 
 impl UpstreamRuntime {
     /// Builds the runtime of `spec`, named `name` in logs and errors.
-    pub fn new(name: Arc<str>, spec: UpstreamSpec, metrics: &Metrics) -> Result<UpstreamRuntime, Rejected> {
+    pub fn new(
+        name: Arc<str>,
+        spec: UpstreamSpec,
+        metrics: &Metrics,
+        pools: &Pools,
+    ) -> Result<UpstreamRuntime, Rejected> {
+        let tls = spec.tls.as_ref().map(|t| pools.tls(t)).transpose().map_err(Rejected::Invalid)?;
+        let default_port = if tls.is_some() { 443 } else { 80 };
         let mut nodes = Vec::with_capacity(spec.nodes.len());
         let mut balanced = Vec::with_capacity(spec.nodes.len());
         for (host, port, weight, priority) in &spec.nodes {
@@ -250,10 +274,11 @@ impl UpstreamRuntime {
             let address = format!("{bracketed}:{port}");
             let authority = Authority::try_from(address.as_str())
                 .map_err(|e| Rejected::Unsupported(format!("node address {host}:{port} ({e})")))?;
-            let host_text = if *port == 80 { bracketed } else { address.clone() };
+            let host_text = if *port == default_port { bracketed } else { address.clone() };
             let host_header = HeaderValue::try_from(host_text)
                 .map_err(|e| Rejected::Unsupported(format!("node host {host} ({e})")))?;
-            nodes.push(NodeRuntime { authority, host_header });
+            let pool = pools.node(&authority, spec.pool, tls.clone());
+            nodes.push(NodeRuntime { authority, host_header, pool });
             balanced.push(NodeSpec { address, weight: *weight, priority: *priority });
         }
         let balancer = Balancer::with_algorithm(spec.lb, &balanced);
@@ -270,6 +295,14 @@ impl UpstreamRuntime {
         let retry_timeout = spec.retry_timeout.filter(|t| *t > 0.0).and_then(|t| Duration::try_from_secs_f64(t).ok());
         let metrics = metrics.upstream(&name);
         let passive = spec.checks.as_ref().and_then(|c| c.passive.clone()).map(|p| PassiveState::new(p, nodes.len()));
+        let probe_tls = match spec.checks.as_ref().and_then(|c| c.active.as_ref()) {
+            Some(active) if active.kind == ProbeKind::Https => {
+                let settings =
+                    TlsSettings { verify: active.https_verify_certificate, ..spec.tls.clone().unwrap_or_default() };
+                Some(pools.tls(&settings).map_err(Rejected::Invalid)?)
+            }
+            _ => None,
+        };
         Ok(UpstreamRuntime {
             name,
             spec,
@@ -281,6 +314,7 @@ impl UpstreamRuntime {
             passive,
             metrics,
             retry_timeout,
+            probe_tls,
         })
     }
 
@@ -351,7 +385,9 @@ mod tests {
     fn checks_supported_upstream_features() {
         let spec = |v: serde_json::Value| UpstreamSpec::from_model(&serde_json::from_value(v).unwrap());
         assert!(spec(json!({"nodes": {"a:1": 1}})).is_ok());
-        assert!(spec(json!({"scheme": "https", "nodes": {"a:1": 1}})).is_err());
+        assert!(spec(json!({"scheme": "https", "nodes": {"a:1": 1}})).is_ok());
+        assert!(spec(json!({"scheme": "grpc", "nodes": {"a:1": 1}})).is_err());
+        assert!(spec(json!({"scheme": "https", "tls": {"client_cert": "x"}, "nodes": {"a:1": 1}})).is_err());
         assert!(spec(json!({"type": "least_conn", "nodes": {"a:1": 1}})).is_ok());
         assert!(spec(json!({"type": "ewma", "nodes": {"a:1": 1}})).is_ok());
         assert!(spec(json!({"type": "chash", "key": "remote_addr", "nodes": {"a:1": 1}})).is_ok());
@@ -365,12 +401,12 @@ mod tests {
         assert!(spec(json!({"checks": {"passive": {}}, "nodes": {"a:1": 1}})).is_err(), "passive needs active");
         let pool = |p: serde_json::Value| spec(json!({"keepalive_pool": p, "nodes": {"a:1": 1}})).map(|s| s.pool);
         assert_eq!(pool(json!({})).unwrap(), Pool::default());
-        let custom = pool(json!({"size": 8, "idle_timeout": 2.5, "requests": 1000})).unwrap();
-        assert_eq!(custom, Pool { size: 8, idle_timeout: Duration::from_millis(2500) });
-        assert!(pool(json!({"requests": 5})).is_err(), "a request cap cannot be honoured");
+        let custom = pool(json!({"size": 8, "idle_timeout": 2.5, "requests": 5})).unwrap();
+        assert_eq!(custom, Pool { size: 8, idle_timeout: Duration::from_millis(2500), requests: 5 });
+        assert!(pool(json!({"requests": 0})).is_err());
         assert!(pool(json!({"size": 0})).is_err());
         assert!(pool(json!({"idle_timeout": -1})).is_err());
-        assert!(spec(json!({"tls": {}, "nodes": {"a:1": 1}})).is_err());
+        assert!(spec(json!({"tls": {}, "nodes": {"a:1": 1}})).is_ok(), "tls is ignored for plain http, as in APISIX");
         let tiers = json!({"nodes": [{"host": "a", "port": 1, "weight": 1, "priority": 1},
             {"host": "b", "port": 1, "weight": 1}]});
         assert!(spec(tiers).is_ok());
@@ -380,7 +416,7 @@ mod tests {
     fn hashes_the_configured_request_value() {
         let runtime = |v: serde_json::Value| {
             let spec = UpstreamSpec::from_model(&serde_json::from_value(v).unwrap()).unwrap();
-            UpstreamRuntime::new("u".into(), spec, &Metrics::new()).unwrap()
+            UpstreamRuntime::new("u".into(), spec, &Metrics::new(), &Pools::default()).unwrap()
         };
         let mut headers = http::HeaderMap::new();
         headers.insert("x-user", "alice".parse().unwrap());

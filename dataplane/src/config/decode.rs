@@ -1,0 +1,159 @@
+//! Objects decoded and checked before they meet the state.
+//!
+//! Decoding depends on nothing but an object's kind, id and bytes, so [`State`](super::State) can decode a full
+//! listing on several threads and apply the results in order, and a result decoded ahead stands for the one it
+//! would have computed itself. Building runtimes, which needs the previous version and the metrics, is left to the
+//! state.
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use sluice_model::{Kind, Route, Service, Timeout, decode_plugin_config, decode_route, decode_service};
+
+use super::upstream::UpstreamSpec;
+use super::{RawObject, Rejected};
+use crate::router::{Hosts, Rule};
+
+/// Below this many objects per thread, starting a thread costs more than it saves.
+const MIN_PER_THREAD: usize = 512;
+
+/// An object's served kind and id, when it is to be decoded.
+pub(super) type Wanted = Option<(Kind, Arc<str>)>;
+
+/// An object's decoding, or `None` where it was not done.
+pub(super) type Ahead = Option<Result<Decoded, Rejected>>;
+
+/// What a route names besides itself.
+#[derive(Debug, Default)]
+pub(super) struct Refs {
+    pub(super) upstream_id: Option<Arc<str>>,
+    pub(super) service_id: Option<Arc<str>>,
+    pub(super) plugin_config_id: Option<Arc<str>>,
+}
+
+/// A checked route: its rule, what it refers to, and its inline upstream still without a runtime.
+#[derive(Debug)]
+pub(super) struct RouteDef {
+    pub(super) rule: Rule,
+    pub(super) refs: Refs,
+    pub(super) inline: Option<UpstreamSpec>,
+    pub(super) timeout: Option<Timeout>,
+}
+
+/// A checked service.
+#[derive(Debug)]
+pub(super) struct ServiceDef {
+    pub(super) hosts: Hosts,
+    pub(super) upstream_id: Option<Arc<str>>,
+    pub(super) inline: Option<UpstreamSpec>,
+}
+
+/// One decoded object of a served kind.
+#[derive(Debug)]
+pub(super) enum Decoded {
+    Route(RouteDef),
+    Upstream(UpstreamSpec),
+    Service(ServiceDef),
+    PluginConfig,
+}
+
+/// Decodes and checks the bytes of object `id` of `kind` (one of the served kinds).
+pub(super) fn decode(kind: Kind, id: &str, value: &[u8]) -> Result<Decoded, Rejected> {
+    match kind {
+        Kind::Route => route(id, value).map(Decoded::Route),
+        Kind::Upstream => Ok(Decoded::Upstream(UpstreamSpec::from_model(&sluice_model::decode_upstream(value)?)?)),
+        Kind::Service => service(value).map(Decoded::Service),
+        _ => {
+            let pc = decode_plugin_config(value)?;
+            if !pc.plugins.is_empty() {
+                return Err(Rejected::Unsupported("plugins".into()));
+            }
+            Ok(Decoded::PluginConfig)
+        }
+    }
+}
+
+/// Decodes the objects for which `wanted` gives a kind and id, spread over the available cores; the others (and
+/// any share whose thread could not be started) are `None`. Results are in the order of `objects`.
+pub(super) fn decode_all(objects: &[RawObject], wanted: Vec<Wanted>) -> Vec<Ahead> {
+    let work: Vec<_> = objects.iter().zip(wanted).collect();
+    let threads = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+    let share = work.len().div_ceil(threads).max(MIN_PER_THREAD);
+    std::thread::scope(|scope| {
+        let mut shares = work.chunks(share);
+        let own = shares.next().unwrap_or_default();
+        let helpers: Vec<_> = shares
+            .map(|part| {
+                let thread = std::thread::Builder::new().name("sluice-decode".into());
+                (part.len(), thread.spawn_scoped(scope, move || decode_share(part)))
+            })
+            .collect();
+        // This thread takes the first share instead of waiting idle.
+        let mut decoded = decode_share(own);
+        for (len, helper) in helpers {
+            match helper {
+                Ok(handle) => {
+                    decoded.extend(handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+                }
+                // Decoded one at a time when applied instead.
+                Err(_) => decoded.extend(std::iter::repeat_with(|| None).take(len)),
+            }
+        }
+        decoded
+    })
+}
+
+fn decode_share(share: &[(&RawObject, Wanted)]) -> Vec<Ahead> {
+    share.iter().map(|(object, wanted)| wanted.as_ref().map(|(kind, id)| decode(*kind, id, &object.value))).collect()
+}
+
+fn route(id: &str, value: &[u8]) -> Result<RouteDef, Rejected> {
+    let route = decode_route(value)?;
+    check_route(&route)?;
+    let rule = Rule::from_route(id, &route)?;
+    let inline = route.upstream.as_ref().map(UpstreamSpec::from_model).transpose()?;
+    let refs = Refs {
+        upstream_id: route.upstream_id.as_deref().map(Arc::from),
+        service_id: route.service_id.as_deref().map(Arc::from),
+        plugin_config_id: route.plugin_config_id.as_deref().map(Arc::from),
+    };
+    Ok(RouteDef { rule, refs, inline, timeout: route.timeout })
+}
+
+fn service(value: &[u8]) -> Result<ServiceDef, Rejected> {
+    let service = decode_service(value)?;
+    check_service(&service)?;
+    let hosts = Hosts::compile(service.hosts.iter().flatten().map(String::as_str))?;
+    let inline = service.upstream.as_ref().map(UpstreamSpec::from_model).transpose()?;
+    let upstream_id = service.upstream_id.as_deref().map(Arc::from);
+    Ok(ServiceDef { hosts, upstream_id, inline })
+}
+
+/// Checks the route-level fields the proxy does not implement yet, and conflicting ones.
+fn check_route(route: &Route) -> Result<(), Rejected> {
+    let unsupported = |what: &str| Err(Rejected::Unsupported(what.to_string()));
+    if route.plugins.as_ref().is_some_and(|p| !p.is_empty()) {
+        return unsupported("plugins");
+    }
+    if route.enable_websocket == Some(true) {
+        return unsupported("enable_websocket");
+    }
+    if route.upstream.is_some() && route.upstream_id.is_some() {
+        return Err(Rejected::Conflict("upstream and upstream_id are both set".into()));
+    }
+    if route.upstream.is_none() && route.upstream_id.is_none() && route.service_id.is_none() {
+        // Valid in APISIX only with plugins, rejected above; keep the rule explicit.
+        return unsupported("a route without upstream, upstream_id or service_id");
+    }
+    Ok(())
+}
+
+fn check_service(service: &Service) -> Result<(), Rejected> {
+    if service.plugins.as_ref().is_some_and(|p| !p.is_empty()) {
+        return Err(Rejected::Unsupported("plugins".into()));
+    }
+    if service.enable_websocket == Some(true) {
+        return Err(Rejected::Unsupported("enable_websocket".into()));
+    }
+    Ok(())
+}
