@@ -495,7 +495,9 @@ async fn probe(rt: &UpstreamRuntime, i: usize, a: &Active) -> Outcome {
     request.push_str("Connection: close\r\n\r\n");
     let head = match (a.kind, &rt.probe_tls) {
         (ProbeKind::Https, Some(tls)) => {
-            let name = host_header.rsplit_once(':').map_or(host_header.as_str(), |(h, _)| h).trim_matches(['[', ']']);
+            // The host part of `host` (which may carry a port, or be a bracketed IPv6 address).
+            let authority: Option<http::uri::Authority> = host_header.parse().ok();
+            let name = authority.as_ref().map_or(host, |a| a.host()).trim_matches(['[', ']']);
             let Ok(name) = ServerName::try_from(name.to_string()) else { return Outcome::TcpFailure };
             // A failed handshake counts as a failed connection, as in APISIX.
             let stream = match tokio::time::timeout_at(deadline, tls.connector().connect(name, stream)).await {

@@ -7,16 +7,18 @@
 //! (the one least likely to have been closed by the node), sends on it directly, and returns it from the response
 //! body once the body has ended; nothing on this path goes through a shared client or a per-request task.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::Authority;
 use http::{Request, Response};
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -27,7 +29,51 @@ use tracing::debug;
 use crate::tls::{TlsClient, TlsSettings, Trust};
 
 /// The body sent to nodes: the client's stream, or nothing for a body-less request (so it can be replayed).
-pub type ProxyBody = Either<Incoming, Empty<Bytes>>;
+pub type ProxyBody = Either<UploadBody, Empty<Bytes>>;
+
+/// A client's request body on its way to a node, noting when it has been sent to the end: until then the
+/// connection is still busy with this request even after the response ends (a node may answer early, say 413),
+/// and must not carry another.
+#[derive(Debug)]
+pub struct UploadBody {
+    inner: Incoming,
+    sent: Arc<AtomicBool>,
+}
+
+impl UploadBody {
+    /// Wraps `inner`; the flag turns true once its last frame has been taken.
+    pub fn new(inner: Incoming) -> (UploadBody, Arc<AtomicBool>) {
+        let sent = Arc::new(AtomicBool::new(false));
+        (UploadBody { inner, sent: sent.clone() }, sent)
+    }
+}
+
+impl Body for UploadBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let frame = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(f) = &frame
+            && (f.is_none() || (matches!(f, Some(Ok(_))) && this.inner.is_end_stream()))
+        {
+            this.sent.store(true, Ordering::Release);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 /// How long an idle connection to a node is kept by default (APISIX: 60 s).
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -66,6 +112,9 @@ pub enum ConnectError {
     /// The name sent as SNI is not a valid DNS name or address.
     #[error("invalid TLS server name {0:?}")]
     ServerName(String),
+    /// The node closed a new connection before it could carry the request.
+    #[error("the node closed the connection at once")]
+    Closed,
     /// hyper refused the connection (should not happen for a fresh socket).
     #[error("HTTP/1.1 handshake: {0}")]
     Handshake(hyper::Error),
@@ -179,7 +228,8 @@ pub struct NodePool {
     host: String,
     settings: Pool,
     tls: Option<Arc<TlsClient>>,
-    idle: Mutex<Vec<Conn>>,
+    /// Oldest first; requests take from the back (most recently used).
+    idle: Mutex<VecDeque<Conn>>,
 }
 
 /// One HTTP/1.1 connection to a node, owned by a request while it is in use.
@@ -204,7 +254,7 @@ impl NodePool {
             Ok(ip) => Dial::Addr(SocketAddr::new(ip, port)),
             Err(_) => Dial::Name(host.clone(), port),
         };
-        NodePool { dial, host, settings, tls, idle: Mutex::new(Vec::new()) }
+        NodePool { dial, host, settings, tls, idle: Mutex::new(VecDeque::new()) }
     }
 
     /// Whether connections to this node use TLS.
@@ -228,6 +278,10 @@ impl NodePool {
         };
         loop {
             if conn.sender.ready().await.is_err() {
+                if !conn.reused {
+                    // A fresh connection the node closed at once: this node is not taking requests.
+                    return Err(SendError::Connect(ConnectError::Closed));
+                }
                 // Closed while idle: the request has not been sent.
                 debug!(node = ?self.dial, "pooled connection was closed; opening another");
                 conn = self.connect(connect, server_name).await?;
@@ -244,7 +298,9 @@ impl NodePool {
                         req = unsent;
                         conn = self.connect(connect, server_name).await?;
                     }
-                    _ => return Err(SendError::Http(e.into_error())),
+                    // Never sent on a new connection: the node is not taking requests; another may be tried.
+                    Some(_) => return Err(SendError::Connect(ConnectError::Closed)),
+                    None => return Err(SendError::Http(e.into_error())),
                 },
             }
         }
@@ -258,9 +314,11 @@ impl NodePool {
         conn.idle_since = Instant::now();
         conn.reused = true;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < self.settings.size {
-            idle.push(conn);
+        // Full: the oldest idle connection goes, as in nginx's keepalive cache.
+        if idle.len() >= self.settings.size {
+            idle.pop_front();
         }
+        idle.push_back(conn);
     }
 
     /// The most recently used idle connection for `server_name` that is still usable.
@@ -268,7 +326,7 @@ impl NodePool {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         while let Some(at) = idle.iter().rposition(|c| c.server_name.as_deref() == server_name) {
-            let conn = idle.swap_remove(at);
+            let conn = idle.remove(at)?;
             if !conn.sender.is_closed() && now.duration_since(conn.idle_since) < self.settings.idle_timeout {
                 return Some(conn);
             }
@@ -291,14 +349,15 @@ impl NodePool {
             }
             .map_err(ConnectError::Tcp)?;
             let _ = tcp.set_nodelay(true);
-            match (&self.tls, server_name) {
-                (Some(tls), Some(name)) => {
+            match &self.tls {
+                Some(tls) => {
+                    let name = server_name.unwrap_or(&self.host);
                     let sni =
                         ServerName::try_from(name.to_string()).map_err(|_| ConnectError::ServerName(name.into()))?;
                     let stream = tls.connector().connect(sni, tcp).await.map_err(ConnectError::Tls)?;
                     handshake(TokioIo::new(stream)).await
                 }
-                _ => handshake(TokioIo::new(tcp)).await,
+                None => handshake(TokioIo::new(tcp)).await,
             }
         })
         .await
@@ -332,17 +391,22 @@ where
 pub struct Loan {
     pool: Arc<NodePool>,
     conn: Option<Conn>,
+    /// For a request with a body, whether that body has been sent in full.
+    upload: Option<Arc<AtomicBool>>,
 }
 
 impl Loan {
-    /// Lends `conn` of `pool` to a response body.
-    pub fn new(pool: Arc<NodePool>, conn: Conn) -> Loan {
-        Loan { pool, conn: Some(conn) }
+    /// Lends `conn` of `pool` to a response body; `upload` is the request body's flag ([`UploadBody`]), if any.
+    pub fn new(pool: Arc<NodePool>, conn: Conn, upload: Option<Arc<AtomicBool>>) -> Loan {
+        Loan { pool, conn: Some(conn), upload }
     }
 
-    /// The body was read to its end: the connection can carry another request.
+    /// The response was read to its end: the connection can carry another request, unless the request body is
+    /// still being sent (then it is closed, as nginx does).
     pub fn finish(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(conn) = self.conn.take()
+            && self.upload.as_ref().is_none_or(|sent| sent.load(Ordering::Acquire))
+        {
             self.pool.put(conn);
         }
     }

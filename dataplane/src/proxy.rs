@@ -5,6 +5,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -23,7 +24,7 @@ use crate::config::{Target, UpstreamRuntime};
 use crate::error::ProxyError;
 use crate::health::Observed;
 use crate::pipeline::{Ctx, Finish, Flow};
-use crate::pool::{Loan, SendError};
+use crate::pool::{Loan, SendError, UploadBody};
 use crate::router::{RequestInfo, normalize_host};
 
 pub use crate::pool::{Pool, ProxyBody};
@@ -179,7 +180,7 @@ async fn proxy(
     let limit = target.timeouts.connect + target.timeouts.read;
     loop {
         let last = tried.len() + 1 >= max_tries;
-        let (mut outgoing, sni) =
+        let (mut outgoing, sni, upload) =
             build_request(&mut parts, &uri, upstream, node, original_host.as_ref(), last, &mut body);
         if let Some(f) = finish.as_mut() {
             let (mut head, b) = outgoing.into_parts();
@@ -197,7 +198,7 @@ async fn proxy(
                 upstream.balancer.observe(node, latency);
                 upstream.metrics.latency.observe(latency.as_secs_f64());
                 upstream.observe(node, Observed::Status(resp.status().as_u16()));
-                let loan = Loan::new(target_node.pool.clone(), conn);
+                let loan = Loan::new(target_node.pool.clone(), conn, upload);
                 return Ok(response(resp, target, finish.take(), in_flight, loan));
             }
             Ok(Err(SendError::Connect(e))) => {
@@ -260,8 +261,9 @@ impl Drop for InFlight {
     }
 }
 
-/// The request for one attempt, and the TLS server name for it (the `Host` sent, without its port, as APISIX's
-/// `proxy_ssl_name`). The last attempt takes the headers and URI instead of cloning them.
+/// The request for one attempt, the TLS server name for it (the `Host` sent, without its port, as APISIX's
+/// `proxy_ssl_name`), and the flag of its body ([`UploadBody`]). The last attempt takes the headers instead of
+/// cloning them.
 fn build_request(
     parts: &mut http::request::Parts,
     uri: &Uri,
@@ -270,10 +272,13 @@ fn build_request(
     original_host: Option<&HeaderValue>,
     last: bool,
     body: &mut Option<Incoming>,
-) -> (Request<ProxyBody>, Option<String>) {
-    let body = match body.take() {
-        Some(b) if !b.is_end_stream() => Either::Left(b),
-        _ => Either::Right(Empty::new()),
+) -> (Request<ProxyBody>, Option<String>, Option<Arc<AtomicBool>>) {
+    let (body, upload) = match body.take() {
+        Some(b) if !b.is_end_stream() => {
+            let (b, sent) = UploadBody::new(b);
+            (Either::Left(b), Some(sent))
+        }
+        _ => (Either::Right(Empty::new()), None),
     };
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
@@ -288,13 +293,18 @@ fn build_request(
     };
     // HTTP/1.1 requires a Host; a client without one (HTTP/1.0) gets the node's.
     let host = host.unwrap_or(&target.host_header).clone();
-    let sni = target.pool.is_tls().then(|| {
-        let text = host.to_str().unwrap_or("");
-        let authority: Option<http::uri::Authority> = text.parse().ok();
-        authority.map(|a| a.host().trim_matches(['[', ']']).to_string()).unwrap_or_default()
-    });
+    // A Host that is no valid TLS name (a client's `a..b`) falls back to the node's own name rather than failing
+    // the handshake and counting it against the node.
+    let sni = target.pool.is_tls().then(|| server_name(&host).or_else(|| server_name(&target.host_header))).flatten();
     req.headers_mut().insert(header::HOST, host);
-    (req, sni)
+    (req, sni, upload)
+}
+
+/// The TLS server name for a `Host` value: its host part, when that is a valid DNS name or IP address.
+fn server_name(host: &HeaderValue) -> Option<String> {
+    let authority: http::uri::Authority = host.to_str().ok()?.parse().ok()?;
+    let name = authority.host().trim_matches(['[', ']']);
+    rustls::pki_types::ServerName::try_from(name).ok().map(|_| name.to_string())
 }
 
 fn response(
@@ -423,7 +433,9 @@ impl ReadTimeoutBody {
             }
             match self.last_frame.take() {
                 // Frames came in since the deadline was set: it really is `timeout` after the last one.
-                Some(at) if at + timeout > Instant::now() => deadline.as_mut().reset(at + timeout),
+                Some(at) if at.checked_add(timeout).is_some_and(|d| d > Instant::now()) => {
+                    deadline.as_mut().reset(at + timeout)
+                }
                 _ => return true,
             }
         }
@@ -442,8 +454,9 @@ impl Body for ReadTimeoutBody {
                     this.last_frame = Some(Instant::now());
                 }
                 let end = this.inner.is_end_stream();
-                // Only a body read cleanly to its end leaves the connection reusable.
-                if matches!(frame, None | Some(Ok(_))) && (end || frame.is_none()) {
+                // Only a body read cleanly to its end leaves the connection reusable; trailers come last.
+                let trailers = matches!(&frame, Some(Ok(f)) if f.is_trailers());
+                if matches!(frame, None | Some(Ok(_))) && (end || trailers || frame.is_none()) {
                     this.loan.finish();
                 }
                 let frame = match (&mut this.finish, frame) {

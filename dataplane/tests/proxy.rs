@@ -338,3 +338,52 @@ async fn chash_sends_a_key_to_the_same_node() {
     }
     assert_eq!(seen.len(), 2, "keys spread over both nodes");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_answering_before_the_upload_ends_does_not_hold_up_the_next_request() {
+    use tokio::io::AsyncWriteExt;
+    let mut s = setup().await;
+    // A node that answers 413 as soon as it has the request head, without reading the body, and keeps the
+    // connection open: the proxy is then still sending the first client's upload on it.
+    let node = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let node_addr = node.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = node.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..end + 4);
+                        let answer = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n";
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let nodes = json!({node_addr.to_string(): 1});
+    s.route("upload", json!({"uri": "/upload", "upstream": {"nodes": nodes, "keepalive_pool": {"size": 1}}})).await;
+    let addr = s.dp.http_addr();
+
+    // A client that announces a large body, sends a little of it, and stalls.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n\r\npartial").await.unwrap();
+    let mut head = [0u8; 12];
+    slow.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 413");
+
+    // The next request must not be queued behind that upload on the same node connection.
+    let started = Instant::now();
+    let reply = get(addr, "x", "/upload").await.unwrap();
+    assert_eq!(reply.status, 413);
+    assert!(started.elapsed() < Duration::from_secs(2), "waited {:?} for a busy connection", started.elapsed());
+    drop(slow);
+}

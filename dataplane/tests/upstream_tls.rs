@@ -81,6 +81,17 @@ async fn proxies_to_https_nodes_with_sni_verification_and_reuse() {
     let (status, _) = routed(&dp, "/wrong-name").await;
     assert_eq!(status, 502);
 
+    // With `pass_host: pass` the client's Host is the name sent; one that is no valid TLS name falls back to the
+    // node's (an IP address here, so no name at all) instead of failing the node.
+    let mut passed = upstream(&server, json!({}));
+    passed["pass_host"] = json!("pass");
+    put(&mut client, "/sluice/routes/passed", json!({"uri": "/passed", "upstream": passed})).await;
+    let (status, body) = routed(&dp, "/passed").await;
+    assert_eq!((status, &body["headers"]["x-tls-sni"]), (200, &json!("client.test")));
+    let odd = get(dp.http_addr(), "a..b", "/passed").await.unwrap();
+    assert_eq!(odd.status, 200, "{}", odd.body);
+    assert_eq!(odd.json()["headers"]["x-tls-sni"], "-");
+
     // Connections are pooled: many requests, few handshakes.
     let before = server.handshakes();
     for _ in 0..30 {

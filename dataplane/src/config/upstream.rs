@@ -19,6 +19,9 @@ use crate::tls::{TlsClient, TlsSettings};
 /// Timeout used for connect, send and read when neither the route nor the upstream sets one (APISIX's default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The longest timeout honoured; larger values are clamped to it.
+const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
 /// The parts of an upstream that shape its runtime; a runtime is reused while these stay equal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSpec {
@@ -210,7 +213,8 @@ pub struct Timeouts {
 
 impl Timeouts {
     pub(crate) fn from_model(t: Option<Timeout>) -> Timeouts {
-        let secs = |s: f64| Duration::try_from_secs_f64(s).unwrap_or(DEFAULT_TIMEOUT);
+        // Clamped to a day so deadlines computed from them never overflow.
+        let secs = |s: f64| Duration::try_from_secs_f64(s).unwrap_or(DEFAULT_TIMEOUT).min(MAX_TIMEOUT);
         match t {
             Some(t) => Timeouts { connect: secs(t.connect), send: secs(t.send), read: secs(t.read) },
             None => Timeouts { connect: DEFAULT_TIMEOUT, send: DEFAULT_TIMEOUT, read: DEFAULT_TIMEOUT },
