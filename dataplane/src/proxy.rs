@@ -1,6 +1,7 @@
 //! The request path: match a route in the current snapshot, pick a node, forward the request on a pooled
 //! connection and stream the response back. Bodies are streamed in both directions, never buffered.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -26,6 +27,7 @@ use crate::health::Observed;
 use crate::pipeline::{Ctx, Finish, Flow};
 use crate::pool::{Loan, SendError, UploadBody};
 use crate::router::{RequestInfo, normalize_host};
+use crate::tls::server_name;
 
 pub use crate::pool::{Pool, ProxyBody};
 
@@ -264,15 +266,15 @@ impl Drop for InFlight {
 /// The request for one attempt, the TLS server name for it (the `Host` sent, without its port, as APISIX's
 /// `proxy_ssl_name`), and the flag of its body ([`UploadBody`]). The last attempt takes the headers instead of
 /// cloning them.
-fn build_request(
+fn build_request<'u>(
     parts: &mut http::request::Parts,
     uri: &Uri,
-    upstream: &UpstreamRuntime,
+    upstream: &'u UpstreamRuntime,
     node: usize,
     original_host: Option<&HeaderValue>,
     last: bool,
     body: &mut Option<Incoming>,
-) -> (Request<ProxyBody>, Option<String>, Option<Arc<AtomicBool>>) {
+) -> (Request<ProxyBody>, Option<Cow<'u, str>>, Option<Arc<AtomicBool>>) {
     let (body, upload) = match body.take() {
         Some(b) if !b.is_end_stream() => {
             let (b, sent) = UploadBody::new(b);
@@ -293,18 +295,21 @@ fn build_request(
     };
     // HTTP/1.1 requires a Host; a client without one (HTTP/1.0) gets the node's.
     let host = host.unwrap_or(&target.host_header).clone();
-    // A Host that is no valid TLS name (a client's `a..b`) falls back to the node's own name rather than failing
-    // the handshake and counting it against the node.
-    let sni = target.pool.is_tls().then(|| server_name(&host).or_else(|| server_name(&target.host_header))).flatten();
+    // Only a client's Host is parsed here; node and rewrite names were worked out with the configuration. A Host
+    // that is no valid TLS name (a client's `a..b`) falls back to the node's own name rather than failing the
+    // handshake and counting it against the node.
+    let sni = if target.pool.is_tls() {
+        let chosen = match upstream.pass_host() {
+            PassHost::Pass => original_host.and_then(server_name).map(Cow::Owned),
+            PassHost::Node => None,
+            PassHost::Rewrite => upstream.rewrite_tls_name.as_deref().map(Cow::Borrowed),
+        };
+        chosen.or_else(|| target.tls_name.as_deref().map(Cow::Borrowed))
+    } else {
+        None
+    };
     req.headers_mut().insert(header::HOST, host);
     (req, sni, upload)
-}
-
-/// The TLS server name for a `Host` value: its host part, when that is a valid DNS name or IP address.
-fn server_name(host: &HeaderValue) -> Option<String> {
-    let authority: http::uri::Authority = host.to_str().ok()?.parse().ok()?;
-    let name = authority.host().trim_matches(['[', ']']);
-    rustls::pki_types::ServerName::try_from(name).ok().map(|_| name.to_string())
 }
 
 fn response(

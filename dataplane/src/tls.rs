@@ -90,15 +90,13 @@ impl Trust {
         }
         Ok(Trust { roots: Arc::new(roots) })
     }
+}
 
-    /// Exactly the PEM certificates given (tests, and setups that trust one private CA only).
-    pub fn from_pem(pem: &[u8]) -> Result<Trust, String> {
-        let mut roots = RootCertStore::empty();
-        for cert in certificates(pem)? {
-            roots.add(cert).map_err(|e| e.to_string())?;
-        }
-        Ok(Trust { roots: Arc::new(roots) })
-    }
+/// The TLS server name for a `Host` value: its host part, when that is a valid DNS name or IP address.
+pub fn server_name(host: &http::HeaderValue) -> Option<String> {
+    let authority: http::uri::Authority = host.to_str().ok()?.parse().ok()?;
+    let name = authority.host().trim_matches(['[', ']']);
+    ServerName::try_from(name).ok().map(|_| name.to_string())
 }
 
 fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {

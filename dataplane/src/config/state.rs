@@ -257,14 +257,8 @@ impl State {
     }
 
     fn put_route(&mut self, id: &Arc<str>, revision: i64, def: RouteDef) -> Result<(), Rejected> {
-        let name = format!("route {id}");
         let old_inline = self.routes.get(id).and_then(|o| o.inline.clone());
-        let inline =
-            def.inline.map(|spec| runtime_for(&name, &spec, old_inline, &self.metrics, &self.pools)).transpose()?;
-        match &inline {
-            Some(rt) => self.track_health(rt),
-            None => drop(self.checkers.remove(name.as_str())),
-        }
+        let inline = self.inline_upstream(&format!("route {id}"), def.inline, old_inline)?;
         let obj = RouteObject {
             revision,
             rule: def.rule,
@@ -283,6 +277,22 @@ impl State {
         Ok(())
     }
 
+    /// The runtime of an upstream written inside a route or service (named `name`), with its health checker
+    /// started, replaced or stopped to match.
+    fn inline_upstream(
+        &mut self,
+        name: &str,
+        spec: Option<UpstreamSpec>,
+        old: Option<Arc<UpstreamRuntime>>,
+    ) -> Result<Option<Arc<UpstreamRuntime>>, Rejected> {
+        let inline = spec.map(|spec| runtime_for(name, &spec, old, &self.metrics, &self.pools)).transpose()?;
+        match &inline {
+            Some(rt) => self.track_health(rt),
+            None => drop(self.checkers.remove(name)),
+        }
+        Ok(inline)
+    }
+
     fn put_upstream(&mut self, id: &Arc<str>, revision: i64, spec: UpstreamSpec) -> Result<(), Rejected> {
         let old = self.upstreams.get(id).map(|o| o.runtime.clone());
         let unchanged = old.as_ref().is_some_and(|rt| *rt.spec() == spec);
@@ -296,14 +306,8 @@ impl State {
     }
 
     fn put_service(&mut self, id: &Arc<str>, revision: i64, def: ServiceDef) -> Result<(), Rejected> {
-        let name = format!("service {id}");
         let old_inline = self.services.get(id).and_then(|o| o.inline.clone());
-        let inline =
-            def.inline.map(|spec| runtime_for(&name, &spec, old_inline, &self.metrics, &self.pools)).transpose()?;
-        match &inline {
-            Some(rt) => self.track_health(rt),
-            None => drop(self.checkers.remove(name.as_str())),
-        }
+        let inline = self.inline_upstream(&format!("service {id}"), def.inline, old_inline)?;
         let ServiceDef { hosts, upstream_id, .. } = def;
         self.services.insert(id.clone(), ServiceObject { revision, hosts, upstream_id, inline });
         self.mark_dependents(Kind::Service, id);

@@ -14,7 +14,7 @@ use crate::health::{Checks, Observed, PassiveState, ProbeKind};
 use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::pool::{NodePool, Pool, Pools};
 use crate::router::{RequestInfo, Variable};
-use crate::tls::{TlsClient, TlsSettings};
+use crate::tls::{TlsClient, TlsSettings, server_name};
 
 /// Timeout used for connect, send and read when neither the route nor the upstream sets one (APISIX's default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -231,6 +231,8 @@ pub struct NodeRuntime {
     pub host_header: HeaderValue,
     /// Idle connections to the node, shared with every upstream that uses the same node and settings.
     pub pool: Arc<NodePool>,
+    /// For TLS, the server name of `host_header` (`None` without TLS, or when it is no valid name).
+    pub tls_name: Option<String>,
 }
 
 /// The runtime of one upstream: nodes and balancer state. Shared by every route using the upstream and kept
@@ -247,6 +249,8 @@ pub struct UpstreamRuntime {
     hash_key: Option<HashKey>,
     /// The `Host` header for `pass_host: rewrite`.
     pub rewrite_host: Option<HeaderValue>,
+    /// For TLS, the server name of `rewrite_host`.
+    pub rewrite_tls_name: Option<String>,
     /// How many nodes one request may try: 1 + `retries` (default: every node), at most the eligible nodes.
     pub max_tries: usize,
     /// Passive health counters, when `checks.passive` is set.
@@ -282,7 +286,8 @@ impl UpstreamRuntime {
             let host_header = HeaderValue::try_from(host_text)
                 .map_err(|e| Rejected::Unsupported(format!("node host {host} ({e})")))?;
             let pool = pools.node(&authority, spec.pool, tls.clone());
-            nodes.push(NodeRuntime { authority, host_header, pool });
+            let tls_name = tls.as_ref().and_then(|_| server_name(&host_header));
+            nodes.push(NodeRuntime { authority, host_header, pool, tls_name });
             balanced.push(NodeSpec { address, weight: *weight, priority: *priority });
         }
         let balancer = Balancer::with_algorithm(spec.lb, &balanced);
@@ -294,6 +299,7 @@ impl UpstreamRuntime {
             ),
             _ => None,
         };
+        let rewrite_tls_name = rewrite_host.as_ref().filter(|_| tls.is_some()).and_then(server_name);
         let eligible = balancer.eligible();
         let max_tries = spec.retries.map_or(eligible, |r| (r as usize).saturating_add(1)).clamp(1, eligible.max(1));
         let retry_timeout = spec.retry_timeout.filter(|t| *t > 0.0).and_then(|t| Duration::try_from_secs_f64(t).ok());
@@ -314,6 +320,7 @@ impl UpstreamRuntime {
             balancer,
             hash_key,
             rewrite_host,
+            rewrite_tls_name,
             max_tries,
             passive,
             metrics,
@@ -335,11 +342,6 @@ impl UpstreamRuntime {
     /// How the `Host` header is chosen.
     pub fn pass_host(&self) -> PassHost {
         self.spec.pass_host
-    }
-
-    /// The connection-pool settings.
-    pub fn pool(&self) -> Pool {
-        self.spec.pool
     }
 
     /// The health-check settings.
