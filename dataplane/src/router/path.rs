@@ -4,6 +4,8 @@
 //! checked segment by segment once that prefix matched: `:name` takes one non-empty segment, a trailing `*` takes
 //! the rest, and otherwise the request must end where the pattern ends.
 
+use std::sync::Arc;
+
 use super::Unsupported;
 
 /// One compiled path of a route.
@@ -17,21 +19,14 @@ pub(crate) enum PathPattern {
     Params(Params),
 }
 
-/// The segments of a path with parameters.
+/// A path with parameters: the literal text before the first `:`, by which the pattern is indexed, and the rest
+/// of the pattern as written, checked in place against the rest of the request path (one allocation to read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Params {
-    /// The literal text before the first `:`, by which the pattern is indexed.
     literal: Box<str>,
-    /// The segments after the leading `/`.
-    segments: Box<[Segment]>,
-    /// Whether the last segment ends in `*`: its literal part is then a prefix of the rest of the request path.
-    open_end: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
-    Literal(Box<str>),
-    Param,
+    /// Segments after the literal, separated by `/`: `:name` takes one non-empty segment, any other must be equal,
+    /// and a last segment ending in `*` is a prefix of whatever the request has left.
+    rest: Arc<str>,
 }
 
 impl PathPattern {
@@ -49,24 +44,20 @@ impl PathPattern {
             None => (path, false),
         };
         let raw: Vec<&str> = body.strip_prefix('/').unwrap_or(body).split('/').collect();
-        let mut segments = Vec::with_capacity(raw.len());
         let mut names: Vec<&str> = Vec::new();
         for (i, seg) in raw.iter().enumerate() {
-            match seg.strip_prefix(':') {
-                Some(name) => {
-                    let bad_name = name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-                    // `/a/:id*` mixes a parameter with a prefix in one segment; radixtree has no such pattern.
-                    if bad_name || (open_end && i == raw.len() - 1) || names.contains(&name) {
-                        return Err(Unsupported::Path(path.to_string()));
-                    }
-                    names.push(name);
-                    segments.push(Segment::Param);
+            if let Some(name) = seg.strip_prefix(':') {
+                let bad_name = name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                // `/a/:id*` mixes a parameter with a prefix in one segment; radixtree has no such pattern.
+                if bad_name || (open_end && i == raw.len() - 1) || names.contains(&name) {
+                    return Err(Unsupported::Path(path.to_string()));
                 }
-                None => segments.push(Segment::Literal((*seg).into())),
+                names.push(name);
             }
         }
-        let literal = path.find(':').map_or(path, |at| &path[..at]);
-        Ok(PathPattern::Params(Params { literal: literal.into(), segments: segments.into(), open_end }))
+        // A parameter starts a segment, so the literal ends with `/` and the rest starts at a segment.
+        let at = path.find(':').unwrap_or(path.len());
+        Ok(PathPattern::Params(Params { literal: path[..at].into(), rest: path[at..].into() }))
     }
 
     /// The string the index keys this pattern by, and whether it is an exact key (else a prefix).
@@ -78,42 +69,51 @@ impl PathPattern {
         }
     }
 
-    /// Whether `path` matches, once the index found it under [`PathPattern::key`].
+    /// Whether `path` matches, once the index found it under [`PathPattern::key`] (the table checks through
+    /// [`PathPattern::params`] instead, without reading the pattern).
+    #[cfg(test)]
     pub(crate) fn accepts(&self, path: &str) -> bool {
         match self {
             PathPattern::Exact(_) | PathPattern::Prefix(_) => true,
-            PathPattern::Params(p) => p.accepts(path),
+            PathPattern::Params(p) => path.strip_prefix(&*p.literal).is_some_and(|rest| rest_matches(&p.rest, rest)),
+        }
+    }
+
+    /// For a pattern with parameters: the length of its literal prefix and the rest of the pattern, so a caller
+    /// that found the request under [`PathPattern::key`] can check it with [`rest_matches`] alone.
+    pub(crate) fn params(&self) -> Option<(usize, &Arc<str>)> {
+        match self {
+            PathPattern::Params(p) => Some((p.literal.len(), &p.rest)),
+            _ => None,
         }
     }
 }
 
-impl Params {
-    fn accepts(&self, path: &str) -> bool {
-        let Some(mut rest) = path.strip_prefix('/') else { return false };
-        let last = self.segments.len().saturating_sub(1);
-        for (i, seg) in self.segments.iter().enumerate() {
-            if i == last && self.open_end {
-                // The compiler guarantees the last segment of an open pattern is literal.
-                return matches!(seg, Segment::Literal(l) if rest.starts_with(&**l));
-            }
-            let (head, tail) = match rest.split_once('/') {
-                Some((h, t)) => (h, Some(t)),
-                None => (rest, None),
-            };
-            let ok = match seg {
-                Segment::Literal(l) => head == &**l,
-                Segment::Param => !head.is_empty(),
-            };
-            if !ok {
-                return false;
-            }
-            match tail {
-                _ if i == last => return tail.is_none(),
-                Some(t) => rest = t,
-                None => return false,
-            }
+/// Whether the rest of a request path (after the literal prefix) matches the rest of a parameter pattern.
+pub(crate) fn rest_matches(pattern: &str, path: &str) -> bool {
+    let (mut pattern, mut path) = (pattern, path);
+    loop {
+        let (want, more) = match pattern.split_once('/') {
+            Some((w, m)) => (w, Some(m)),
+            None => (pattern, None),
+        };
+        if more.is_none()
+            && let Some(prefix) = want.strip_suffix('*')
+        {
+            // The compiler only lets a literal end in `*`, and only in the last segment.
+            return path.starts_with(prefix);
         }
-        false
+        let (head, tail) = match path.split_once('/') {
+            Some((h, t)) => (h, Some(t)),
+            None => (path, None),
+        };
+        let ok = if want.starts_with(':') { !head.is_empty() } else { head == want };
+        match (ok, more, tail) {
+            (false, _, _) => return false,
+            (true, None, tail) => return tail.is_none(),
+            (true, Some(_), None) => return false,
+            (true, Some(m), Some(t)) => (pattern, path) = (m, t),
+        }
     }
 }
 

@@ -104,6 +104,11 @@ impl Rule {
         self.enabled
     }
 
+    /// Whether the route restricts methods, client addresses or `vars` at all.
+    pub(crate) fn has_conditions(&self) -> bool {
+        self.methods.is_some() || !self.remote_addrs.is_empty() || self.vars.is_some()
+    }
+
     /// Whether the method, client address and `vars` conditions hold (host and path were matched by the index).
     pub(crate) fn conditions_hold(&self, req: &RequestInfo<'_>) -> bool {
         if let Some(allowed) = self.methods
