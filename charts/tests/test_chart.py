@@ -420,6 +420,22 @@ def test_external_etcd_variant_mounts_the_client_certificate() -> None:
         assert volume["secret"]["secretName"] == "sluice-etcd-client"
 
 
+def test_upstream_ca_secret_is_mounted_for_the_dataplane() -> None:
+    values = {"dataplane": {"upstreamCA": {"secretName": "backend-ca", "key": "bundle.pem"}}}
+    chart().validate_schema(values)
+    rendered = render(values)
+    c = container(dataplane(values), "dataplane")
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "upstream-ca")
+    assert mount["readOnly"] is True
+    assert args_of(c)["--upstream-ca-file"] == f"{mount['mountPath']}/bundle.pem"
+    volume = next(v for v in pod_spec(dataplane(values))["volumes"] if v["name"] == "upstream-ca")
+    assert volume["secret"]["secretName"] == "backend-ca"
+    for obj in rendered.objects:
+        kubernetes_validate.validate(obj, KUBE_VERSIONS[0], strict=True)
+    # Without a Secret nothing is added.
+    assert "--upstream-ca-file" not in args_of(container(dataplane({}), "dataplane"))
+
+
 def test_hpa_off_variant() -> None:
     rendered = render(variants()["hpa-off"])
     assert not rendered.of_kind("HorizontalPodAutoscaler")
