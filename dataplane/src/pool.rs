@@ -148,7 +148,8 @@ pub struct Pools {
 #[derive(Default)]
 struct Registry {
     pools: Mutex<HashMap<PoolKey, Weak<NodePool>>>,
-    tls: Mutex<HashMap<TlsSettings, Arc<TlsClient>>>,
+    /// Weak, like the pools: a client whose settings no upstream uses any more (a rotated key) is forgotten.
+    tls: Mutex<HashMap<TlsSettings, Weak<TlsClient>>>,
     trust: Trust,
 }
 
@@ -162,11 +163,11 @@ impl Pools {
     /// path); the error says what is wrong with the settings.
     pub fn tls(&self, settings: &TlsSettings) -> Result<Arc<TlsClient>, String> {
         let mut cache = self.inner.tls.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(client) = cache.get(settings) {
-            return Ok(client.clone());
+        if let Some(client) = cache.get(settings).and_then(Weak::upgrade) {
+            return Ok(client);
         }
         let client = Arc::new(TlsClient::new(settings, &self.inner.trust)?);
-        cache.insert(settings.clone(), client.clone());
+        cache.insert(settings.clone(), Arc::downgrade(&client));
         Ok(client)
     }
 
@@ -183,8 +184,9 @@ impl Pools {
         node
     }
 
-    /// Closes idle connections past their idle timeout and forgets pools no upstream uses any more.
+    /// Closes idle connections past their idle timeout and forgets pools and TLS clients no upstream uses any more.
     pub fn sweep(&self) {
+        self.inner.tls.lock().unwrap_or_else(|e| e.into_inner()).retain(|_, weak| weak.strong_count() > 0);
         let live: Vec<Arc<NodePool>> = {
             let mut pools = self.inner.pools.lock().unwrap_or_else(|e| e.into_inner());
             pools.retain(|_, weak| weak.strong_count() > 0);
@@ -429,5 +431,20 @@ mod tests {
         drop((first, again, other));
         pools.sweep();
         assert!(pools.is_empty());
+    }
+
+    #[test]
+    fn tls_clients_are_shared_while_in_use_and_forgotten_after() {
+        let pools = Pools::default();
+        let settings = TlsSettings::default();
+        let first = pools.tls(&settings).unwrap();
+        let again = pools.tls(&settings).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        let cached = || pools.inner.tls.lock().unwrap().len();
+        pools.sweep();
+        assert_eq!(cached(), 1, "kept while an upstream holds it");
+        drop((first, again));
+        pools.sweep();
+        assert_eq!(cached(), 0, "forgotten once nothing holds it");
     }
 }
