@@ -271,7 +271,7 @@ fn build_request<'u>(
     uri: &Uri,
     upstream: &'u UpstreamRuntime,
     node: usize,
-    original_host: Option<&HeaderValue>,
+    original_host: Option<&'u HeaderValue>,
     last: bool,
     body: &mut Option<Incoming>,
 ) -> (Request<ProxyBody>, Option<Cow<'u, str>>, Option<Arc<AtomicBool>>) {
@@ -295,12 +295,12 @@ fn build_request<'u>(
     };
     // HTTP/1.1 requires a Host; a client without one (HTTP/1.0) gets the node's.
     let host = host.unwrap_or(&target.host_header).clone();
-    // Only a client's Host is parsed here; node and rewrite names were worked out with the configuration. A Host
-    // that is no valid TLS name (a client's `a..b`) falls back to the node's own name rather than failing the
-    // handshake and counting it against the node.
+    // Only a client's Host is read here (borrowed, not parsed into an owned authority); node and rewrite names were
+    // worked out with the configuration. A Host that is no valid TLS name (a client's `a..b`) falls back to the
+    // node's own name rather than failing the handshake and counting it against the node.
     let sni = if target.pool.is_tls() {
         let chosen = match upstream.pass_host() {
-            PassHost::Pass => original_host.and_then(server_name).map(Cow::Owned),
+            PassHost::Pass => original_host.and_then(server_name),
             PassHost::Node => None,
             PassHost::Rewrite => upstream.rewrite_tls_name.as_deref().map(Cow::Borrowed),
         };

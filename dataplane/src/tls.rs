@@ -5,6 +5,7 @@
 //! true; the handshake signature is checked either way. A client certificate (`client_cert` + `client_key`, PEM)
 //! is presented to nodes that ask for one (upstream mutual TLS).
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -15,6 +16,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use serde_json::Value;
 use tokio_rustls::TlsConnector;
+
+use crate::router::normalize_host;
 
 /// An upstream's `tls` settings.
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
@@ -92,11 +95,14 @@ impl Trust {
     }
 }
 
-/// The TLS server name for a `Host` value: its host part, when that is a valid DNS name or IP address.
-pub fn server_name(host: &http::HeaderValue) -> Option<String> {
-    let authority: http::uri::Authority = host.to_str().ok()?.parse().ok()?;
-    let name = authority.host().trim_matches(['[', ']']);
-    ServerName::try_from(name).ok().map(|_| name.to_string())
+/// The TLS server name for a `Host` value: its host part as the router reads it (no port, lowercase, no
+/// trailing dot), when that is a valid DNS name or IP address. Borrowed unless the value has uppercase letters.
+pub fn server_name(host: &http::HeaderValue) -> Option<Cow<'_, str>> {
+    let name = match normalize_host(host.to_str().ok()?) {
+        Cow::Borrowed(b) => Cow::Borrowed(b.trim_matches(['[', ']'])),
+        Cow::Owned(o) => Cow::Owned(o.trim_matches(['[', ']']).to_string()),
+    };
+    ServerName::try_from(&*name).is_ok().then_some(name)
 }
 
 fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -215,5 +221,16 @@ mod tests {
         let bad = TlsSettings { client_cert: Some("nope".into()), client_key: Some("nope".into()), verify: false };
         assert!(TlsClient::new(&bad, &Trust::default()).unwrap_err().contains("client_cert"));
         assert!(TlsClient::new(&TlsSettings::default(), &Trust::default()).is_ok());
+    }
+
+    #[test]
+    fn server_names_come_from_the_host_part() {
+        let name = |h: &'static str| server_name(&http::HeaderValue::from_static(h)).map(Cow::into_owned);
+        assert_eq!(name("backend.test:8443").as_deref(), Some("backend.test"));
+        assert_eq!(name("Backend.TEST").as_deref(), Some("backend.test"));
+        assert_eq!(name("10.0.0.1:80").as_deref(), Some("10.0.0.1"));
+        assert_eq!(name("[::1]:80").as_deref(), Some("::1"));
+        assert_eq!(name("a..b"), None, "no valid name: the caller falls back to the node's");
+        assert!(matches!(server_name(&http::HeaderValue::from_static("x.test:1")), Some(Cow::Borrowed("x.test"))));
     }
 }

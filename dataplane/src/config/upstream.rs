@@ -1,6 +1,7 @@
 //! Upstreams as the proxy uses them: the supported subset checked once, nodes resolved to authorities and
 //! `Host` values, and the balancer, kept across config changes while the definition is unchanged.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -286,7 +287,7 @@ impl UpstreamRuntime {
             let host_header = HeaderValue::try_from(host_text)
                 .map_err(|e| Rejected::Unsupported(format!("node host {host} ({e})")))?;
             let pool = pools.node(&authority, spec.pool, tls.clone());
-            let tls_name = tls.as_ref().and_then(|_| server_name(&host_header));
+            let tls_name = tls.as_ref().and_then(|_| server_name(&host_header)).map(Cow::into_owned);
             nodes.push(NodeRuntime { authority, host_header, pool, tls_name });
             balanced.push(NodeSpec { address, weight: *weight, priority: *priority });
         }
@@ -299,7 +300,8 @@ impl UpstreamRuntime {
             ),
             _ => None,
         };
-        let rewrite_tls_name = rewrite_host.as_ref().filter(|_| tls.is_some()).and_then(server_name);
+        let rewrite_tls_name =
+            rewrite_host.as_ref().filter(|_| tls.is_some()).and_then(server_name).map(Cow::into_owned);
         let eligible = balancer.eligible();
         let max_tries = spec.retries.map_or(eligible, |r| (r as usize).saturating_add(1)).clamp(1, eligible.max(1));
         let retry_timeout = spec.retry_timeout.filter(|t| *t > 0.0).and_then(|t| Duration::try_from_secs_f64(t).ok());

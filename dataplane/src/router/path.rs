@@ -75,12 +75,12 @@ impl PathPattern {
     pub(crate) fn accepts(&self, path: &str) -> bool {
         match self {
             PathPattern::Exact(_) | PathPattern::Prefix(_) => true,
-            PathPattern::Params(p) => path.strip_prefix(&*p.literal).is_some_and(|rest| rest_matches(&p.rest, rest)),
+            PathPattern::Params(p) => path.starts_with(&*p.literal) && params_accept(p.literal.len(), &p.rest, path),
         }
     }
 
     /// For a pattern with parameters: the length of its literal prefix and the rest of the pattern, so a caller
-    /// that found the request under [`PathPattern::key`] can check it with [`rest_matches`] alone.
+    /// that found the request under [`PathPattern::key`] can check it with [`params_accept`] alone.
     pub(crate) fn params(&self) -> Option<(usize, &Arc<str>)> {
         match self {
             PathPattern::Params(p) => Some((p.literal.len(), &p.rest)),
@@ -89,8 +89,14 @@ impl PathPattern {
     }
 }
 
+/// Whether `path`, found under a parameter pattern's literal prefix of `literal_len` bytes, matches the rest of
+/// the pattern.
+pub(crate) fn params_accept(literal_len: usize, rest: &str, path: &str) -> bool {
+    path.get(literal_len..).is_some_and(|tail| rest_matches(rest, tail))
+}
+
 /// Whether the rest of a request path (after the literal prefix) matches the rest of a parameter pattern.
-pub(crate) fn rest_matches(pattern: &str, path: &str) -> bool {
+fn rest_matches(pattern: &str, path: &str) -> bool {
     let (mut pattern, mut path) = (pattern, path);
     loop {
         let (want, more) = match pattern.split_once('/') {

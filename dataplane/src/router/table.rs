@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use super::path::{PathPattern, rest_matches};
+use super::path::{PathPattern, params_accept};
 use super::rule::{HostPattern, Rule};
 use super::{Entry, RequestInfo};
 
@@ -48,11 +48,8 @@ impl<T> Candidate<T> {
 
     fn accepts(&self, req: &RequestInfo<'_>) -> bool {
         // The index found the request under the pattern's literal prefix, so the path starts with it.
-        let path_ok = match &self.params {
-            None => true,
-            Some((len, rest)) => req.path.get(*len..).is_some_and(|tail| rest_matches(rest, tail)),
-        };
-        path_ok && (!self.check_conditions || self.entry.rule.conditions_hold(req))
+        self.params.as_ref().is_none_or(|(len, rest)| params_accept(*len, rest, req.path))
+            && (!self.check_conditions || self.entry.rule.conditions_hold(req))
     }
 }
 
