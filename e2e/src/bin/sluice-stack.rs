@@ -3,6 +3,7 @@
 //! runs until Ctrl-C.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use sluice_e2e::{Stack, StackConfig};
@@ -59,6 +60,18 @@ async fn main() -> anyhow::Result<()> {
     let http = stack.http();
     println!("sluice is running: etcd {}, data plane http://{http}", stack.etcd.endpoint());
     println!("logs: {}/", log_dir.display());
+    // Both components report ready once they have synced, but the data plane applies the controller's writes to
+    // etcd a few milliseconds later (on its configuration thread): give the examples a moment to converge.
+    sluice_testkit::eventually(Duration::from_secs(10), || async move {
+        for (host, path, expected) in EXAMPLES {
+            let Ok(reply) = sluice_testkit::get(http, host.unwrap_or("localhost"), path).await else { return false };
+            if !(reply.status.is_success() && reply.backend().unwrap_or_default().starts_with(expected)) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
     let mut failures = 0;
     for (host, path, expected) in EXAMPLES {
         let reply = sluice_testkit::get(http, host.unwrap_or("localhost"), path).await?;
