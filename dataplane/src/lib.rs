@@ -7,6 +7,7 @@ mod admin;
 pub mod balancer;
 pub mod config;
 pub mod error;
+pub mod exchange;
 pub mod health;
 pub mod metrics;
 pub mod pipeline;

@@ -9,71 +9,24 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::Authority;
-use http::{Request, Response};
-use http_body_util::{Either, Empty};
+use http::{Method, Request, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tracing::debug;
 
+use crate::exchange::{self, Connection, Framing, Head, Stream, Upload};
 use crate::tls::{TlsClient, TlsSettings, Trust};
 
-/// The body sent to nodes: the client's stream, or nothing for a body-less request (so it can be replayed).
-pub type ProxyBody = Either<UploadBody, Empty<Bytes>>;
-
-/// A client's request body on its way to a node, noting when it has been sent to the end: until then the
-/// connection is still busy with this request even after the response ends (a node may answer early, say 413),
-/// and must not carry another.
-#[derive(Debug)]
-pub struct UploadBody {
-    inner: Incoming,
-    sent: Arc<AtomicBool>,
-}
-
-impl UploadBody {
-    /// Wraps `inner`; the flag turns true once its last frame has been taken.
-    pub fn new(inner: Incoming) -> (UploadBody, Arc<AtomicBool>) {
-        let sent = Arc::new(AtomicBool::new(false));
-        (UploadBody { inner, sent: sent.clone() }, sent)
-    }
-}
-
-impl Body for UploadBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        let frame = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(f) = &frame
-            && (f.is_none() || (matches!(f, Some(Ok(_))) && this.inner.is_end_stream()))
-        {
-            this.sent.store(true, Ordering::Release);
-        }
-        frame
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// The body sent to nodes: the client's stream, or none for a body-less request (which can be replayed).
+pub type ProxyBody = Option<Incoming>;
 
 /// How long an idle connection to a node is kept by default (APISIX: 60 s).
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -115,9 +68,6 @@ pub enum ConnectError {
     /// The node closed a new connection before it could carry the request.
     #[error("the node closed the connection at once")]
     Closed,
-    /// hyper refused the connection (should not happen for a fresh socket).
-    #[error("HTTP/1.1 handshake: {0}")]
-    Handshake(hyper::Error),
 }
 
 /// Why a request could not be exchanged on a connection.
@@ -128,7 +78,7 @@ pub enum SendError {
     Connect(#[from] ConnectError),
     /// The request was sent (or partly sent) and the exchange failed.
     #[error(transparent)]
-    Http(hyper::Error),
+    Http(exchange::Error),
 }
 
 /// Identifies a node pool: the address, the pool settings and the TLS settings (none for plain HTTP).
@@ -237,7 +187,7 @@ pub struct NodePool {
 /// One HTTP/1.1 connection to a node, owned by a request while it is in use.
 #[derive(Debug)]
 pub struct Conn {
-    sender: http1::SendRequest<ProxyBody>,
+    connection: Connection,
     /// Requests sent on it so far.
     served: u64,
     /// The TLS server name it was opened with; a connection is reused only for the same name.
@@ -264,53 +214,57 @@ impl NodePool {
         self.tls.is_some()
     }
 
-    /// Sends `req` on an idle connection, or on a new one opened within `connect`. `server_name` is the TLS SNI
-    /// (the `Host` sent to the node, without port); ignored for plain HTTP. A pooled connection the node closed
-    /// meanwhile is replaced by a fresh one transparently when the request had not been sent yet.
+    /// Sends `req` on an idle connection, or on a new one opened within `connect`, and reads the response head.
+    /// `server_name` is the TLS SNI (the `Host` sent to the node, without port); ignored for plain HTTP. A pooled
+    /// connection the node closed meanwhile is replaced by a fresh one transparently when nothing of the request
+    /// could have been acted on: it was not sent, or it has no body and an idempotent method (as nginx retries).
     pub async fn send(
-        &self,
-        mut req: Request<ProxyBody>,
+        self: &Arc<Self>,
+        req: Request<ProxyBody>,
         connect: Duration,
         server_name: Option<&str>,
-    ) -> Result<(Response<Incoming>, Conn), SendError> {
+    ) -> Result<Response<UpstreamBody>, SendError> {
         let server_name = self.tls.as_ref().map(|_| server_name.filter(|n| !n.is_empty()).unwrap_or(&self.host));
+        let (parts, body) = req.into_parts();
+        let head_request = parts.method == Method::HEAD;
         let mut conn = match self.take(server_name) {
             Some(conn) => conn,
             None => self.connect(connect, server_name).await?,
         };
+        let framed = conn.connection.encode_head(&parts, body.as_ref());
+        let mut upload = Upload::new(body, framed);
         loop {
-            if conn.sender.ready().await.is_err() {
-                if !conn.reused {
-                    // A fresh connection the node closed at once: this node is not taking requests.
-                    return Err(SendError::Connect(ConnectError::Closed));
-                }
-                // Closed while idle: the request has not been sent.
-                debug!(node = ?self.dial, "pooled connection was closed; opening another");
-                conn = self.connect(connect, server_name).await?;
-                continue;
-            }
-            match conn.sender.try_send_request(req).await {
-                Ok(resp) => {
+            let mut received = false;
+            let error = match exchange_head(&mut conn.connection, &mut upload, head_request, &mut received).await {
+                Ok(head) => {
                     conn.served += 1;
-                    return Ok((resp, conn));
+                    let body = UpstreamBody::new(self.clone(), conn, upload, head.framing, head.keep_alive);
+                    return Ok(Response::from_parts(head.parts, body));
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if conn.reused => {
-                        debug!(node = ?self.dial, error = %e.error(), "pooled connection failed before sending; retrying");
-                        req = unsent;
-                        conn = self.connect(connect, server_name).await?;
-                    }
-                    // Never sent on a new connection: the node is not taking requests; another may be tried.
-                    Some(_) => return Err(SendError::Connect(ConnectError::Closed)),
-                    None => return Err(SendError::Http(e.into_error())),
-                },
+                Err(e) => e,
+            };
+            if received || matches!(error, exchange::Error::Client(_)) {
+                return Err(SendError::Http(error));
             }
+            let unsent = !upload.head_written(&conn.connection);
+            if !conn.reused {
+                // A fresh connection the node closed at once: this node is not taking requests.
+                return Err(if unsent { SendError::Connect(ConnectError::Closed) } else { SendError::Http(error) });
+            }
+            if !(upload.is_replayable() && (unsent || parts.method.is_idempotent())) {
+                return Err(SendError::Http(error));
+            }
+            debug!(node = ?self.dial, %error, "pooled connection was closed; sending again on a new one");
+            let mut fresh = self.connect(connect, server_name).await?;
+            conn.connection.hand_head_to(&mut fresh.connection);
+            upload.restart();
+            conn = fresh;
         }
     }
 
     /// Hands a connection back after its response has been read to the end.
-    pub fn put(&self, mut conn: Conn) {
-        if conn.served >= self.settings.requests || conn.sender.is_closed() {
+    fn put(&self, mut conn: Conn) {
+        if conn.served >= self.settings.requests {
             return;
         }
         conn.idle_since = Instant::now();
@@ -328,8 +282,8 @@ impl NodePool {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         while let Some(at) = idle.iter().rposition(|c| c.server_name.as_deref() == server_name) {
-            let conn = idle.remove(at)?;
-            if !conn.sender.is_closed() && now.duration_since(conn.idle_since) < self.settings.idle_timeout {
+            let mut conn = idle.remove(at)?;
+            if now.duration_since(conn.idle_since) < self.settings.idle_timeout && conn.connection.is_idle_usable() {
                 return Some(conn);
             }
         }
@@ -339,10 +293,10 @@ impl NodePool {
     fn expire(&self, now: Instant) {
         let timeout = self.settings.idle_timeout;
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|c| !c.sender.is_closed() && now.duration_since(c.idle_since) < timeout);
+        idle.retain_mut(|c| now.duration_since(c.idle_since) < timeout && c.connection.is_idle_usable());
     }
 
-    /// Opens a connection: TCP, then TLS when configured, then the HTTP/1.1 handshake, all within `limit`.
+    /// Opens a connection: TCP, then TLS when configured, both within `limit`.
     async fn connect(&self, limit: Duration, server_name: Option<&str>) -> Result<Conn, ConnectError> {
         let opened = tokio::time::timeout(limit, async {
             let tcp = match &self.dial {
@@ -357,15 +311,15 @@ impl NodePool {
                     let sni =
                         ServerName::try_from(name.to_string()).map_err(|_| ConnectError::ServerName(name.into()))?;
                     let stream = tls.connector().connect(sni, tcp).await.map_err(ConnectError::Tls)?;
-                    handshake(TokioIo::new(stream)).await
+                    Ok(Stream::Tls(Box::new(stream)))
                 }
-                None => handshake(TokioIo::new(tcp)).await,
+                None => Ok(Stream::Tcp(tcp)),
             }
         })
         .await
         .map_err(|_| ConnectError::Timeout(limit))??;
         Ok(Conn {
-            sender: opened,
+            connection: Connection::new(opened),
             served: 0,
             server_name: server_name.map(Arc::from),
             idle_since: Instant::now(),
@@ -374,42 +328,108 @@ impl NodePool {
     }
 }
 
-/// Runs the HTTP/1.1 client handshake on `io` and spawns the task that drives the connection.
-async fn handshake<T>(io: TokioIo<T>) -> Result<http1::SendRequest<ProxyBody>, ConnectError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, connection) = http1::Builder::new().handshake(io).await.map_err(ConnectError::Handshake)?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            debug!(error = %e, "upstream connection ended with an error");
+/// Sends the request and reads the response head. A write failure does not end the exchange at once: a node that
+/// answers early (413) and stops reading may have sent its answer already, and that answer is the one to pass on.
+async fn exchange_head(
+    conn: &mut Connection,
+    upload: &mut Upload,
+    head_request: bool,
+    received: &mut bool,
+) -> Result<Head, exchange::Error> {
+    let mut write_error = None;
+    std::future::poll_fn(|cx| {
+        if write_error.is_none() {
+            match upload.poll(conn, cx) {
+                Poll::Ready(Err(e @ exchange::Error::Client(_))) => return Poll::Ready(Err(e)),
+                Poll::Ready(Err(e)) => {
+                    upload.abandon();
+                    write_error = Some(e);
+                }
+                _ => {}
+            }
         }
-    });
-    Ok(sender)
+        match ready!(conn.poll_head(cx, head_request, received)) {
+            Ok(head) => Poll::Ready(Ok(head)),
+            Err(exchange::Error::ClosedBeforeResponse) if write_error.is_some() => {
+                Poll::Ready(Err(write_error.take().unwrap_or(exchange::Error::ClosedBeforeResponse)))
+            }
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    })
+    .await
 }
 
-/// A connection on loan to a response body: handed back to its pool when the body ends, closed if dropped early.
+/// A node's response body, read from its connection as the client takes it. The connection goes back to its pool
+/// when the body has been read to its end and the request body was sent in full; otherwise it is closed (as nginx
+/// does), since the node may still be reading or writing.
 #[derive(Debug)]
-pub struct Loan {
+pub struct UpstreamBody {
     pool: Arc<NodePool>,
     conn: Option<Conn>,
-    /// For a request with a body, whether that body has been sent in full.
-    upload: Option<Arc<AtomicBool>>,
+    upload: Upload,
+    framing: Framing,
+    keep_alive: bool,
+    /// The whole body when it came with the head: the connection has gone back already.
+    buffered: Option<Bytes>,
 }
 
-impl Loan {
-    /// Lends `conn` of `pool` to a response body; `upload` is the request body's flag ([`UploadBody`]), if any.
-    pub fn new(pool: Arc<NodePool>, conn: Conn, upload: Option<Arc<AtomicBool>>) -> Loan {
-        Loan { pool, conn: Some(conn), upload }
+impl UpstreamBody {
+    fn new(pool: Arc<NodePool>, mut conn: Conn, upload: Upload, mut framing: Framing, keep_alive: bool) -> Self {
+        let buffered = framing.take_buffered(&mut conn.connection);
+        let mut body = UpstreamBody { pool, conn: Some(conn), upload, framing, keep_alive, buffered };
+        if body.framing.is_end() {
+            body.finish();
+        }
+        body
     }
 
-    /// The response was read to its end: the connection can carry another request, unless the request body is
-    /// still being sent (then it is closed, as nginx does).
-    pub fn finish(&mut self) {
+    /// The body has been read to its end: the connection is handed back if it can carry another request.
+    fn finish(&mut self) {
         if let Some(conn) = self.conn.take()
-            && self.upload.as_ref().is_none_or(|sent| sent.load(Ordering::Acquire))
+            && self.keep_alive
+            && self.upload.is_done()
         {
             self.pool.put(conn);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = exchange::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, exchange::Error>>> {
+        let this = &mut *self;
+        if let Some(data) = this.buffered.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        let Some(conn) = this.conn.as_mut() else { return Poll::Ready(None) };
+        // The request body keeps going up while the response comes down: a node may read it as it answers.
+        if let Poll::Ready(Err(e)) = this.upload.poll(&mut conn.connection, cx) {
+            debug!(error = %e, "sending the request body stopped while the response streamed");
+            this.upload.abandon();
+            this.keep_alive = false;
+        }
+        let frame = ready!(this.framing.poll_frame(&mut conn.connection, cx));
+        match &frame {
+            Some(Err(_)) => this.conn = None,
+            Some(Ok(_)) if !this.framing.is_end() => {}
+            _ => this.finish(),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.buffered.is_none() && self.framing.is_end()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.buffered {
+            Some(data) => SizeHint::with_exact(data.len() as u64),
+            None => self.framing.size_hint(),
         }
     }
 }

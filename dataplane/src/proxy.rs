@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
-use http_body_util::{Either, Empty, Full};
+use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use sluice_model::PassHost;
 use tokio::time::{Instant, Sleep};
@@ -25,7 +24,7 @@ use crate::config::{Target, UpstreamRuntime};
 use crate::error::ProxyError;
 use crate::health::Observed;
 use crate::pipeline::{Ctx, Finish, Flow};
-use crate::pool::{Loan, SendError, UploadBody};
+use crate::pool::{SendError, UpstreamBody};
 use crate::router::{RequestInfo, normalize_host};
 use crate::tls::server_name;
 
@@ -182,7 +181,7 @@ async fn proxy(
     let limit = target.timeouts.connect + target.timeouts.read;
     loop {
         let last = tried.len() + 1 >= max_tries;
-        let (mut outgoing, sni, upload) =
+        let (mut outgoing, sni) =
             build_request(&mut parts, &uri, upstream, node, original_host.as_ref(), last, &mut body);
         if let Some(f) = finish.as_mut() {
             let (mut head, b) = outgoing.into_parts();
@@ -195,13 +194,12 @@ async fn proxy(
         let sent = Instant::now();
         let exchange = target_node.pool.send(outgoing, target.timeouts.connect, sni.as_deref());
         match tokio::time::timeout(limit, exchange).await {
-            Ok(Ok((resp, conn))) => {
+            Ok(Ok(resp)) => {
                 let latency = sent.elapsed();
                 upstream.balancer.observe(node, latency);
                 upstream.metrics.latency.observe(latency.as_secs_f64());
                 upstream.observe(node, Observed::Status(resp.status().as_u16()));
-                let loan = Loan::new(target_node.pool.clone(), conn, upload);
-                return Ok(response(resp, target, finish.take(), in_flight, loan));
+                return Ok(response(resp, target, finish.take(), in_flight));
             }
             Ok(Err(SendError::Connect(e))) => {
                 debug!(node = %target_node.authority, error = %e, "cannot connect to node");
@@ -263,9 +261,8 @@ impl Drop for InFlight {
     }
 }
 
-/// The request for one attempt, the TLS server name for it (the `Host` sent, without its port, as APISIX's
-/// `proxy_ssl_name`), and the flag of its body ([`UploadBody`]). The last attempt takes the headers instead of
-/// cloning them.
+/// The request for one attempt and the TLS server name for it (the `Host` sent, without its port, as APISIX's
+/// `proxy_ssl_name`). The last attempt takes the headers instead of cloning them.
 fn build_request<'u>(
     parts: &mut http::request::Parts,
     uri: &Uri,
@@ -274,15 +271,8 @@ fn build_request<'u>(
     original_host: Option<&'u HeaderValue>,
     last: bool,
     body: &mut Option<Incoming>,
-) -> (Request<ProxyBody>, Option<Cow<'u, str>>, Option<Arc<AtomicBool>>) {
-    let (body, upload) = match body.take() {
-        Some(b) if !b.is_end_stream() => {
-            let (b, sent) = UploadBody::new(b);
-            (Either::Left(b), Some(sent))
-        }
-        _ => (Either::Right(Empty::new()), None),
-    };
-    let mut req = Request::new(body);
+) -> (Request<ProxyBody>, Option<Cow<'u, str>>) {
+    let mut req = Request::new(body.take().filter(|b| !b.is_end_stream()));
     *req.method_mut() = parts.method.clone();
     *req.version_mut() = Version::HTTP_11;
     *req.uri_mut() = uri.clone();
@@ -309,26 +299,21 @@ fn build_request<'u>(
         None
     };
     req.headers_mut().insert(header::HOST, host);
-    (req, sni, upload)
+    (req, sni)
 }
 
 fn response(
-    resp: Response<Incoming>,
+    resp: Response<UpstreamBody>,
     target: &Target,
     mut finish: Option<Finish>,
     in_flight: Option<InFlight>,
-    mut loan: Loan,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if let Some(f) = finish.as_mut() {
         f.pipeline.response_header(&mut f.ctx, &mut parts);
     }
-    // A body-less answer (204, 304, a HEAD) is complete already: the connection can go back now.
-    if body.is_end_stream() {
-        loan.finish();
-    }
-    let body = ReadTimeoutBody::new(body, target.timeouts.read, finish.map(Box::new), in_flight, loan);
+    let body = ReadTimeoutBody::new(body, target.timeouts.read, finish.map(Box::new), in_flight);
     Response::from_parts(parts, Either::Left(body))
 }
 
@@ -399,18 +384,15 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// A node's response body that fails when the node stays silent longer than the read timeout between two frames,
-/// hands the connection back to its pool when it ends, and runs the route's response-body and log phases when it
-/// has plugins.
+/// and runs the route's response-body and log phases when it has plugins.
 #[derive(Debug)]
 pub struct ReadTimeoutBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     timeout: Duration,
     /// Armed only once the node keeps the body waiting, so a body that is already here costs no timer.
     deadline: Option<Pin<Box<Sleep>>>,
     /// When the last frame arrived, tracked only while `deadline` is armed (the deadline moves lazily).
     last_frame: Option<Instant>,
-    /// The connection, returned to its pool at the end of the body.
-    loan: Loan,
     /// The pipeline and context; its log phase runs when the body is dropped.
     finish: Option<Box<Finish>>,
     /// Keeps the node counted as busy until the body is done.
@@ -419,13 +401,12 @@ pub struct ReadTimeoutBody {
 
 impl ReadTimeoutBody {
     fn new(
-        inner: Incoming,
+        inner: UpstreamBody,
         timeout: Duration,
         finish: Option<Box<Finish>>,
         in_flight: Option<InFlight>,
-        loan: Loan,
     ) -> ReadTimeoutBody {
-        ReadTimeoutBody { inner, timeout, deadline: None, last_frame: None, loan, finish, _in_flight: in_flight }
+        ReadTimeoutBody { inner, timeout, deadline: None, last_frame: None, finish, _in_flight: in_flight }
     }
 
     /// Whether the read timeout has passed since the last frame; re-arms the deadline when it has not.
@@ -459,11 +440,6 @@ impl Body for ReadTimeoutBody {
                     this.last_frame = Some(Instant::now());
                 }
                 let end = this.inner.is_end_stream();
-                // Only a body read cleanly to its end leaves the connection reusable; trailers come last.
-                let trailers = matches!(&frame, Some(Ok(f)) if f.is_trailers());
-                if matches!(frame, None | Some(Ok(_))) && (end || trailers || frame.is_none()) {
-                    this.loan.finish();
-                }
                 let frame = match (&mut this.finish, frame) {
                     (Some(f), Some(Ok(frame))) if f.pipeline.wants_body() => match frame.into_data() {
                         Ok(mut chunk) => {

@@ -387,3 +387,124 @@ async fn a_node_answering_before_the_upload_ends_does_not_hold_up_the_next_reque
     assert!(started.elapsed() < Duration::from_secs(2), "waited {:?} for a busy connection", started.elapsed());
     drop(slow);
 }
+
+/// A node written byte by byte: it answers each request on a connection with what `script` returns for the
+/// request's first line and its number on that connection (`None` closes the connection without answering), and
+/// counts the connections it accepted.
+async fn scripted_node(
+    script: fn(&str, usize) -> Option<&'static [u8]>,
+) -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncWriteExt;
+    let node = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = node.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = node.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (mut seen, mut buf, mut nth) = (Vec::new(), [0u8; 4096], 0);
+                loop {
+                    while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&seen[..end]).into_owned();
+                        seen.drain(..end + 4);
+                        let line = head.lines().next().unwrap_or_default().to_string();
+                        nth += 1;
+                        let Some(answer) = script(&line, nth) else { return };
+                        if stream.write_all(answer).await.is_err() || line.contains("/close") {
+                            return;
+                        }
+                    }
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_every_kind_of_node_response() {
+    use std::sync::atomic::Ordering;
+    let mut s = setup().await;
+    let (node, accepted) = scripted_node(|line, _| {
+        Some(match line {
+            l if l.contains("/chunked") => {
+                &b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: x-hop\r\nx-hop: 1\r\n\
+                   keep-alive: timeout=5\r\nx-kept: 1\r\n\r\n5;ext\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n"[..]
+            }
+            l if l.contains("/close") => b"HTTP/1.1 200 OK\r\n\r\nuntil close",
+            l if l.contains("/interim") => {
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\
+                  HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+            }
+            l if l.starts_with("HEAD") => b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n",
+            _ => b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n",
+        })
+    })
+    .await;
+    s.route("script", json!({"uri": "/s/*", "upstream": {"nodes": {node.to_string(): 1}}})).await;
+    let addr = s.dp.http_addr();
+    // The route's settling request opened the one connection the following answers all reuse.
+    let before = accepted.load(Ordering::SeqCst);
+    assert_eq!(before, 1);
+
+    for _ in 0..3 {
+        let reply = get(addr, "x", "/s/chunked").await.unwrap();
+        assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, "hello world"));
+        assert_eq!(reply.headers["x-kept"], "1");
+        for hop in ["x-hop", "keep-alive", "transfer-encoding"] {
+            assert!(!reply.headers.contains_key(hop) || hop == "transfer-encoding", "{hop} passed on");
+        }
+        let reply = get(addr, "x", "/s/interim").await.unwrap();
+        assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, "ok"), "interim answers are skipped");
+        let reply = request(addr, Method::HEAD, "x", "/s/head", &[], Bytes::new()).await.unwrap();
+        assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, ""));
+        assert_eq!(reply.headers["content-length"], "10");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), before, "chunked, interim and HEAD answers keep the connection");
+
+    let reply = get(addr, "x", "/s/close").await.unwrap();
+    assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, "until close"));
+    let reply = get(addr, "x", "/s/chunked").await.unwrap();
+    assert_eq!(reply.body, "hello world");
+    assert_eq!(accepted.load(Ordering::SeqCst), before + 1, "a close-delimited body uses up its connection");
+
+    // A chunked upload is passed on chunked, and the node's echo shows it arrived whole.
+    let echo = EchoServer::start("e").await.unwrap();
+    s.route("echo", json!({"uri": "/echo", "upstream": {"nodes": {echo.addr().to_string(): 1}}})).await;
+    let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let upload = b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+                   5\r\nhello\r\n7\r\n chunks\r\n0\r\n\r\n";
+    tokio::io::AsyncWriteExt::write_all(&mut client, upload).await.unwrap();
+    let mut answer = String::new();
+    client.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""body":"hello chunks""#), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_closed_by_the_node_is_replaced_for_requests_safe_to_resend() {
+    use std::sync::atomic::Ordering;
+    let mut s = setup().await;
+    // Each connection carries one answer; the node closes it when the next request arrives on it, unanswered, as
+    // a node whose keep-alive timeout ends just as the proxy reuses the connection.
+    let (node, accepted) =
+        scripted_node(|_, nth| (nth == 1).then_some(&b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..])).await;
+    let upstream = json!({"nodes": {node.to_string(): 1}, "retries": 0});
+    s.route("flaky", json!({"uri": "/flaky", "upstream": upstream})).await;
+    let addr = s.dp.http_addr();
+    for _ in 0..3 {
+        let reply = get(addr, "x", "/flaky").await.unwrap();
+        assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, "ok"), "a GET is sent again");
+    }
+    let used = accepted.load(Ordering::SeqCst);
+    // A request with a body may have been acted on: it is not sent twice.
+    let reply = request(addr, Method::POST, "x", "/flaky", &[], Bytes::from_static(b"once")).await.unwrap();
+    assert_eq!(reply.status, 502);
+    assert_eq!(accepted.load(Ordering::SeqCst), used, "the POST was not sent again");
+}
