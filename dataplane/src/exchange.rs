@@ -7,6 +7,7 @@
 //! read, so its connection goes back to the pool before the client's write even starts.
 
 use std::io::{self, Write};
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
@@ -102,12 +103,19 @@ pub struct Connection {
     read_buf: BytesMut,
     /// The request head, then framed body data; the head stays until the next request so it can be replayed.
     write_buf: Vec<u8>,
+    /// Scratch space for parsing response heads, kept so parsing does not allocate.
+    spans: Vec<(HeaderName, usize, usize)>,
 }
 
 impl Connection {
     /// Wraps a freshly opened stream.
     pub fn new(stream: Stream) -> Connection {
-        Connection { stream, read_buf: BytesMut::with_capacity(READ_ROOM), write_buf: Vec::with_capacity(1024) }
+        Connection {
+            stream,
+            read_buf: BytesMut::with_capacity(READ_ROOM),
+            write_buf: Vec::with_capacity(1024),
+            spans: Vec::with_capacity(16),
+        }
     }
 
     /// Whether an idle connection can carry another request: nothing arrived since its last response and the node
@@ -191,27 +199,34 @@ impl Connection {
         }
     }
 
-    /// Parses a buffered response head; `None` while it is incomplete.
+    /// Parses a buffered response head; `None` while it is incomplete. Hop-by-hop fields (RFC 9110 section 7.6.1)
+    /// are read for framing and persistence but left out of the head passed on.
     fn parse_head(&mut self, head_request: bool) -> Result<Option<Head>, Error> {
         loop {
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            // Where each name and value lies in the buffer, so values can be sliced out of it once it is frozen.
-            let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-            let (len, code, version, count) = {
-                let mut resp = httparse::Response::new(&mut fields);
-                let len = match resp.parse(&self.read_buf) {
+            // Uninitialised slots: a 100-field array is not written out for every response.
+            let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            let spans = &mut self.spans;
+            spans.clear();
+            let (len, code, version) = {
+                let mut resp = httparse::Response::new(&mut []);
+                let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                    &mut resp,
+                    &self.read_buf,
+                    &mut fields,
+                ) {
                     Ok(httparse::Status::Complete(len)) => len,
                     Ok(httparse::Status::Partial) if self.read_buf.len() > MAX_HEAD => return Err(Error::HeadTooLarge),
                     Ok(httparse::Status::Partial) => return Ok(None),
                     Err(e) => return Err(Error::Head(e.to_string())),
                 };
+                // Where each value lies in the buffer, so it can be sliced out once the buffer is frozen.
                 let base = self.read_buf.as_ptr() as usize;
-                for (span, field) in spans.iter_mut().zip(resp.headers.iter()) {
-                    let name = field.name.as_ptr() as usize - base;
-                    let value = field.value.as_ptr() as usize - base;
-                    *span = (name, name + field.name.len(), value, value + field.value.len());
+                for field in resp.headers.iter() {
+                    let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|e| Error::Head(e.to_string()))?;
+                    let start = field.value.as_ptr() as usize - base;
+                    spans.push((name, start, start + field.value.len()));
                 }
-                (len, resp.code.unwrap_or(0), resp.version.unwrap_or(1), resp.headers.len())
+                (len, resp.code.unwrap_or(0), resp.version.unwrap_or(1))
             };
             if (100..200).contains(&code) && code != 101 {
                 // An interim answer (100 Continue, 103 Early Hints): the final one follows.
@@ -223,15 +238,53 @@ impl Connection {
             }
             let status = StatusCode::from_u16(code).map_err(|e| Error::Head(e.to_string()))?;
             let head = self.read_buf.split_to(len).freeze();
-            let mut headers = HeaderMap::with_capacity(count);
-            for &(ns, ne, vs, ve) in &spans[..count] {
-                let name = HeaderName::from_bytes(&head[ns..ne]).map_err(|e| Error::Head(e.to_string()))?;
-                let value =
-                    HeaderValue::from_maybe_shared(head.slice(vs..ve)).map_err(|e| Error::Head(e.to_string()))?;
-                headers.append(name, value);
-            }
             let version = if version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
-            return Head::new(status, version, headers, head_request).map(Some);
+            let mut framing = FramingFields::default();
+            let mut headers = HeaderMap::with_capacity(spans.len());
+            for (name, start, end) in spans.drain(..) {
+                let value =
+                    HeaderValue::from_maybe_shared(head.slice(start..end)).map_err(|e| Error::Head(e.to_string()))?;
+                if is_hop_by_hop(&name) {
+                    framing.note(&name, value);
+                } else {
+                    headers.append(name, value);
+                }
+            }
+            return Head::new(status, version, headers, framing, head_request).map(Some);
+        }
+    }
+}
+
+/// Whether a field applies to one connection only and is never passed on (RFC 9110 section 7.6.1).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
+/// The hop-by-hop fields, besides any a `Connection` field names.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// The hop-by-hop fields of a response that bear on framing and persistence.
+#[derive(Debug, Default)]
+struct FramingFields {
+    connection: Vec<HeaderValue>,
+    transfer_encoding: Vec<HeaderValue>,
+}
+
+impl FramingFields {
+    fn note(&mut self, name: &HeaderName, value: HeaderValue) {
+        if name == header::CONNECTION {
+            self.connection.push(value);
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding.push(value);
         }
     }
 }
@@ -259,22 +312,32 @@ pub struct Head {
 }
 
 impl Head {
-    /// Works out body framing and persistence as RFC 9112 sections 6.3 and 9.3 say.
-    fn new(status: StatusCode, version: Version, mut headers: HeaderMap, head_request: bool) -> Result<Head, Error> {
+    /// Works out body framing and persistence as RFC 9112 sections 6.3 and 9.3 say; `headers` holds the end-to-end
+    /// fields, `hop` the connection's own.
+    fn new(
+        status: StatusCode,
+        version: Version,
+        mut headers: HeaderMap,
+        hop: FramingFields,
+        head_request: bool,
+    ) -> Result<Head, Error> {
         let mut keep_alive = version == Version::HTTP_11;
-        for token in headers.get_all(header::CONNECTION).iter().flat_map(tokens) {
+        for token in hop.connection.iter().flat_map(tokens) {
             if token.eq_ignore_ascii_case(b"close") {
                 keep_alive = false;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") && version == Version::HTTP_10 {
-                keep_alive = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                keep_alive |= version == Version::HTTP_10;
+            } else if let Ok(named) = HeaderName::from_bytes(token) {
+                // Fields a `Connection` field names are hop-by-hop too.
+                headers.remove(named);
             }
         }
         let framing = if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             Framing::Done
-        } else if headers.contains_key(header::TRANSFER_ENCODING) {
+        } else if !hop.transfer_encoding.is_empty() {
             // Transfer-Encoding wins over any Content-Length, which must not be passed on with a different framing.
             headers.remove(header::CONTENT_LENGTH);
-            let last = headers.get_all(header::TRANSFER_ENCODING).iter().flat_map(tokens).last();
+            let last = hop.transfer_encoding.iter().flat_map(tokens).last();
             if last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")) {
                 Framing::Chunked(Chunk::Size)
             } else {
@@ -629,12 +692,17 @@ mod tests {
     fn head(text: &str, head_request: bool) -> Result<Head, Error> {
         let (status, rest) = text.split_once(' ').map(|(_, r)| r.split_at(3)).unwrap();
         let version = if text.starts_with("HTTP/1.0") { Version::HTTP_10 } else { Version::HTTP_11 };
-        let mut headers = HeaderMap::new();
+        let (mut headers, mut hop) = (HeaderMap::new(), FramingFields::default());
         for line in rest.lines().skip(1).filter(|l| !l.is_empty()) {
             let (n, v) = line.split_once(':').unwrap();
-            headers.append(HeaderName::from_bytes(n.as_bytes()).unwrap(), v.trim().parse().unwrap());
+            let (name, value) = (HeaderName::from_bytes(n.as_bytes()).unwrap(), v.trim().parse().unwrap());
+            if is_hop_by_hop(&name) {
+                hop.note(&name, value);
+            } else {
+                headers.append(name, value);
+            }
         }
-        Head::new(status.parse().unwrap(), version, headers, head_request)
+        Head::new(status.parse().unwrap(), version, headers, hop, head_request)
     }
 
     #[test]
@@ -652,8 +720,12 @@ mod tests {
         assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
         let h = head("HTTP/1.1 200 OK\n", false).unwrap();
         assert_eq!((h.framing, h.keep_alive), (Framing::Close, false));
-        let h = head("HTTP/1.1 200 OK\nconnection: close\ncontent-length: 0\n", false).unwrap();
+        let h =
+            head("HTTP/1.1 200 OK\nconnection: close, x-hop\nx-hop: 1\nx-end: 1\ncontent-length: 0\n", false).unwrap();
         assert!(!h.keep_alive);
+        assert!(!h.parts.headers.contains_key("x-hop"), "named by Connection");
+        assert!(h.parts.headers.contains_key("x-end"));
+        assert!(!h.parts.headers.contains_key("connection"));
         let h = head("HTTP/1.0 200 OK\ncontent-length: 0\n", false).unwrap();
         assert!(!h.keep_alive, "HTTP/1.0 closes by default");
         let h = head("HTTP/1.0 200 OK\nconnection: Keep-Alive\ncontent-length: 0\n", false).unwrap();

@@ -215,7 +215,8 @@ impl NodePool {
     }
 
     /// Sends `req` on an idle connection, or on a new one opened within `connect`, and reads the response head.
-    /// `server_name` is the TLS SNI (the `Host` sent to the node, without port); ignored for plain HTTP. A pooled
+    /// `server_name` is the TLS SNI (the `Host` sent to the node, without port); ignored for plain HTTP. `now` is
+    /// the caller's reading of the clock, which the idle timeout is checked against. A pooled
     /// connection the node closed meanwhile is replaced by a fresh one transparently when nothing of the request
     /// could have been acted on: it was not sent, or it has no body and an idempotent method (as nginx retries).
     pub async fn send(
@@ -223,11 +224,12 @@ impl NodePool {
         req: Request<ProxyBody>,
         connect: Duration,
         server_name: Option<&str>,
+        now: Instant,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let server_name = self.tls.as_ref().map(|_| server_name.filter(|n| !n.is_empty()).unwrap_or(&self.host));
         let (parts, body) = req.into_parts();
         let head_request = parts.method == Method::HEAD;
-        let mut conn = match self.take(server_name) {
+        let mut conn = match self.take(server_name, now) {
             Some(conn) => conn,
             None => self.connect(connect, server_name).await?,
         };
@@ -278,9 +280,8 @@ impl NodePool {
     }
 
     /// The most recently used idle connection for `server_name` that is still usable.
-    fn take(&self, server_name: Option<&str>) -> Option<Conn> {
+    fn take(&self, server_name: Option<&str>, now: Instant) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
         while let Some(at) = idle.iter().rposition(|c| c.server_name.as_deref() == server_name) {
             let mut conn = idle.remove(at)?;
             if now.duration_since(conn.idle_since) < self.settings.idle_timeout && conn.connection.is_idle_usable() {

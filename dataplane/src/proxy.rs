@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 use crate::Shared;
 use crate::config::{Target, UpstreamRuntime};
 use crate::error::ProxyError;
+use crate::exchange::is_hop_by_hop;
 use crate::health::Observed;
 use crate::pipeline::{Ctx, Finish, Flow};
 use crate::pool::{SendError, UpstreamBody};
@@ -177,7 +178,7 @@ async fn proxy(
     let max_tries = if replayable { upstream.max_tries } else { 1 };
     let mut body = Some(body);
     let mut tried: Vec<usize> = Vec::new();
-    let first_attempt = Instant::now();
+    let mut first_attempt = None;
     let limit = target.timeouts.connect + target.timeouts.read;
     loop {
         let last = tried.len() + 1 >= max_tries;
@@ -191,9 +192,11 @@ async fn proxy(
         let target_node = &upstream.nodes[node];
         // Created before the await so a client that goes away still releases the node's in-flight count.
         let in_flight = InFlight::start(upstream, node);
+        // One clock read serves the deadline, the pool's idle check and the latency.
         let sent = Instant::now();
-        let exchange = target_node.pool.send(outgoing, target.timeouts.connect, sni.as_deref());
-        match tokio::time::timeout(limit, exchange).await {
+        let first_attempt = *first_attempt.get_or_insert(sent);
+        let exchange = target_node.pool.send(outgoing, target.timeouts.connect, sni.as_deref(), sent);
+        match tokio::time::timeout_at(sent + limit, exchange).await {
             Ok(Ok(resp)) => {
                 let latency = sent.elapsed();
                 upstream.balancer.observe(node, latency);
@@ -308,8 +311,8 @@ fn response(
     mut finish: Option<Finish>,
     in_flight: Option<InFlight>,
 ) -> Response<ResponseBody> {
+    // The exchange has left the node's hop-by-hop fields out already.
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
     if let Some(f) = finish.as_mut() {
         f.pipeline.response_header(&mut f.ctx, &mut parts);
     }
@@ -317,18 +320,13 @@ fn response(
     Response::from_parts(parts, Either::Left(body))
 }
 
-/// Headers meaningful only for one connection (RFC 9110 section 7.6.1), never forwarded.
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
+/// Removes the fields meaningful only for the client's connection (RFC 9110 section 7.6.1), and those its
+/// `Connection` field names, keeping `te: trailers`, the one TE value a proxy may pass on (gRPC needs it).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the few fields a request has usually finds none, where removing each name would hash it.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if let Some(named) = headers.get(header::CONNECTION).and_then(|v| v.to_str().ok()).map(str::to_owned) {
         for name in named.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             if let Ok(name) = HeaderName::from_bytes(name.as_bytes()) {
@@ -336,18 +334,21 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
-    for name in &HOP_BY_HOP {
+    let te_trailers = headers.get(header::TE).is_some_and(|v| v == "trailers");
+    let present: Vec<HeaderName> = headers.keys().filter(|n| is_hop_by_hop(n)).cloned().collect();
+    for name in present {
         headers.remove(name);
     }
-    // `te: trailers` is the one TE value a proxy may pass on (gRPC needs it).
-    if headers.get(header::TE).is_some_and(|v| v != "trailers") {
-        headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, host: Option<&HeaderValue>) {
+    // Room for all of them at once, rather than growing the map as they go in.
+    headers.reserve(5);
     // The common case, no earlier proxy, costs a reference-count increment; a chain is joined into one value.
     let xff = match headers.get(X_FORWARDED_FOR) {
         None => Some(peer.ip.clone()),
