@@ -130,9 +130,15 @@ impl Connection {
         matches!(poll_read_buf(Pin::new(&mut self.stream), &mut cx, &mut self.read_buf), Poll::Pending)
     }
 
-    /// Writes the request head for `parts` into the write buffer, framing a body when there is one: by its exact
-    /// length when the client gave one, else chunked. Any framing header the request carries is replaced.
-    pub fn encode_head(&mut self, parts: &http::request::Parts, body: Option<&Incoming>) -> Framed {
+    /// Writes the request head for `parts` and the `extra` fields into the write buffer, framing a body when there
+    /// is one: by its exact length when the client gave one, else chunked. Any framing field the request carries is
+    /// replaced.
+    pub fn encode_head(
+        &mut self,
+        parts: &http::request::Parts,
+        extra: &[(&str, &[u8])],
+        body: Option<&Incoming>,
+    ) -> Framed {
         let buf = &mut self.write_buf;
         buf.clear();
         buf.extend_from_slice(parts.method.as_str().as_bytes());
@@ -144,10 +150,10 @@ impl Connection {
             if body.is_some() && (name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING) {
                 continue;
             }
-            buf.extend_from_slice(name.as_str().as_bytes());
-            buf.extend_from_slice(b": ");
-            buf.extend_from_slice(value.as_bytes());
-            buf.extend_from_slice(b"\r\n");
+            field(buf, name.as_str(), value.as_bytes());
+        }
+        for (name, value) in extra {
+            field(buf, name, value);
         }
         let framed = match body.map(|b| b.size_hint().exact()) {
             None => Framed::None,
@@ -289,6 +295,14 @@ impl FramingFields {
     }
 }
 
+/// Writes one `name: value` line.
+fn field(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b": ");
+    buf.extend_from_slice(value);
+    buf.extend_from_slice(b"\r\n");
+}
+
 /// How the request body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framed {
@@ -404,8 +418,9 @@ pub enum Chunk {
     Data(u64),
     /// Expecting the line end after a chunk's data.
     DataEnd,
-    /// Reading trailer fields after the last chunk.
-    Trailers(HeaderMap),
+    /// Reading trailer fields after the last chunk (boxed once there is one: most bodies have none, and this keeps
+    /// the body type small to move).
+    Trailers(Option<Box<HeaderMap>>),
 }
 
 /// What the decoder could do with the buffered bytes.
@@ -489,7 +504,7 @@ impl Framing {
                     Chunk::Size => {
                         let Some(line) = take_line(buf, MAX_CHUNK_LINE)? else { return Ok(Step::NeedMore) };
                         *chunk = match chunk_size(&line)? {
-                            0 => Chunk::Trailers(HeaderMap::new()),
+                            0 => Chunk::Trailers(None),
                             n => Chunk::Data(n),
                         };
                     }
@@ -514,6 +529,7 @@ impl Framing {
                     Chunk::Trailers(fields) => {
                         let Some(line) = take_line(buf, MAX_HEAD)? else { return Ok(Step::NeedMore) };
                         if !line.is_empty() {
+                            let fields = fields.get_or_insert_default();
                             if fields.len() >= MAX_HEADERS {
                                 return Err(Error::Chunked("too many trailer fields"));
                             }
@@ -521,10 +537,10 @@ impl Framing {
                             fields.append(name, value);
                             continue;
                         }
-                        let fields = std::mem::take(fields);
+                        let fields = fields.take();
                         *self = Framing::Done;
-                        if !fields.is_empty() {
-                            return Ok(Step::Frame(Frame::trailers(fields)));
+                        if let Some(fields) = fields {
+                            return Ok(Step::Frame(Frame::trailers(*fields)));
                         }
                     }
                 },
@@ -574,7 +590,8 @@ fn trailer_field(line: &[u8]) -> Result<(HeaderName, HeaderValue), Error> {
 /// The request's head and body on their way to the node.
 #[derive(Debug)]
 pub struct Upload {
-    body: Option<Incoming>,
+    /// Boxed: most requests have none, and the upload moves with the response body.
+    body: Option<Box<Incoming>>,
     chunked: bool,
     /// How much of the write buffer has been written.
     written: usize,
@@ -589,7 +606,14 @@ pub struct Upload {
 impl Upload {
     /// The upload of a head already encoded with [`Connection::encode_head`], and of `body` framed as it says.
     pub fn new(body: Option<Incoming>, framed: Framed) -> Upload {
-        Upload { body, chunked: framed == Framed::Chunked, written: 0, head_only: true, unflushed: false, done: false }
+        Upload {
+            body: body.map(Box::new),
+            chunked: framed == Framed::Chunked,
+            written: 0,
+            head_only: true,
+            unflushed: false,
+            done: false,
+        }
     }
 
     /// Whether everything has been sent.
@@ -635,7 +659,7 @@ impl Upload {
                 self.unflushed = true;
             }
             let Some(body) = self.body.as_mut() else { break };
-            match Pin::new(body).poll_frame(cx) {
+            match Pin::new(&mut **body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else { continue };
                     if data.is_empty() {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::Authority;
-use http::{Method, Request, Response};
+use http::{Method, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -24,9 +24,6 @@ use tracing::debug;
 
 use crate::exchange::{self, Connection, Framing, Head, Stream, Upload};
 use crate::tls::{TlsClient, TlsSettings, Trust};
-
-/// The body sent to nodes: the client's stream, or none for a body-less request (which can be replayed).
-pub type ProxyBody = Option<Incoming>;
 
 /// How long an idle connection to a node is kept by default (APISIX: 60 s).
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -181,7 +178,8 @@ pub struct NodePool {
     settings: Pool,
     tls: Option<Arc<TlsClient>>,
     /// Oldest first; requests take from the back (most recently used).
-    idle: Mutex<VecDeque<Conn>>,
+    /// Boxed, so a connection moving between the pool and a response body is a pointer.
+    idle: Mutex<VecDeque<Box<Conn>>>,
 }
 
 /// One HTTP/1.1 connection to a node, owned by a request while it is in use.
@@ -214,26 +212,29 @@ impl NodePool {
         self.tls.is_some()
     }
 
-    /// Sends `req` on an idle connection, or on a new one opened within `connect`, and reads the response head.
+    /// Sends the request `parts` and `body` on an idle connection, or on a new one opened within `connect`, and
+    /// reads the response head.
     /// `server_name` is the TLS SNI (the `Host` sent to the node, without port); ignored for plain HTTP. `now` is
-    /// the caller's reading of the clock, which the idle timeout is checked against. A pooled
+    /// the caller's reading of the clock, which the idle timeout is checked against; `extra` are fields written
+    /// after the request's own. A pooled
     /// connection the node closed meanwhile is replaced by a fresh one transparently when nothing of the request
     /// could have been acted on: it was not sent, or it has no body and an idempotent method (as nginx retries).
     pub async fn send(
         self: &Arc<Self>,
-        req: Request<ProxyBody>,
+        parts: &http::request::Parts,
+        body: Option<Incoming>,
+        extra: &[(&'static str, &[u8])],
         connect: Duration,
         server_name: Option<&str>,
         now: Instant,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let server_name = self.tls.as_ref().map(|_| server_name.filter(|n| !n.is_empty()).unwrap_or(&self.host));
-        let (parts, body) = req.into_parts();
         let head_request = parts.method == Method::HEAD;
         let mut conn = match self.take(server_name, now) {
             Some(conn) => conn,
-            None => self.connect(connect, server_name).await?,
+            None => Box::pin(self.connect(connect, server_name)).await?,
         };
-        let framed = conn.connection.encode_head(&parts, body.as_ref());
+        let framed = conn.connection.encode_head(parts, extra, body.as_ref());
         let mut upload = Upload::new(body, framed);
         loop {
             let mut received = false;
@@ -257,7 +258,7 @@ impl NodePool {
                 return Err(SendError::Http(error));
             }
             debug!(node = ?self.dial, %error, "pooled connection was closed; sending again on a new one");
-            let mut fresh = self.connect(connect, server_name).await?;
+            let mut fresh = Box::pin(self.connect(connect, server_name)).await?;
             conn.connection.hand_head_to(&mut fresh.connection);
             upload.restart();
             conn = fresh;
@@ -265,7 +266,7 @@ impl NodePool {
     }
 
     /// Hands a connection back after its response has been read to the end.
-    fn put(&self, mut conn: Conn) {
+    fn put(&self, mut conn: Box<Conn>) {
         if conn.served >= self.settings.requests {
             return;
         }
@@ -280,7 +281,7 @@ impl NodePool {
     }
 
     /// The most recently used idle connection for `server_name` that is still usable.
-    fn take(&self, server_name: Option<&str>, now: Instant) -> Option<Conn> {
+    fn take(&self, server_name: Option<&str>, now: Instant) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(at) = idle.iter().rposition(|c| c.server_name.as_deref() == server_name) {
             let mut conn = idle.remove(at)?;
@@ -298,7 +299,7 @@ impl NodePool {
     }
 
     /// Opens a connection: TCP, then TLS when configured, both within `limit`.
-    async fn connect(&self, limit: Duration, server_name: Option<&str>) -> Result<Conn, ConnectError> {
+    async fn connect(&self, limit: Duration, server_name: Option<&str>) -> Result<Box<Conn>, ConnectError> {
         let opened = tokio::time::timeout(limit, async {
             let tcp = match &self.dial {
                 Dial::Addr(addr) => TcpStream::connect(addr).await,
@@ -319,13 +320,13 @@ impl NodePool {
         })
         .await
         .map_err(|_| ConnectError::Timeout(limit))??;
-        Ok(Conn {
+        Ok(Box::new(Conn {
             connection: Connection::new(opened),
             served: 0,
             server_name: server_name.map(Arc::from),
             idle_since: Instant::now(),
             reused: false,
-        })
+        }))
     }
 }
 
@@ -366,7 +367,7 @@ async fn exchange_head(
 #[derive(Debug)]
 pub struct UpstreamBody {
     pool: Arc<NodePool>,
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     upload: Upload,
     framing: Framing,
     keep_alive: bool,
@@ -375,7 +376,7 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    fn new(pool: Arc<NodePool>, mut conn: Conn, upload: Upload, mut framing: Framing, keep_alive: bool) -> Self {
+    fn new(pool: Arc<NodePool>, mut conn: Box<Conn>, upload: Upload, mut framing: Framing, keep_alive: bool) -> Self {
         let buffered = framing.take_buffered(&mut conn.connection);
         let mut body = UpstreamBody { pool, conn: Some(conn), upload, framing, keep_alive, buffered };
         if body.framing.is_end() {

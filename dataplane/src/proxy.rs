@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, Uri};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use sluice_model::PassHost;
@@ -29,7 +29,7 @@ use crate::pool::{SendError, UpstreamBody};
 use crate::router::{RequestInfo, normalize_host};
 use crate::tls::server_name;
 
-pub use crate::pool::{Pool, ProxyBody};
+pub use crate::pool::Pool;
 
 /// The body returned to clients: a node's stream, or an error the data plane wrote.
 pub type ResponseBody = Either<ReadTimeoutBody, Full<Bytes>>;
@@ -166,28 +166,30 @@ async fn proxy(
         None => parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, peer, original_host.as_ref());
-    // Nodes get the origin form (`/path?query`), whatever form the client used.
-    let uri = match parts.uri.path_and_query() {
-        Some(_) if parts.uri.authority().is_none() => std::mem::take(&mut parts.uri),
-        Some(pq) => Uri::from(pq.clone()),
-        None => Uri::from(PathAndQuery::from_static("/")),
+    let forwarded = Forwarded::take(&mut parts.headers, peer, original_host.as_ref());
+    // With plugins, the forwarding fields go into the map, where the before-proxy phase sees them; without, they
+    // are written straight into the request head, which spares the map from growing by five fields.
+    let (extra, used) = if finish.is_some() {
+        forwarded.insert_into(&mut parts.headers);
+        ([("", &b""[..]); 5], 0)
+    } else {
+        forwarded.fields()
     };
+    // Nodes get the origin form (`/path?query`), whatever form the client used.
+    if parts.uri.authority().is_some() || parts.uri.path_and_query().is_none() {
+        parts.uri = Uri::from(parts.uri.path_and_query().cloned().unwrap_or(PathAndQuery::from_static("/")));
+    }
     // A request without a body can be sent again to another node if the first cannot be reached.
     let replayable = body.is_end_stream();
     let max_tries = if replayable { upstream.max_tries } else { 1 };
-    let mut body = Some(body);
+    let mut body = Some(body).filter(|b| !b.is_end_stream());
     let mut tried: Vec<usize> = Vec::new();
     let mut first_attempt = None;
     let limit = target.timeouts.connect + target.timeouts.read;
     loop {
-        let last = tried.len() + 1 >= max_tries;
-        let (mut outgoing, sni) =
-            build_request(&mut parts, &uri, upstream, node, original_host.as_ref(), last, &mut body);
+        let sni = prepare_attempt(&mut parts, upstream, node, original_host.as_ref());
         if let Some(f) = finish.as_mut() {
-            let (mut head, b) = outgoing.into_parts();
-            f.pipeline.before_proxy(&mut f.ctx, &mut head);
-            outgoing = Request::from_parts(head, b);
+            f.pipeline.before_proxy(&mut f.ctx, &mut parts);
         }
         let target_node = &upstream.nodes[node];
         // Created before the await so a client that goes away still releases the node's in-flight count.
@@ -195,7 +197,8 @@ async fn proxy(
         // One clock read serves the deadline, the pool's idle check and the latency.
         let sent = Instant::now();
         let first_attempt = *first_attempt.get_or_insert(sent);
-        let exchange = target_node.pool.send(outgoing, target.timeouts.connect, sni.as_deref(), sent);
+        let exchange =
+            target_node.pool.send(&parts, body.take(), &extra[..used], target.timeouts.connect, sni.as_deref(), sent);
         match tokio::time::timeout_at(sent + limit, exchange).await {
             Ok(Ok(resp)) => {
                 let latency = sent.elapsed();
@@ -211,6 +214,7 @@ async fn proxy(
                 // `retry_timeout` bounds when a new attempt may start, not how long it may take.
                 let expired = upstream.retry_timeout.is_some_and(|limit| first_attempt.elapsed() >= limit);
                 // Checked before picking: a pick advances the round-robin position.
+                let last = tried.len() >= max_tries;
                 let next = if last || expired { None } else { upstream.balancer.pick(hash, &tried) };
                 match next {
                     Some(n) => {
@@ -264,22 +268,14 @@ impl Drop for InFlight {
     }
 }
 
-/// The request for one attempt and the TLS server name for it (the `Host` sent, without its port, as APISIX's
-/// `proxy_ssl_name`). The last attempt takes the headers instead of cloning them.
-fn build_request<'u>(
+/// Sets the `Host` sent to `node` and returns the TLS server name for it (that `Host` without its port, as APISIX's
+/// `proxy_ssl_name`).
+fn prepare_attempt<'u>(
     parts: &mut http::request::Parts,
-    uri: &Uri,
     upstream: &'u UpstreamRuntime,
     node: usize,
     original_host: Option<&'u HeaderValue>,
-    last: bool,
-    body: &mut Option<Incoming>,
-) -> (Request<ProxyBody>, Option<Cow<'u, str>>) {
-    let mut req = Request::new(body.take().filter(|b| !b.is_end_stream()));
-    *req.method_mut() = parts.method.clone();
-    *req.version_mut() = Version::HTTP_11;
-    *req.uri_mut() = uri.clone();
-    *req.headers_mut() = if last { std::mem::take(&mut parts.headers) } else { parts.headers.clone() };
+) -> Option<Cow<'u, str>> {
     let target = &upstream.nodes[node];
     let host = match upstream.pass_host() {
         PassHost::Pass => original_host,
@@ -287,22 +283,19 @@ fn build_request<'u>(
         PassHost::Rewrite => upstream.rewrite_host.as_ref(),
     };
     // HTTP/1.1 requires a Host; a client without one (HTTP/1.0) gets the node's.
-    let host = host.unwrap_or(&target.host_header).clone();
+    parts.headers.insert(header::HOST, host.unwrap_or(&target.host_header).clone());
     // Only a client's Host is read here (borrowed, not parsed into an owned authority); node and rewrite names were
     // worked out with the configuration. A Host that is no valid TLS name (a client's `a..b`) falls back to the
     // node's own name rather than failing the handshake and counting it against the node.
-    let sni = if target.pool.is_tls() {
-        let chosen = match upstream.pass_host() {
-            PassHost::Pass => original_host.and_then(server_name),
-            PassHost::Node => None,
-            PassHost::Rewrite => upstream.rewrite_tls_name.as_deref().map(Cow::Borrowed),
-        };
-        chosen.or_else(|| target.tls_name.as_deref().map(Cow::Borrowed))
-    } else {
-        None
+    if !target.pool.is_tls() {
+        return None;
+    }
+    let chosen = match upstream.pass_host() {
+        PassHost::Pass => original_host.and_then(server_name),
+        PassHost::Node => None,
+        PassHost::Rewrite => upstream.rewrite_tls_name.as_deref().map(Cow::Borrowed),
     };
-    req.headers_mut().insert(header::HOST, host);
-    (req, sni)
+    chosen.or_else(|| target.tls_name.as_deref().map(Cow::Borrowed))
 }
 
 fn response(
@@ -346,31 +339,70 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-fn add_forwarded(headers: &mut HeaderMap, peer: &Peer, host: Option<&HeaderValue>) {
-    // Room for all of them at once, rather than growing the map as they go in.
-    headers.reserve(5);
-    // The common case, no earlier proxy, costs a reference-count increment; a chain is joined into one value.
-    let xff = match headers.get(X_FORWARDED_FOR) {
-        None => Some(peer.ip.clone()),
-        Some(_) => {
-            let mut joined = Vec::new();
-            for v in headers.get_all(X_FORWARDED_FOR) {
-                joined.extend_from_slice(v.as_bytes());
-                joined.extend_from_slice(b", ");
+/// The fields a proxy adds for the node (X-Forwarded-For, -Proto, -Host, -Port and X-Real-IP); whatever the client
+/// sent under these names is replaced, except that an earlier X-Forwarded-For chain is extended.
+#[derive(Debug)]
+struct Forwarded<'a> {
+    xff: Cow<'a, [u8]>,
+    ip: &'a [u8],
+    host: Option<&'a [u8]>,
+    port: &'a [u8],
+}
+
+/// The names [`Forwarded`] writes, in its order.
+static FORWARDED: [HeaderName; 5] = [
+    X_FORWARDED_FOR,
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+];
+
+impl<'a> Forwarded<'a> {
+    /// Takes the client's own forwarding fields out of `headers` and works out the ones to send.
+    fn take(headers: &mut HeaderMap, peer: &'a Peer, host: Option<&'a HeaderValue>) -> Forwarded<'a> {
+        let mut xff = Cow::Borrowed(peer.ip.as_bytes());
+        // Usually the client sent none of them: one scan instead of five removals by name.
+        if headers.keys().any(|k| FORWARDED.contains(k)) {
+            if headers.contains_key(X_FORWARDED_FOR) {
+                let mut joined = Vec::new();
+                for v in headers.get_all(X_FORWARDED_FOR) {
+                    joined.extend_from_slice(v.as_bytes());
+                    joined.extend_from_slice(b", ");
+                }
+                joined.extend_from_slice(peer.ip.as_bytes());
+                xff = Cow::Owned(joined);
             }
-            joined.extend_from_slice(peer.ip.as_bytes());
-            HeaderValue::from_maybe_shared(Bytes::from(joined)).ok()
+            for name in &FORWARDED {
+                headers.remove(name);
+            }
         }
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
+        Forwarded { xff, ip: peer.ip.as_bytes(), host: host.map(HeaderValue::as_bytes), port: peer.port.as_bytes() }
     }
-    headers.insert(HeaderName::from_static("x-real-ip"), peer.ip.clone());
-    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
-    if let Some(host) = host {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+
+    /// The fields as names and values, and how many of the slots are used.
+    fn fields(&self) -> ([(&'static str, &[u8]); 5], usize) {
+        let mut fields = [("", &b""[..]); 5];
+        let values = [Some(&*self.xff), Some(self.ip), Some(&b"http"[..]), self.host, Some(self.port)];
+        let mut used = 0;
+        for (name, value) in FORWARDED.iter().zip(values) {
+            if let Some(value) = value {
+                fields[used] = (name.as_str(), value);
+                used += 1;
+            }
+        }
+        (fields, used)
     }
-    headers.insert(HeaderName::from_static("x-forwarded-port"), peer.port.clone());
+
+    /// Puts the fields into `headers`, where the route's plugins can see and change them.
+    fn insert_into(&self, headers: &mut HeaderMap) {
+        let (fields, used) = self.fields();
+        for (name, value) in &fields[..used] {
+            if let Ok(value) = HeaderValue::from_bytes(value) {
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        }
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -498,7 +530,7 @@ mod tests {
         h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
         let host = HeaderValue::from_static("example.com:9080");
         let peer = Peer::new("10.0.0.9:5555".parse().unwrap(), HeaderValue::from_static("9080"));
-        add_forwarded(&mut h, &peer, Some(&host));
+        Forwarded::take(&mut h, &peer, Some(&host)).insert_into(&mut h);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.0.0.9");
         assert_eq!(h["x-real-ip"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
