@@ -8,7 +8,9 @@
 //! body once the body has ended; nothing on this path goes through a shared client or a per-request task.
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -19,7 +21,7 @@ use http::{Method, Response};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 use crate::exchange::{self, Connection, Framing, Head, Stream, Upload};
@@ -67,6 +69,17 @@ pub enum ConnectError {
     Closed,
 }
 
+/// When an attempt started and how long its parts may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The caller's reading of the clock as the attempt started; idle connections are checked against it.
+    pub started: Instant,
+    /// How long opening a connection may take.
+    pub connect: Duration,
+    /// When the response head must have arrived.
+    pub deadline: Instant,
+}
+
 /// Why a request could not be exchanged on a connection.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -76,6 +89,9 @@ pub enum SendError {
     /// The request was sent (or partly sent) and the exchange failed.
     #[error(transparent)]
     Http(exchange::Error),
+    /// No response head came before the deadline.
+    #[error("timed out waiting for the response")]
+    Timeout,
 }
 
 /// Identifies a node pool: the address, the pool settings and the TLS settings (none for plain HTTP).
@@ -194,6 +210,19 @@ pub struct Conn {
     idle_since: Instant,
     /// Whether it came from the pool (a reused connection may have been closed by the node meanwhile).
     reused: bool,
+    /// The response deadline, kept with the connection: moving a registered timer's deadline later is one atomic
+    /// operation, where a new timer per request costs a registration and a removal in the timer wheel.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl Conn {
+    /// Sets the deadline for the next response head.
+    fn arm(&mut self, deadline: Instant) {
+        match &mut self.deadline {
+            Some(timer) => timer.as_mut().reset(deadline),
+            None => self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+    }
 }
 
 impl NodePool {
@@ -212,11 +241,10 @@ impl NodePool {
         self.tls.is_some()
     }
 
-    /// Sends the request `parts` and `body` on an idle connection, or on a new one opened within `connect`, and
-    /// reads the response head.
-    /// `server_name` is the TLS SNI (the `Host` sent to the node, without port); ignored for plain HTTP. `now` is
-    /// the caller's reading of the clock, which the idle timeout is checked against; `extra` are fields written
-    /// after the request's own. A pooled
+    /// Sends the request `parts` and `body` on an idle connection, or on a new one opened within the connect
+    /// timeout, and reads the response head by the deadline.
+    /// `server_name` is the TLS SNI (the `Host` sent to the node, without port); ignored for plain HTTP. `extra`
+    /// are fields written after the request's own. A pooled
     /// connection the node closed meanwhile is replaced by a fresh one transparently when nothing of the request
     /// could have been acted on: it was not sent, or it has no body and an idempotent method (as nginx retries).
     pub async fn send(
@@ -224,10 +252,10 @@ impl NodePool {
         parts: &http::request::Parts,
         body: Option<Incoming>,
         extra: &[(&'static str, &[u8])],
-        connect: Duration,
         server_name: Option<&str>,
-        now: Instant,
+        timing: Timing,
     ) -> Result<Response<UpstreamBody>, SendError> {
+        let Timing { started: now, connect, deadline } = timing;
         let server_name = self.tls.as_ref().map(|_| server_name.filter(|n| !n.is_empty()).unwrap_or(&self.host));
         let head_request = parts.method == Method::HEAD;
         let mut conn = match self.take(server_name, now) {
@@ -238,13 +266,15 @@ impl NodePool {
         let mut upload = Upload::new(body, framed);
         loop {
             let mut received = false;
-            let error = match exchange_head(&mut conn.connection, &mut upload, head_request, &mut received).await {
+            conn.arm(deadline);
+            let error = match exchange_head(&mut conn, &mut upload, head_request, &mut received).await {
                 Ok(head) => {
                     conn.served += 1;
                     let body = UpstreamBody::new(self.clone(), conn, upload, head.framing, head.keep_alive);
                     return Ok(Response::from_parts(head.parts, body));
                 }
-                Err(e) => e,
+                Err(None) => return Err(SendError::Timeout),
+                Err(Some(e)) => e,
             };
             if received || matches!(error, exchange::Error::Client(_)) {
                 return Err(SendError::Http(error));
@@ -326,23 +356,26 @@ impl NodePool {
             server_name: server_name.map(Arc::from),
             idle_since: Instant::now(),
             reused: false,
+            deadline: None,
         }))
     }
 }
 
-/// Sends the request and reads the response head. A write failure does not end the exchange at once: a node that
-/// answers early (413) and stops reading may have sent its answer already, and that answer is the one to pass on.
+/// Sends the request and reads the response head; `Err(None)` when the connection's deadline passes first. A write
+/// failure does not end the exchange at once: a node that answers early (413) and stops reading may have sent its
+/// answer already, and that answer is the one to pass on.
 async fn exchange_head(
-    conn: &mut Connection,
+    conn: &mut Conn,
     upload: &mut Upload,
     head_request: bool,
     received: &mut bool,
-) -> Result<Head, exchange::Error> {
+) -> Result<Head, Option<exchange::Error>> {
     let mut write_error = None;
+    let Conn { connection, deadline, .. } = conn;
     std::future::poll_fn(|cx| {
         if write_error.is_none() {
-            match upload.poll(conn, cx) {
-                Poll::Ready(Err(e @ exchange::Error::Client(_))) => return Poll::Ready(Err(e)),
+            match upload.poll(connection, cx) {
+                Poll::Ready(Err(e @ exchange::Error::Client(_))) => return Poll::Ready(Err(Some(e))),
                 Poll::Ready(Err(e)) => {
                     upload.abandon();
                     write_error = Some(e);
@@ -350,12 +383,17 @@ async fn exchange_head(
                 _ => {}
             }
         }
-        match ready!(conn.poll_head(cx, head_request, received)) {
-            Ok(head) => Poll::Ready(Ok(head)),
-            Err(exchange::Error::ClosedBeforeResponse) if write_error.is_some() => {
-                Poll::Ready(Err(write_error.take().unwrap_or(exchange::Error::ClosedBeforeResponse)))
+        match connection.poll_head(cx, head_request, received) {
+            Poll::Ready(Ok(head)) => Poll::Ready(Ok(head)),
+            Poll::Ready(Err(exchange::Error::ClosedBeforeResponse)) if write_error.is_some() => {
+                Poll::Ready(Err(write_error.take()))
             }
-            Err(e) => Poll::Ready(Err(e)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(Some(e))),
+            // Checked only while waiting, so an answer that is already here costs no look at the clock.
+            Poll::Pending => match deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Err(None)),
+                _ => Poll::Pending,
+            },
         }
     })
     .await

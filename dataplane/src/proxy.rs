@@ -25,7 +25,7 @@ use crate::error::ProxyError;
 use crate::exchange::is_hop_by_hop;
 use crate::health::Observed;
 use crate::pipeline::{Ctx, Finish, Flow};
-use crate::pool::{SendError, UpstreamBody};
+use crate::pool::{SendError, Timing, UpstreamBody};
 use crate::router::{RequestInfo, normalize_host};
 use crate::tls::server_name;
 
@@ -194,20 +194,21 @@ async fn proxy(
         let target_node = &upstream.nodes[node];
         // Created before the await so a client that goes away still releases the node's in-flight count.
         let in_flight = InFlight::start(upstream, node);
-        // One clock read serves the deadline, the pool's idle check and the latency.
+        // One clock read serves the deadline, the pool's idle check and the latency. The deadline covers opening a
+        // connection too; the connect timeout alone bounds that part.
         let sent = Instant::now();
         let first_attempt = *first_attempt.get_or_insert(sent);
-        let exchange =
-            target_node.pool.send(&parts, body.take(), &extra[..used], target.timeouts.connect, sni.as_deref(), sent);
-        match tokio::time::timeout_at(sent + limit, exchange).await {
-            Ok(Ok(resp)) => {
+        let timing = Timing { started: sent, connect: target.timeouts.connect, deadline: sent + limit };
+        let exchange = target_node.pool.send(&parts, body.take(), &extra[..used], sni.as_deref(), timing);
+        match exchange.await {
+            Ok(resp) => {
                 let latency = sent.elapsed();
                 upstream.balancer.observe(node, latency);
                 upstream.metrics.latency.observe(latency.as_secs_f64());
                 upstream.observe(node, Observed::Status(resp.status().as_u16()));
                 return Ok(response(resp, target, finish.take(), in_flight));
             }
-            Ok(Err(SendError::Connect(e))) => {
+            Err(SendError::Connect(e)) => {
                 debug!(node = %target_node.authority, error = %e, "cannot connect to node");
                 upstream.observe(node, Observed::ConnectFailure);
                 tried.push(node);
@@ -230,10 +231,10 @@ async fn proxy(
                     }
                 }
             }
-            Ok(Err(SendError::Http(e))) => {
+            Err(SendError::Http(e)) => {
                 return Err(ProxyError::Upstream { node: target_node.authority.to_string(), reason: error_chain(&e) });
             }
-            Err(_elapsed) => {
+            Err(SendError::Timeout) => {
                 upstream.observe(node, Observed::Timeout);
                 return Err(ProxyError::Timeout {
                     node: target_node.authority.to_string(),

@@ -1,15 +1,18 @@
 //! Accept loops with graceful shutdown, shared by the proxy and admin listeners.
 //!
 //! Every connection task holds a clone of the shutdown receiver; when shutdown is signalled, accept loops stop and
-//! each connection finishes its in-flight requests (HTTP/1 closes once idle, HTTP/2 sends GOAWAY) before it drops
-//! its receiver. The owner waits for `Sender::closed`, i.e. for every receiver to be gone, up to a grace period.
+//! tell their connections (through a [`StopSignal`]), and each connection finishes its in-flight requests (HTTP/1
+//! closes once idle, HTTP/2 sends GOAWAY) before it drops its receiver. The owner waits for `Sender::closed`, i.e.
+//! for every receiver to be gone, up to a grace period.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use futures::task::AtomicWaker;
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
@@ -38,6 +41,7 @@ where
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
+    let signal = Arc::new(StopSignal::default());
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -52,23 +56,74 @@ where
             _ = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let (builder, handler, mut stop) = (builder.clone(), connection(remote), shutdown.clone());
+        let (builder, handler, held) = (builder.clone(), connection(remote), shutdown.clone());
+        let (signal, waker) = (signal.clone(), signal.subscribe());
         tokio::spawn(async move {
             let svc = service_fn(handler);
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                _ = stopped(&mut stop) => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let mut stopping = false;
+            let result = std::future::poll_fn(|cx| {
+                if !stopping {
+                    // Registered before the flag is read, so a stop in between still wakes this task.
+                    waker.register(cx.waker());
+                    if signal.is_stopped() {
+                        stopping = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
                 }
-            };
+                conn.as_mut().poll(cx)
+            })
+            .await;
             if let Err(e) = result {
                 debug!(client = %remote, error = %e, "connection ended with an error");
             }
-            drop(stop);
+            // Dropped last: the owner counts connections still draining by these receivers.
+            drop(held);
         });
+    }
+    signal.stop();
+}
+
+/// Tells an accept loop's connections to finish up. Each connection registers its task's waker once and checks one
+/// flag per poll; a watch receiver's `changed()` would take a lock on every poll of every connection.
+#[derive(Debug, Default)]
+struct StopSignal {
+    stopped: AtomicBool,
+    wakers: Mutex<Wakers>,
+}
+
+#[derive(Debug, Default)]
+struct Wakers {
+    list: Vec<Weak<AtomicWaker>>,
+    /// The length at which closed connections' entries are next swept out.
+    sweep_at: usize,
+}
+
+impl StopSignal {
+    /// A waker slot for one connection; it is forgotten once the connection drops it.
+    fn subscribe(&self) -> Arc<AtomicWaker> {
+        let waker = Arc::new(AtomicWaker::new());
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if wakers.list.len() >= wakers.sweep_at {
+            wakers.list.retain(|w| w.strong_count() > 0);
+            wakers.sweep_at = (wakers.list.len() * 2).max(64);
+        }
+        wakers.list.push(Arc::downgrade(&waker));
+        waker
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
+    /// Sets the flag, then wakes every connection still open.
+    fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        for waker in wakers.list.iter().filter_map(Weak::upgrade) {
+            waker.wake();
+        }
     }
 }
 

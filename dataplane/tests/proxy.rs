@@ -294,28 +294,38 @@ async fn route_timeout_overrides_the_upstreams() {
     use tokio::io::AsyncWriteExt;
 
     let mut s = setup().await;
-    // A node that answers after 1.5 s.
+    // A keep-alive node that answers paths containing "slow" after 1.5 s, others at once.
     let slow = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let slow_addr = slow.local_addr().unwrap().to_string();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = slow.accept().await {
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow").await;
+                while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                    if String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().contains("slow") {
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                    }
+                    if stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow").await.is_err() {
+                        return;
+                    }
+                }
             });
         }
     });
     let short = json!({"connect": 0.2, "send": 0.2, "read": 0.2});
-    let upstream = json!({"timeout": short, "nodes": {slow_addr: 1}});
+    let upstream = json!({"timeout": short, "nodes": {slow_addr: 1}, "keepalive_pool": {"size": 1}});
     put(&mut s.client, "/sluice/upstreams/slow", upstream).await;
-    s.route("short", json!({"uri": "/short", "upstream_id": "slow"})).await;
+    s.route("short", json!({"uri": "/short/*", "upstream_id": "slow"})).await;
     let long = json!({"connect": 1, "send": 5, "read": 5});
-    s.route("long", json!({"uri": "/long", "upstream_id": "slow", "timeout": long})).await;
+    s.route("long", json!({"uri": "/long/*", "upstream_id": "slow", "timeout": long})).await;
     let addr = s.dp.http_addr();
-    assert_eq!(get(addr, "x", "/short").await.unwrap().status, 504, "the upstream's read timeout");
-    let reply = get(addr, "x", "/long").await.unwrap();
+    // The one pooled connection first carries a request with the long deadline; the short one must still hold
+    // for the next request on it.
+    assert_eq!(get(addr, "x", "/long/fast").await.unwrap().status, 200);
+    let started = Instant::now();
+    assert_eq!(get(addr, "x", "/short/slow").await.unwrap().status, 504, "the upstream's read timeout");
+    assert!(started.elapsed() < Duration::from_secs(1), "took {:?}", started.elapsed());
+    let reply = get(addr, "x", "/long/slow").await.unwrap();
     assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, "slow"), "the route's timeout wins");
 }
 
