@@ -278,29 +278,51 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
-/// The hop-by-hop fields of a response that bear on framing and persistence.
+/// What a response's hop-by-hop fields say about framing and persistence, gathered as they are parsed (without
+/// keeping the values: nodes send `Connection: keep-alive` on nearly every response).
 #[derive(Debug, Default)]
 struct FramingFields {
-    connection: Vec<HeaderValue>,
-    transfer_encoding: Vec<HeaderValue>,
+    close: bool,
+    keep_alive: bool,
+    /// Fields a `Connection` field names, to be dropped too.
+    named: Vec<HeaderName>,
+    /// Whether there is a Transfer-Encoding, and whether its last coding is chunked.
+    transfer_encoding: Option<bool>,
 }
 
 impl FramingFields {
     fn note(&mut self, name: &HeaderName, value: HeaderValue) {
         if name == header::CONNECTION {
-            self.connection.push(value);
+            for token in tokens(&value) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else if let Ok(named) = HeaderName::from_bytes(token) {
+                    self.named.push(named);
+                }
+            }
         } else if name == header::TRANSFER_ENCODING {
-            self.transfer_encoding.push(value);
+            // A later field's codings come after an earlier one's; only the very last coding decides.
+            if let Some(last) = tokens(&value).last() {
+                self.transfer_encoding = Some(last.eq_ignore_ascii_case(b"chunked"));
+            } else {
+                self.transfer_encoding.get_or_insert(false);
+            }
         }
     }
 }
 
 /// Writes one `name: value` line.
 fn field(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
+    // Separators are pushed byte by byte: a copy call for two bytes costs more than the bytes.
+    buf.reserve(name.len() + value.len() + 4);
     buf.extend_from_slice(name.as_bytes());
-    buf.extend_from_slice(b": ");
+    buf.push(b':');
+    buf.push(b' ');
     buf.extend_from_slice(value);
-    buf.extend_from_slice(b"\r\n");
+    buf.push(b'\r');
+    buf.push(b'\n');
 }
 
 /// How the request body is framed on the wire.
@@ -335,28 +357,16 @@ impl Head {
         hop: FramingFields,
         head_request: bool,
     ) -> Result<Head, Error> {
-        let mut keep_alive = version == Version::HTTP_11;
-        for token in hop.connection.iter().flat_map(tokens) {
-            if token.eq_ignore_ascii_case(b"close") {
-                keep_alive = false;
-            } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                keep_alive |= version == Version::HTTP_10;
-            } else if let Ok(named) = HeaderName::from_bytes(token) {
-                // Fields a `Connection` field names are hop-by-hop too.
-                headers.remove(named);
-            }
+        let mut keep_alive = !hop.close && (version == Version::HTTP_11 || hop.keep_alive);
+        for named in hop.named {
+            headers.remove(named);
         }
         let framing = if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             Framing::Done
-        } else if !hop.transfer_encoding.is_empty() {
+        } else if let Some(chunked) = hop.transfer_encoding {
             // Transfer-Encoding wins over any Content-Length, which must not be passed on with a different framing.
             headers.remove(header::CONTENT_LENGTH);
-            let last = hop.transfer_encoding.iter().flat_map(tokens).last();
-            if last.is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")) {
-                Framing::Chunked(Chunk::Size)
-            } else {
-                Framing::Close
-            }
+            if chunked { Framing::Chunked(Chunk::Size) } else { Framing::Close }
         } else {
             match content_length(&headers)? {
                 Some(len) => Framing::Length(len),
