@@ -315,14 +315,10 @@ impl FramingFields {
 
 /// Writes one `name: value` line.
 fn field(buf: &mut Vec<u8>, name: &str, value: &[u8]) {
-    // Separators are pushed byte by byte: a copy call for two bytes costs more than the bytes.
-    buf.reserve(name.len() + value.len() + 4);
     buf.extend_from_slice(name.as_bytes());
-    buf.push(b':');
-    buf.push(b' ');
+    buf.extend_from_slice(b": ");
     buf.extend_from_slice(value);
-    buf.push(b'\r');
-    buf.push(b'\n');
+    buf.extend_from_slice(b"\r\n");
 }
 
 /// How the request body is framed on the wire.
