@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::Shared;
-use crate::pipeline::Pipeline;
+use crate::plugins::{Chain, Consumers, Enabled, RouteMeta};
 use crate::router::{self, Router};
 
 pub use state::{State, exercise};
@@ -71,6 +71,9 @@ pub enum Rejected {
     /// A feature this data plane does not implement yet.
     #[error("{0} is not supported yet")]
     Unsupported(String),
+    /// A plugin cannot be run as configured (not enabled here, or unusable settings).
+    #[error(transparent)]
+    Plugin(#[from] crate::plugins::BuildError),
 }
 
 /// Why a route that is in the table cannot be proxied: it answers 503 until this is fixed.
@@ -87,6 +90,14 @@ pub enum Unresolved {
     /// Neither the route nor its service has an upstream.
     #[error("no upstream configured in the route or its service")]
     NoUpstream,
+    /// It, or an object it needs, was rejected and there is no good version to serve instead.
+    #[error("{kind} {id} was rejected")]
+    Rejected {
+        /// The kind of the rejected object.
+        kind: Kind,
+        /// Its id.
+        id: Arc<str>,
+    },
 }
 
 /// What a matched route leads to.
@@ -94,14 +105,16 @@ pub enum Unresolved {
 pub struct Target {
     /// The route's id.
     pub route_id: Arc<str>,
+    /// Its names and labels, for plugins, logs and metrics.
+    pub meta: Arc<RouteMeta>,
     /// The upstream, or why there is none.
     pub upstream: Result<Arc<UpstreamRuntime>, Unresolved>,
     /// Effective timeouts.
     pub timeouts: Timeouts,
     /// Set once a problem with this target was logged, so a broken route logs once per resolution.
     pub warned: AtomicBool,
-    /// The plugins the request runs through.
-    pub pipeline: Pipeline,
+    /// The plugins the request runs through (the route's, its plugin config's and its service's, merged).
+    pub chain: Chain,
 }
 
 impl Target {
@@ -112,12 +125,23 @@ impl Target {
 }
 
 /// An immutable configuration snapshot, as the request path sees it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Compiled {
     /// The routing table.
     pub router: Router<Target>,
+    /// The plugins of every global rule, run on every request; or why they cannot be (every request then answers
+    /// 503: a global rule may be what keeps requests out).
+    pub global: Result<Chain, Unresolved>,
+    /// The consumers, for authentication plugins.
+    pub consumers: Arc<Consumers>,
     /// Increases with every publish; 0 is the empty configuration served before the first sync.
     pub version: u64,
+}
+
+impl Default for Compiled {
+    fn default() -> Self {
+        Compiled { router: Router::default(), global: Ok(Chain::default()), consumers: Arc::default(), version: 0 }
+    }
 }
 
 /// The name of the thread that applies and publishes configuration changes.
@@ -129,7 +153,7 @@ const PRIORITY: u8 = 25;
 
 /// Owns the state on a dedicated thread: applies updates from the source, publishes after each burst, and swaps
 /// the snapshot in. Completes when the thread ends, which it does once the source drops its sender.
-pub(crate) async fn run(keys: Keys, updates: mpsc::Receiver<Update>, shared: Arc<Shared>) {
+pub(crate) async fn run(keys: Keys, updates: mpsc::Receiver<Update>, shared: Arc<Shared>, plugins: Enabled) {
     // Health-check tasks of upstreams are spawned from the thread onto this runtime.
     let runtime = Handle::current();
     let (done, ended) = oneshot::channel::<()>();
@@ -138,7 +162,7 @@ pub(crate) async fn run(keys: Keys, updates: mpsc::Receiver<Update>, shared: Arc
         let _done = done;
         let _entered = runtime.enter();
         lower_priority();
-        compile(keys, updates, &shared);
+        compile(keys, updates, &shared, plugins);
     });
     match spawned {
         Ok(_) => {
@@ -161,7 +185,7 @@ fn lower_priority() {
 }
 
 /// The loop of the configuration thread: returns when the channel closes.
-fn compile(keys: Keys, mut updates: mpsc::Receiver<Update>, shared: &Shared) {
+fn compile(keys: Keys, mut updates: mpsc::Receiver<Update>, shared: &Shared, plugins: Enabled) {
     // A private timer for the quiet period: the request runtime's timer may be driven only from inside its own
     // `block_on` (a current-thread runtime), and is shut down at exit before this thread sees the channel close.
     let timer = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
@@ -171,7 +195,8 @@ fn compile(keys: Keys, mut updates: mpsc::Receiver<Update>, shared: &Shared) {
             return;
         }
     };
-    let mut state = State::new(keys).with_metrics(shared.metrics.clone()).with_pools(shared.pools.clone());
+    let mut state =
+        State::new(keys).with_metrics(shared.metrics.clone()).with_pools(shared.pools.clone()).with_plugins(plugins);
     let metrics = shared.metrics.clone();
     let on_reject = move |kind: Kind| metrics.rejected(kind);
     let mut synced = false;

@@ -76,7 +76,12 @@ impl ProxyError {
 
     /// The whole response.
     pub fn response(&self) -> Response<Full<Bytes>> {
-        let mut resp = Response::new(Full::new(self.body()));
+        self.reply().map(Full::new)
+    }
+
+    /// The whole response, its body in one piece (as plugins' response phases take it).
+    pub fn reply(&self) -> Response<Bytes> {
+        let mut resp = Response::new(self.body());
         *resp.status_mut() = self.status();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         resp

@@ -10,7 +10,7 @@ pub mod error;
 pub mod exchange;
 pub mod health;
 pub mod metrics;
-pub mod pipeline;
+pub mod plugins;
 pub mod pool;
 pub mod proxy;
 pub mod router;
@@ -56,6 +56,8 @@ pub struct Options {
     pub etcd_tls: Option<etcd_client::TlsOptions>,
     /// Certificate authorities that `https` upstreams with `tls.verify` trust, besides the system's.
     pub upstream_ca_file: Option<std::path::PathBuf>,
+    /// The plugins this data plane runs; objects using others answer 503.
+    pub plugins: plugins::Enabled,
 }
 
 impl Default for Options {
@@ -68,6 +70,7 @@ impl Default for Options {
             grace: Duration::from_secs(10),
             etcd_tls: None,
             upstream_ca_file: None,
+            plugins: plugins::Enabled::all(),
         }
     }
 }
@@ -135,7 +138,7 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
         .with_tls(opts.etcd_tls.clone());
     let background = vec![
         tokio::spawn(source.run(Position::Unsynced)),
-        tokio::spawn(config::run(keys, updates_rx, shared.clone())),
+        tokio::spawn(config::run(keys, updates_rx, shared.clone(), opts.plugins.clone())),
         tokio::spawn(sweep_pools(shared.pools.clone())),
     ];
 

@@ -47,6 +47,10 @@ struct Args {
     /// Log filter (tracing EnvFilter syntax); RUST_LOG wins when set.
     #[arg(long, env = "SLUICE_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// The plugins this data plane runs, comma-separated (APISIX's `plugins` list); default: all. A route using
+    /// another answers 503.
+    #[arg(long, env = "SLUICE_PLUGINS", value_delimiter = ',')]
+    plugins: Option<Vec<String>>,
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE", default_value_t = 10.0)]
     shutdown_grace: f64,
@@ -78,7 +82,14 @@ fn main() -> anyhow::Result<()> {
     let etcd_tls = sluice_etcd::TlsFiles { ca: args.etcd_ca_file, cert: args.etcd_cert_file, key: args.etcd_key_file }
         .options()
         .context("etcd TLS settings")?;
+    let plugins = match &args.plugins {
+        None => sluice_dataplane::plugins::Enabled::all(),
+        Some(names) => sluice_dataplane::plugins::Enabled::only(names.iter().map(String::as_str))
+            .map_err(anyhow::Error::msg)
+            .context("--plugins")?,
+    };
     let opts = Options {
+        plugins,
         etcd_tls,
         etcd_endpoints: args.etcd_endpoints,
         etcd_prefix: args.etcd_prefix,

@@ -30,6 +30,49 @@ pub struct Metrics {
     upstream_retries: IntCounterVec,
     upstream_latency: HistogramVec,
     node_healthy: IntGaugeVec,
+    http_status: IntCounterVec,
+    http_latency: HistogramVec,
+    bandwidth: IntCounterVec,
+}
+
+/// APISIX's latency buckets, in milliseconds.
+const LATENCY_BUCKETS_MS: [f64; 15] =
+    [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 30000.0, 60000.0];
+
+/// The labels of the prometheus plugin's series for one route, status, consumer and node.
+#[derive(Debug, Clone, Copy)]
+pub struct SeriesLabels<'a> {
+    /// The status code sent.
+    pub code: u16,
+    /// The route's id (or name).
+    pub route: &'a str,
+    /// The route's path pattern.
+    pub matched_uri: &'a str,
+    /// The route's host pattern.
+    pub matched_host: &'a str,
+    /// The service's id (or name).
+    pub service: &'a str,
+    /// The consumer's name.
+    pub consumer: &'a str,
+    /// The node's address, without the port.
+    pub node: &'a str,
+}
+
+/// The handles of the prometheus plugin's series for one label combination.
+#[derive(Debug)]
+pub struct PluginSeries {
+    /// `sluice_http_status`.
+    pub status: IntCounter,
+    /// `sluice_http_latency{type="request"}`: from the request's arrival to the end of the response (ms).
+    pub latency_request: Histogram,
+    /// `sluice_http_latency{type="upstream"}`: the node's time to answer (ms).
+    pub latency_upstream: Histogram,
+    /// `sluice_http_latency{type="sluice"}`: the request's time less the node's (ms).
+    pub latency_gateway: Histogram,
+    /// `sluice_bandwidth{type="ingress"}`: bytes received from the client.
+    pub ingress: IntCounter,
+    /// `sluice_bandwidth{type="egress"}`: bytes sent to the client.
+    pub egress: IntCounter,
 }
 
 /// One upstream's metric handles, resolved when its runtime is compiled so the request path does no label
@@ -82,8 +125,27 @@ impl Metrics {
             &["upstream", "node"],
         )
         .expect("static metric definition");
+        let http_status = IntCounterVec::new(
+            Opts::new("sluice_http_status", "Requests on routes with the prometheus plugin, by status and labels."),
+            &["code", "route", "matched_uri", "matched_host", "service", "consumer", "node"],
+        )
+        .expect("static metric definition");
+        let http_latency = HistogramVec::new(
+            HistogramOpts::new("sluice_http_latency", "Request, upstream and gateway latency in milliseconds.")
+                .buckets(LATENCY_BUCKETS_MS.to_vec()),
+            &["type", "route", "service", "consumer", "node"],
+        )
+        .expect("static metric definition");
+        let bandwidth = IntCounterVec::new(
+            Opts::new("sluice_bandwidth", "Bytes received (ingress) and sent (egress) on routes with prometheus."),
+            &["type", "route", "service", "consumer", "node"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(rejected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_status.clone()),
+            Box::new(http_latency.clone()),
+            Box::new(bandwidth.clone()),
             Box::new(requests.clone()),
             Box::new(routes.clone()),
             Box::new(etcd_connected.clone()),
@@ -110,6 +172,31 @@ impl Metrics {
             upstream_retries,
             upstream_latency,
             node_healthy,
+            http_status,
+            http_latency,
+            bandwidth,
+        }
+    }
+
+    /// The prometheus plugin's series for one label combination (resolved once, then cached by the plugin).
+    pub fn plugin_series(&self, l: &SeriesLabels<'_>) -> PluginSeries {
+        let code = l.code.to_string();
+        let common = |kind: &'static str| [kind, l.route, l.service, l.consumer, l.node];
+        PluginSeries {
+            status: self.http_status.with_label_values(&[
+                code.as_str(),
+                l.route,
+                l.matched_uri,
+                l.matched_host,
+                l.service,
+                l.consumer,
+                l.node,
+            ]),
+            latency_request: self.http_latency.with_label_values(&common("request")),
+            latency_upstream: self.http_latency.with_label_values(&common("upstream")),
+            latency_gateway: self.http_latency.with_label_values(&common("sluice")),
+            ingress: self.bandwidth.with_label_values(&common("ingress")),
+            egress: self.bandwidth.with_label_values(&common("egress")),
         }
     }
 

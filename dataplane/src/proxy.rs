@@ -24,7 +24,7 @@ use crate::config::{Target, UpstreamRuntime};
 use crate::error::ProxyError;
 use crate::exchange::is_hop_by_hop;
 use crate::health::Observed;
-use crate::pipeline::{Ctx, Finish, Flow};
+use crate::plugins::{Ctx, Reply, Session};
 use crate::pool::{SendError, Timing, UpstreamBody};
 use crate::router::{RequestInfo, normalize_host};
 use crate::tls::server_name;
@@ -62,8 +62,8 @@ pub(crate) async fn handle(
     peer: Arc<Peer>,
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
-    let mut finish = None;
-    let resp = match proxy(&shared, &peer, req, &mut finish).await {
+    let mut session = None;
+    let resp = match proxy(&shared, &peer, req, &mut session).await {
         Ok(resp) => resp,
         Err(err) => {
             match &err {
@@ -72,16 +72,22 @@ pub(crate) async fn handle(
                     warn!(client = %peer.addr, error = %e, "proxying failed")
                 }
             }
-            let (mut head, body) = err.response().into_parts();
-            // Plugins see the data plane's own answers too; their log phase runs as `finish` drops here.
-            if let Some(f) = finish.as_mut() {
-                f.pipeline.response_header(&mut f.ctx, &mut head);
-            }
-            Response::from_parts(head, Either::Right(body))
+            // Plugins see the data plane's own answers too; their log phase runs as `session` drops here.
+            let reply = match session.as_mut() {
+                Some(s) => s.reply(err.reply()),
+                None => err.reply(),
+            };
+            full(reply)
         }
     };
     shared.metrics.request(resp.status().as_u16());
     Ok(resp)
+}
+
+/// A data plane answer as a response to the client.
+fn full(reply: Reply) -> Response<ResponseBody> {
+    let (head, body) = reply.into_parts();
+    Response::from_parts(head, Either::Right(Full::new(body)))
 }
 
 /// The `Host` a request names: its header, else the authority of an absolute URI (HTTP/2's `:authority`).
@@ -93,16 +99,16 @@ fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> &'a str {
         .unwrap_or("")
 }
 
-/// Proxies one request. When the route has plugins, `finish` receives the pipeline and its context, so the caller
-/// can run the late phases on error answers; on success it moves into the response body.
+/// Proxies one request. When plugins run for it (the route's, or global rules), `session` receives their state,
+/// so the caller can run the late phases on error answers; on success it moves into the response body.
 async fn proxy(
     shared: &Shared,
     peer: &Peer,
     req: Request<Incoming>,
-    finish: &mut Option<Finish>,
+    session: &mut Option<Session>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let remote = peer.addr;
-    let entry = {
+    let (entry, global, consumers) = {
         let config = shared.config.load();
         let host = normalize_host(request_host(req.headers(), req.uri()));
         let info = RequestInfo {
@@ -114,19 +120,27 @@ async fn proxy(
             remote_addr: remote.ip(),
         };
         // Clone the entry out so the snapshot guard is not held while the request is in flight.
-        config.router.find(&info).cloned().ok_or(ProxyError::RouteNotFound)?
+        let entry = config.router.find(&info).cloned();
+        let global = match &config.global {
+            Ok(chain) if chain.is_empty() => None,
+            Ok(chain) => Some(chain.clone()),
+            Err(reason) => return Err(ProxyError::Unresolved(reason.clone())),
+        };
+        let plugins = global.is_some() || entry.as_ref().is_some_and(|e| !e.value.chain.is_empty());
+        (entry, global, plugins.then(|| config.consumers.clone()))
     };
-    let target = &entry.value;
     let (mut parts, body) = req.into_parts();
-    if !target.pipeline.is_empty() {
-        let f =
-            finish.insert(Finish { pipeline: target.pipeline.clone(), ctx: Ctx::new(target.route_id.clone(), remote) });
-        if let Flow::Respond(resp) = f.pipeline.request(&mut f.ctx, &mut parts) {
-            let (mut head, bytes) = resp.into_parts();
-            f.pipeline.response_header(&mut f.ctx, &mut head);
-            return Ok(Response::from_parts(head, Either::Right(Full::new(bytes))));
+    if let Some(consumers) = consumers {
+        let meta = entry.as_ref().map(|e| e.value.meta.clone());
+        let chain = entry.as_ref().map(|e| e.value.chain.clone()).unwrap_or_default();
+        let ctx = Ctx::new(meta, remote, &parts, consumers);
+        let s = session.insert(Session::new(ctx, global.unwrap_or_default(), chain));
+        if let Some(reply) = s.request(&mut parts).await {
+            return Ok(full(s.reply(reply)));
         }
     }
+    let entry = entry.ok_or(ProxyError::RouteNotFound)?;
+    let target = &entry.value;
     let upstream = match &target.upstream {
         Ok(upstream) => upstream,
         Err(reason) => {
@@ -136,8 +150,8 @@ async fn proxy(
             return Err(ProxyError::Unresolved(reason.clone()));
         }
     };
-    if let Some(f) = finish.as_mut() {
-        f.ctx.upstream = Some(upstream.name.clone());
+    if let Some(s) = session.as_mut() {
+        s.ctx.upstream = Some(upstream.name.clone());
     }
     let hash = if upstream.hashes() {
         // Hashed after the plugins' rewrite and access phases, as APISIX's balancer phase sees the request.
@@ -150,7 +164,7 @@ async fn proxy(
             headers: &parts.headers,
             remote_addr: remote.ip(),
         };
-        upstream.hash(&info)
+        upstream.hash(&info, session.as_ref().and_then(|s| s.ctx.consumer_name()))
     } else {
         0
     };
@@ -165,11 +179,13 @@ async fn proxy(
         Some(h) => Some(h.clone()),
         None => parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
+    // proxy-rewrite's `host` replaces what `pass_host` would send.
+    let host_override = session.as_mut().and_then(|s| s.ctx.upstream_host.take());
     strip_hop_by_hop(&mut parts.headers);
     let forwarded = Forwarded::take(&mut parts.headers, peer, original_host.as_ref());
     // With plugins, the forwarding fields go into the map, where the before-proxy phase sees them; without, they
     // are written straight into the request head, which spares the map from growing by five fields.
-    let (extra, used) = if finish.is_some() {
+    let (extra, used) = if session.is_some() {
         forwarded.insert_into(&mut parts.headers);
         ([("", &b""[..]); 5], 0)
     } else {
@@ -187,9 +203,15 @@ async fn proxy(
     let mut first_attempt = None;
     let limit = target.timeouts.connect + target.timeouts.read;
     loop {
-        let sni = prepare_attempt(&mut parts, upstream, node, original_host.as_ref());
-        if let Some(f) = finish.as_mut() {
-            f.pipeline.before_proxy(&mut f.ctx, &mut parts);
+        let sni = match &host_override {
+            Some(host) => {
+                parts.headers.insert(header::HOST, host.clone());
+                upstream.nodes[node].pool.is_tls().then(|| server_name(host)).flatten()
+            }
+            None => prepare_attempt(&mut parts, upstream, node, original_host.as_ref()),
+        };
+        if let Some(s) = session.as_mut() {
+            s.before_proxy(&mut parts);
         }
         let target_node = &upstream.nodes[node];
         // Created before the await so a client that goes away still releases the node's in-flight count.
@@ -206,7 +228,12 @@ async fn proxy(
                 upstream.balancer.observe(node, latency);
                 upstream.metrics.latency.observe(latency.as_secs_f64());
                 upstream.observe(node, Observed::Status(resp.status().as_u16()));
-                return Ok(response(resp, target, finish.take(), in_flight));
+                if let Some(s) = session.as_mut() {
+                    s.ctx.node = Some(target_node.address.clone());
+                    s.ctx.upstream_status = Some(resp.status());
+                    s.ctx.upstream_latency = Some(latency);
+                }
+                return Ok(response(resp, target, session.take(), in_flight));
             }
             Err(SendError::Connect(e)) => {
                 debug!(node = %target_node.authority, error = %e, "cannot connect to node");
@@ -223,6 +250,9 @@ async fn proxy(
                         node = n;
                     }
                     None => {
+                        if let Some(s) = session.as_mut() {
+                            s.ctx.node = Some(target_node.address.clone());
+                        }
                         return Err(ProxyError::Connect {
                             upstream: upstream.name.clone(),
                             tried: tried.len(),
@@ -232,10 +262,16 @@ async fn proxy(
                 }
             }
             Err(SendError::Http(e)) => {
+                if let Some(s) = session.as_mut() {
+                    s.ctx.node = Some(target_node.address.clone());
+                }
                 return Err(ProxyError::Upstream { node: target_node.authority.to_string(), reason: error_chain(&e) });
             }
             Err(SendError::Timeout) => {
                 upstream.observe(node, Observed::Timeout);
+                if let Some(s) = session.as_mut() {
+                    s.ctx.node = Some(target_node.address.clone());
+                }
                 return Err(ProxyError::Timeout {
                     node: target_node.authority.to_string(),
                     seconds: target.timeouts.read.as_secs_f64(),
@@ -302,15 +338,15 @@ fn prepare_attempt<'u>(
 fn response(
     resp: Response<UpstreamBody>,
     target: &Target,
-    mut finish: Option<Finish>,
+    mut session: Option<Session>,
     in_flight: Option<InFlight>,
 ) -> Response<ResponseBody> {
     // The exchange has left the node's hop-by-hop fields out already.
     let (mut parts, body) = resp.into_parts();
-    if let Some(f) = finish.as_mut() {
-        f.pipeline.response_header(&mut f.ctx, &mut parts);
+    if let Some(s) = session.as_mut() {
+        s.response_header(&mut parts);
     }
-    let body = ReadTimeoutBody::new(body, target.timeouts.read, finish.map(Box::new), in_flight);
+    let body = ReadTimeoutBody::new(body, target.timeouts.read, session.map(Box::new), in_flight);
     Response::from_parts(parts, Either::Left(body))
 }
 
@@ -427,8 +463,10 @@ pub struct ReadTimeoutBody {
     deadline: Option<Pin<Box<Sleep>>>,
     /// When the last frame arrived, tracked only while `deadline` is armed (the deadline moves lazily).
     last_frame: Option<Instant>,
-    /// The pipeline and context; its log phase runs when the body is dropped.
-    finish: Option<Box<Finish>>,
+    /// The request's plugins; their log phase runs when the body is dropped.
+    session: Option<Box<Session>>,
+    /// The body filters' last output was sent (the end of the body has been reported).
+    ended: bool,
     /// Keeps the node counted as busy until the body is done.
     _in_flight: Option<InFlight>,
 }
@@ -437,10 +475,18 @@ impl ReadTimeoutBody {
     fn new(
         inner: UpstreamBody,
         timeout: Duration,
-        finish: Option<Box<Finish>>,
+        session: Option<Box<Session>>,
         in_flight: Option<InFlight>,
     ) -> ReadTimeoutBody {
-        ReadTimeoutBody { inner, timeout, deadline: None, last_frame: None, finish, _in_flight: in_flight }
+        ReadTimeoutBody {
+            inner,
+            timeout,
+            deadline: None,
+            last_frame: None,
+            session,
+            ended: false,
+            _in_flight: in_flight,
+        }
     }
 
     /// Whether the read timeout has passed since the last frame; re-arms the deadline when it has not.
@@ -468,38 +514,71 @@ impl Body for ReadTimeoutBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(frame) => {
-                if this.deadline.is_some() {
-                    this.last_frame = Some(Instant::now());
-                }
-                let end = this.inner.is_end_stream();
-                let frame = match (&mut this.finish, frame) {
-                    (Some(f), Some(Ok(frame))) if f.pipeline.wants_body() => match frame.into_data() {
-                        Ok(mut chunk) => {
-                            let Finish { pipeline, ctx } = &mut **f;
-                            pipeline.response_body(ctx, &mut chunk, end);
-                            Some(Ok(Frame::data(chunk)))
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    if this.deadline.is_some() {
+                        this.last_frame = Some(Instant::now());
+                    }
+                    let Some(session) = this.session.as_mut() else {
+                        return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+                    };
+                    if !session.filters_body() {
+                        if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(|f| f.data_ref())) {
+                            session.sent(data.map_or(0, Bytes::len));
                         }
-                        Err(other) => Some(Ok(other)),
-                    },
-                    (_, frame) => frame,
-                };
-                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+                        return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+                    }
+                    // Filtered: data goes through the filters; the end flushes them; trailers pass after that.
+                    match frame {
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(chunk) => {
+                                let out = session.body_chunk(chunk);
+                                if !out.is_empty() {
+                                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                                }
+                            }
+                            Err(other) => {
+                                // Trailers are the last frame: the filters are flushed first. When they still
+                                // held data, the trailers are dropped (rare over HTTP/1.1, and the body changed).
+                                this.ended = true;
+                                let tail = session.body_end();
+                                if !tail.is_empty() {
+                                    return Poll::Ready(Some(Ok(Frame::data(tail))));
+                                }
+                                return Poll::Ready(Some(Ok(other)));
+                            }
+                        },
+                        Some(Err(e)) => return Poll::Ready(Some(Err(BoxError::from(e)))),
+                        None => {
+                            this.ended = true;
+                            let tail = session.body_end();
+                            return Poll::Ready((!tail.is_empty()).then(|| Ok(Frame::data(tail))));
+                        }
+                    }
+                }
+                Poll::Pending if this.poll_timed_out(cx) => {
+                    return Poll::Ready(Some(Err("timed out reading the response body from the node".into())));
+                }
+                Poll::Pending => return Poll::Pending,
             }
-            Poll::Pending if this.poll_timed_out(cx) => {
-                Poll::Ready(Some(Err("timed out reading the response body from the node".into())))
-            }
-            Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // A filtered body may still owe the filters' tail after the node's end.
+        self.ended || (self.inner.is_end_stream() && self.session.as_ref().is_none_or(|s| !s.filters_body()))
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        if self.session.as_ref().is_some_and(|s| s.filters_body()) {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
     }
 }
 

@@ -11,6 +11,7 @@ mod net;
 mod path;
 mod rule;
 pub mod table;
+pub mod template;
 pub mod vars;
 
 use std::borrow::Cow;

@@ -111,24 +111,32 @@ async fn rejects_bad_objects_alone() {
     let nodes = json!({a.addr().to_string(): 1});
     put_raw(&mut c, "/sluice/routes/broken", "{\"uri\": \"/broken\", ").await;
     put(&mut c, "/sluice/routes/invalid", json!({"uri": "no-slash", "upstream": {"nodes": nodes}})).await;
-    put(&mut c, "/sluice/routes/unsupported", json!({"uri": "/plug", "plugins": {"key-auth": {}}, "upstream_id": "u"}))
-        .await;
+    put(
+        &mut c,
+        "/sluice/routes/unknown",
+        json!({"uri": "/plug", "plugins": {"nope": {}}, "upstream": {"nodes": nodes}}),
+    )
+    .await;
     put(&mut c, "/sluice/upstreams/grpc", json!({"scheme": "grpc", "nodes": nodes})).await;
     put(&mut c, "/sluice/routes/good", json!({"uri": "/good", "upstream": {"nodes": nodes}})).await;
+    put(&mut c, "/sluice/routes/catch-all", json!({"uri": "/*", "upstream": {"nodes": nodes}})).await;
     put(&mut c, "/sluice/ssls/ignored", json!({"whatever": true})).await;
     let dp = ready_dataplane(&etcd.endpoint()).await;
     let (addr, admin) = (dp.http_addr(), dp.admin_addr());
     assert!(wait_served(addr, "x", "/good", Some("a")).await);
-    assert_eq!(get(addr, "x", "/plug").await.unwrap().status, 404);
+    // A route with a plugin this data plane cannot run answers 503; it does not fall through to the catch-all.
+    let reply = get(addr, "x", "/plug").await.unwrap();
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.json()["error_msg"], "503 Service Unavailable: route unknown was rejected");
     assert_eq!(metric(admin, r#"sluice_config_rejected_total{kind="route"}"#).await, Some(3.0));
     assert_eq!(metric(admin, r#"sluice_config_rejected_total{kind="upstream"}"#).await, Some(1.0));
 
-    // A later bad write of a good route takes only that route away.
+    // A later bad write of a good route is rejected and counted; the last good version keeps serving.
     put_raw(&mut c, "/sluice/routes/good", "not json").await;
     put(&mut c, "/sluice/routes/other", json!({"uri": "/other", "upstream": {"nodes": nodes}})).await;
     assert!(wait_served(addr, "x", "/other", Some("a")).await);
-    assert_eq!(get(addr, "x", "/good").await.unwrap().status, 404);
     assert_eq!(metric(admin, r#"sluice_config_rejected_total{kind="route"}"#).await, Some(4.0));
+    assert_eq!(get(addr, "x", "/good").await.unwrap().backend().as_deref(), Some("a"));
 }
 
 /// The binary: flags, retrying an unreachable etcd at start, /readyz 503 then 200, and SIGTERM.

@@ -42,6 +42,7 @@ async fn follows_apisix_routing_over_real_sockets() {
     assert!(wait_served(addr, "x", "/later", Some("a")).await);
 
     // Bad input rejects that route alone: an unparsable expression, an invalid regex, a conflicting definition.
+    // Each answers 503 in its place (fail closed) while the rest keeps serving.
     let before = metric(admin, r#"sluice_config_rejected_total{kind="route"}"#).await.unwrap_or(0.0);
     put(&mut c, "/sluice/routes/expr", json!({"uri": "/expr", "vars": [["arg_a", "=~", "1"]], "upstream_id": "a"}))
         .await;
@@ -56,7 +57,10 @@ async fn follows_apisix_routing_over_real_sockets() {
     put(&mut c, "/sluice/routes/after", json!({"uri": "/after", "upstream_id": "b"})).await;
     assert!(wait_served(addr, "x", "/after", Some("b")).await);
     for path in ["/expr", "/regex", "/conflict"] {
-        assert_eq!(get(addr, "x", path).await.unwrap().status, 404, "{path} is not served");
+        let reply = get(addr, "x", path).await.unwrap();
+        assert_eq!(reply.status, 503, "{path} is not served");
+        let id = path.trim_start_matches('/');
+        assert_eq!(reply.json()["error_msg"], format!("503 Service Unavailable: route {id} was rejected"));
     }
     assert_eq!(metric(admin, r#"sluice_config_rejected_total{kind="route"}"#).await, Some(before + 3.0));
     assert_eq!(get(addr, "foo.com", "/hello").await.unwrap().backend().as_deref(), Some("a"), "the rest serves");

@@ -8,13 +8,15 @@ mod id;
 pub mod keys;
 pub mod labels;
 pub mod plugin_config;
+pub mod plugins;
 pub mod route;
 pub mod service;
 pub mod upstream;
 mod validate;
 
 pub use keys::{DEFAULT_PREFIX, Keys, Kind};
-pub use plugin_config::{Consumer, InvalidPluginSet, PluginConfig};
+pub use plugin_config::{Consumer, GlobalRule, InvalidPluginSet, PluginConfig};
+pub use plugins::{ConsumerPlugins, Credential, InvalidPlugin, Meta, Plugin, PluginConf, Plugins};
 pub use route::{InvalidRoute, Route, Status};
 pub use service::{InvalidService, Service};
 pub use upstream::{InvalidUpstream, LoadBalancer, Node, Nodes, PassHost, Scheme, Timeout, Upstream};
@@ -66,4 +68,18 @@ pub fn decode_plugin_config(bytes: &[u8]) -> Result<PluginConfig, DecodeError> {
     let pc: PluginConfig = serde_json::from_slice(bytes)?;
     pc.validate()?;
     Ok(pc)
+}
+
+/// Parses and validates a consumer as stored in etcd.
+pub fn decode_consumer(bytes: &[u8]) -> Result<Consumer, DecodeError> {
+    let consumer: Consumer = serde_json::from_slice(bytes)?;
+    consumer.validate()?;
+    Ok(consumer)
+}
+
+/// Parses and validates a global rule as stored in etcd.
+pub fn decode_global_rule(bytes: &[u8]) -> Result<GlobalRule, DecodeError> {
+    let rule: GlobalRule = serde_json::from_slice(bytes)?;
+    rule.validate()?;
+    Ok(rule)
 }

@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use crate::plugins::{ConsumerPlugins, Plugins};
 
 use crate::validate::{self, InvalidId, InvalidLabel};
 
@@ -21,10 +23,30 @@ pub struct PluginConfig {
     pub desc: Option<String>,
     /// Plugins by name with their configuration.
     #[serde(default)]
-    pub plugins: Map<String, Value>,
+    pub plugins: Plugins,
     /// Labels; the controller uses them to record ownership.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Creation time as the Admin API records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_time: Option<i64>,
+    /// Last update time as the Admin API records it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_time: Option<i64>,
+    /// Fields this version does not know; any makes the object invalid rather than silently ignored.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
+}
+
+/// Plugins run on every request, under `<prefix>/global_rules/<id>`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GlobalRule {
+    /// The id, also the last segment of the key.
+    #[serde(default, deserialize_with = "crate::id::opt", skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Plugins by name with their configuration.
+    #[serde(default)]
+    pub plugins: Plugins,
     /// Creation time as the Admin API records it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub create_time: Option<i64>,
@@ -44,9 +66,10 @@ pub struct Consumer {
     /// A free-text description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desc: Option<String>,
-    /// Plugins by name, credentials (`key-auth`, `basic-auth`, `jwt-auth`) among them.
+    /// Credentials of authentication plugins (`key-auth`, `basic-auth`, `jwt-auth`, `hmac-auth`) and other
+    /// plugins, which run for the consumer's requests.
     #[serde(default)]
-    pub plugins: Map<String, Value>,
+    pub plugins: ConsumerPlugins,
     /// Labels; the controller uses them to record ownership.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
@@ -56,6 +79,9 @@ pub struct Consumer {
     /// Last update time as the Admin API records it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_time: Option<i64>,
+    /// Fields this version does not know; any makes the consumer invalid rather than silently ignored.
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, Value>,
 }
 
 /// Why a plugin config or consumer is unusable.
@@ -73,16 +99,6 @@ pub enum InvalidPluginSet {
     /// A field this version does not know.
     #[error("unknown field {0:?}")]
     UnknownField(String),
-    /// A plugin's configuration is not an object.
-    #[error("plugin {0:?} must be configured with an object")]
-    PluginConfig(String),
-}
-
-fn plugins(map: &Map<String, Value>) -> Result<(), InvalidPluginSet> {
-    match map.iter().find(|(_, v)| !v.is_object()) {
-        Some((name, _)) => Err(InvalidPluginSet::PluginConfig(name.clone())),
-        None => Ok(()),
-    }
 }
 
 impl PluginConfig {
@@ -90,10 +106,22 @@ impl PluginConfig {
     pub fn validate(&self) -> Result<(), InvalidPluginSet> {
         validate::id(self.id.as_deref())?;
         validate::labels(&self.labels)?;
-        if let Some(field) = self.unknown.keys().next() {
-            return Err(InvalidPluginSet::UnknownField(field.clone()));
-        }
-        plugins(&self.plugins)
+        unknown(&self.unknown)
+    }
+}
+
+impl GlobalRule {
+    /// Checks the rules APISIX applies to global rules.
+    pub fn validate(&self) -> Result<(), InvalidPluginSet> {
+        validate::id(self.id.as_deref())?;
+        unknown(&self.unknown)
+    }
+}
+
+fn unknown(fields: &BTreeMap<String, Value>) -> Result<(), InvalidPluginSet> {
+    match fields.keys().next() {
+        Some(field) => Err(InvalidPluginSet::UnknownField(field.clone())),
+        None => Ok(()),
     }
 }
 
@@ -105,7 +133,7 @@ impl Consumer {
             return Err(InvalidPluginSet::Username(u.clone()));
         }
         validate::labels(&self.labels)?;
-        plugins(&self.plugins)
+        unknown(&self.unknown)
     }
 }
 
@@ -117,17 +145,20 @@ mod tests {
     #[test]
     fn parses_admin_api_examples() {
         let c: Consumer = serde_json::from_value(json!({"username": "jack",
-            "plugins": {"key-auth": {"key": "auth-one"}, "limit-count": {"count": 2, "time_window": 60}}}))
+            "plugins": {"key-auth": {"key": "auth-one"}, "proxy-rewrite": {"uri": "/x"}}}))
         .unwrap();
         c.validate().unwrap();
-        let p: PluginConfig = serde_json::from_value(json!({"id": 1, "desc": "limits",
-            "plugins": {"limit-count": {"count": 2, "time_window": 60, "rejected_code": 503}}}))
+        assert!(c.plugins.credential("key-auth").is_some() && c.plugins.plugins.get("proxy-rewrite").is_some());
+        let p: PluginConfig = serde_json::from_value(json!({"id": 1, "desc": "rewrite",
+            "plugins": {"proxy-rewrite": {"uri": "/x"}}}))
         .unwrap();
         p.validate().unwrap();
         assert_eq!(p.id.as_deref(), Some("1"));
         let bad: Consumer = serde_json::from_value(json!({"username": "a-b", "plugins": {}})).unwrap();
         assert!(matches!(bad.validate(), Err(InvalidPluginSet::Username(_))));
-        let bad: PluginConfig = serde_json::from_value(json!({"plugins": {"cors": true}})).unwrap();
-        assert_eq!(bad.validate(), Err(InvalidPluginSet::PluginConfig("cors".into())));
+        assert!(serde_json::from_value::<PluginConfig>(json!({"plugins": {"proxy-rewrite": true}})).is_err());
+        assert!(serde_json::from_value::<Consumer>(json!({"username": "a", "plugins": {"key-auth": {}}})).is_err());
+        let g: GlobalRule = serde_json::from_value(json!({"id": "g", "plugins": {"prometheus": {}}})).unwrap();
+        g.validate().unwrap();
     }
 }

@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::plugins::Plugins;
 use crate::upstream::{InvalidUpstream, Timeout, Upstream};
 use crate::validate::{self, InvalidId, InvalidLabel};
 
@@ -68,7 +69,7 @@ pub struct Route {
     pub plugin_config_id: Option<String>,
     /// Plugins by name with their configuration.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plugins: Option<Map<String, Value>>,
+    pub plugins: Option<Plugins>,
     /// Timeouts overriding the upstream's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Timeout>,
@@ -205,7 +206,7 @@ impl Route {
         if self.upstream.is_none()
             && self.upstream_id.is_none()
             && self.service_id.is_none()
-            && self.plugins.as_ref().is_none_or(Map::is_empty)
+            && self.plugins.as_ref().is_none_or(Plugins::is_empty)
         {
             return Err(InvalidRoute::NoTarget);
         }
@@ -252,8 +253,9 @@ mod tests {
         assert_eq!(r.upstream_id.as_deref(), Some("1"));
         assert_eq!(r.paths().collect::<Vec<_>>(), ["/hello", "/world/*"]);
         assert!(!r.is_enabled());
-        let r = parse(json!({"uri": "/p", "plugins": {"limit-count": {"count": 2, "time_window": 60}}}));
-        assert!(r.plugins.is_some());
+        let r = parse(json!({"uri": "/p", "plugins": {"key-auth": {"header": "k"}}}));
+        assert!(r.plugins.as_ref().and_then(|p| p.get("key-auth")).is_some());
+        assert!(serde_json::from_value::<Route>(json!({"uri": "/p", "plugins": {"nope": {}}})).is_err());
     }
 
     #[test]

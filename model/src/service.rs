@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
+use crate::plugins::Plugins;
 use crate::upstream::{InvalidUpstream, Upstream};
 use crate::validate::{self, InvalidId, InvalidLabel};
 
@@ -28,7 +29,7 @@ pub struct Service {
     pub upstream_id: Option<String>,
     /// Plugins shared by the service's routes (a route's own configuration of a plugin wins).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plugins: Option<Map<String, Value>>,
+    pub plugins: Option<Plugins>,
     /// Hosts for routes that have none of their own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<String>>,

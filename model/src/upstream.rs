@@ -288,7 +288,8 @@ impl Upstream {
                 return Err(InvalidUpstream::Node(node.host));
             }
         }
-        if self.lb == LoadBalancer::Chash && self.key.as_deref().unwrap_or("").is_empty() {
+        let by_consumer = self.hash_on.as_deref() == Some("consumer");
+        if self.lb == LoadBalancer::Chash && !by_consumer && self.key.as_deref().unwrap_or("").is_empty() {
             return Err(InvalidUpstream::ChashWithoutKey);
         }
         if let Some(on) = &self.hash_on

@@ -1,7 +1,7 @@
 //! Consumer resources → APISIX consumers with their credential plugins.
 
 use serde_json::{Map, Value, json};
-use sluice_model::{Consumer, labels};
+use sluice_model::{Consumer, ConsumerPlugins, labels};
 
 use super::secrets::Secrets;
 use super::{ObjectRef, Problem, StatusUpdate, plugins};
@@ -19,7 +19,7 @@ pub(super) fn translate(resources: &Resources, secrets: &Secrets, config: &mut C
         let (ns, c_name) = (namespace(&c.metadata), name(&c.metadata));
         let object = ObjectRef { kind: "Consumer".into(), namespace: ns.into(), name: c_name.into() };
         let mut problems = Vec::new();
-        let mut plugins = plugins::map(&c.spec.plugins, ns, secrets, &mut problems);
+        let mut plugins = plugins::raw_map(&c.spec.plugins, ns, secrets, &mut problems);
         if let Some(auth) = &c.spec.auth_parameter {
             let mut credential = |plugin: &str, value: Result<Value, Problem>| match value {
                 Ok(v) => {
@@ -90,6 +90,14 @@ pub(super) fn translate(resources: &Resources, secrets: &Secrets, config: &mut C
                 );
             }
         }
+        // Checked with the data plane's types: credentials against each auth plugin's consumer schema.
+        let plugins = match ConsumerPlugins::from_json(plugins) {
+            Ok(plugins) => plugins,
+            Err(e) => {
+                problems.push(invalid(&e.to_string()));
+                ConsumerPlugins::default()
+            }
+        };
         if problems.is_empty() {
             let username = username(ns, c_name);
             let consumer = Consumer {

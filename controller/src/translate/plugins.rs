@@ -2,15 +2,34 @@
 
 use serde_json::{Map, Value};
 use sluice_crds::Plugin;
-use sluice_model::{PluginConfig, labels};
+use sluice_model::{PluginConfig, Plugins, labels};
 
 use super::secrets::Secrets;
 use super::{ObjectRef, Problem, Reason, StatusUpdate, ids};
 use crate::config::Config;
 use crate::resources::{Resources, name, namespace};
 
-/// The enabled plugins as an APISIX map; a plugin's Secret keys are merged over its written config.
-pub(super) fn map(plugins: &[Plugin], ns: &str, secrets: &Secrets, problems: &mut Vec<Problem>) -> Map<String, Value> {
+/// The enabled plugins, checked with the data plane's own types: a plugin that is unknown or whose configuration
+/// breaks a rule is left out and reported (`InvalidSpec`, naming the plugin and the field).
+pub(super) fn map(plugins: &[Plugin], ns: &str, secrets: &Secrets, problems: &mut Vec<Problem>) -> Plugins {
+    let mut out = Plugins::default();
+    for (name, config) in raw_map(plugins, ns, secrets, problems) {
+        match sluice_model::Plugin::decode(&name, config) {
+            Ok(plugin) => out.insert(plugin),
+            Err(e) => problems.push(Problem { reason: Reason::InvalidSpec, message: e.to_string() }),
+        }
+    }
+    out
+}
+
+/// The enabled plugins as an APISIX JSON map, not yet checked; a plugin's Secret keys are merged over its
+/// written config.
+pub(super) fn raw_map(
+    plugins: &[Plugin],
+    ns: &str,
+    secrets: &Secrets,
+    problems: &mut Vec<Problem>,
+) -> Map<String, Value> {
     let mut out = Map::new();
     for p in plugins.iter().filter(|p| p.enable) {
         let mut config = match &p.config {

@@ -8,7 +8,11 @@
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use sluice_model::{Kind, Route, Service, Timeout, decode_plugin_config, decode_route, decode_service};
+use serde::Deserialize;
+use sluice_model::{
+    Consumer, Kind, Plugins, Route, Service, Status, Timeout, decode_consumer, decode_global_rule,
+    decode_plugin_config, decode_route, decode_service,
+};
 
 use super::upstream::UpstreamSpec;
 use super::{RawObject, Rejected};
@@ -31,13 +35,18 @@ pub(super) struct Refs {
     pub(super) plugin_config_id: Option<Arc<str>>,
 }
 
-/// A checked route: its rule, what it refers to, and its inline upstream still without a runtime.
+/// A checked route: its rule, what it refers to, its plugins (not built yet) and its inline upstream still
+/// without a runtime.
 #[derive(Debug)]
 pub(super) struct RouteDef {
     pub(super) rule: Rule,
     pub(super) refs: Refs,
     pub(super) inline: Option<UpstreamSpec>,
     pub(super) timeout: Option<Timeout>,
+    pub(super) name: Option<Arc<str>>,
+    /// The first path and host patterns, for metrics labels.
+    pub(super) matched: (Arc<str>, Arc<str>),
+    pub(super) plugins: Plugins,
 }
 
 /// A checked service.
@@ -46,6 +55,8 @@ pub(super) struct ServiceDef {
     pub(super) hosts: Hosts,
     pub(super) upstream_id: Option<Arc<str>>,
     pub(super) inline: Option<UpstreamSpec>,
+    pub(super) name: Option<Arc<str>>,
+    pub(super) plugins: Plugins,
 }
 
 /// One decoded object of a served kind.
@@ -54,7 +65,9 @@ pub(super) enum Decoded {
     Route(RouteDef),
     Upstream(UpstreamSpec),
     Service(ServiceDef),
-    PluginConfig,
+    PluginConfig(Plugins),
+    Consumer(Consumer),
+    GlobalRule(Plugins),
 }
 
 /// Decodes and checks the bytes of object `id` of `kind` (one of the served kinds).
@@ -63,13 +76,18 @@ pub(super) fn decode(kind: Kind, id: &str, value: &[u8]) -> Result<Decoded, Reje
         Kind::Route => route(id, value).map(Decoded::Route),
         Kind::Upstream => Ok(Decoded::Upstream(UpstreamSpec::from_model(&sluice_model::decode_upstream(value)?)?)),
         Kind::Service => service(value).map(Decoded::Service),
-        _ => {
-            let pc = decode_plugin_config(value)?;
-            if !pc.plugins.is_empty() {
-                return Err(Rejected::Unsupported("plugins".into()));
+        Kind::Consumer => {
+            let consumer = decode_consumer(value)?;
+            if consumer.username != id {
+                return Err(Rejected::Conflict(format!(
+                    "username {:?} differs from the key's {id:?}",
+                    consumer.username
+                )));
             }
-            Ok(Decoded::PluginConfig)
+            Ok(Decoded::Consumer(consumer))
         }
+        Kind::GlobalRule => Ok(Decoded::GlobalRule(decode_global_rule(value)?.plugins)),
+        _ => Ok(Decoded::PluginConfig(decode_plugin_config(value)?.plugins)),
     }
 }
 
@@ -117,7 +135,16 @@ fn route(id: &str, value: &[u8]) -> Result<RouteDef, Rejected> {
         service_id: route.service_id.as_deref().map(Arc::from),
         plugin_config_id: route.plugin_config_id.as_deref().map(Arc::from),
     };
-    Ok(RouteDef { rule, refs, inline, timeout: route.timeout })
+    let matched = (Arc::from(route.paths().next().unwrap_or("")), Arc::from(route.host_list().next().unwrap_or("")));
+    Ok(RouteDef {
+        rule,
+        refs,
+        inline,
+        timeout: route.timeout,
+        name: route.name.as_deref().map(Arc::from),
+        matched,
+        plugins: route.plugins.unwrap_or_default(),
+    })
 }
 
 fn service(value: &[u8]) -> Result<ServiceDef, Rejected> {
@@ -126,34 +153,81 @@ fn service(value: &[u8]) -> Result<ServiceDef, Rejected> {
     let hosts = Hosts::compile(service.hosts.iter().flatten().map(String::as_str))?;
     let inline = service.upstream.as_ref().map(UpstreamSpec::from_model).transpose()?;
     let upstream_id = service.upstream_id.as_deref().map(Arc::from);
-    Ok(ServiceDef { hosts, upstream_id, inline })
+    let name = service.name.as_deref().map(Arc::from);
+    Ok(ServiceDef { hosts, upstream_id, inline, name, plugins: service.plugins.unwrap_or_default() })
 }
 
 /// Checks the route-level fields the proxy does not implement yet, and conflicting ones.
 fn check_route(route: &Route) -> Result<(), Rejected> {
     let unsupported = |what: &str| Err(Rejected::Unsupported(what.to_string()));
-    if route.plugins.as_ref().is_some_and(|p| !p.is_empty()) {
-        return unsupported("plugins");
-    }
     if route.enable_websocket == Some(true) {
         return unsupported("enable_websocket");
     }
     if route.upstream.is_some() && route.upstream_id.is_some() {
         return Err(Rejected::Conflict("upstream and upstream_id are both set".into()));
     }
-    if route.upstream.is_none() && route.upstream_id.is_none() && route.service_id.is_none() {
-        // Valid in APISIX only with plugins, rejected above; keep the rule explicit.
-        return unsupported("a route without upstream, upstream_id or service_id");
-    }
     Ok(())
 }
 
 fn check_service(service: &Service) -> Result<(), Rejected> {
-    if service.plugins.as_ref().is_some_and(|p| !p.is_empty()) {
-        return Err(Rejected::Unsupported("plugins".into()));
-    }
     if service.enable_websocket == Some(true) {
         return Err(Rejected::Unsupported("enable_websocket".into()));
     }
     Ok(())
+}
+
+/// The matching fields of a route, read leniently: whatever else is wrong with the route, these say which
+/// requests it would have taken.
+#[derive(Debug, Deserialize)]
+struct Matching {
+    #[serde(default)]
+    uri: Option<String>,
+    #[serde(default)]
+    uris: Option<Vec<String>>,
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    hosts: Option<Vec<String>>,
+    #[serde(default)]
+    methods: Option<Vec<String>>,
+    #[serde(default)]
+    remote_addr: Option<String>,
+    #[serde(default)]
+    remote_addrs: Option<Vec<String>>,
+    #[serde(default)]
+    vars: Option<Vec<serde_json::Value>>,
+    #[serde(default)]
+    priority: i64,
+    #[serde(default)]
+    status: Status,
+}
+
+/// The rule a rejected route would have matched with, so that it can answer 503 instead of letting its requests
+/// fall through to a broader route (fail closed). A condition that cannot be compiled is dropped, which makes the
+/// 503 cover more requests, never fewer; `None` when not even the paths and hosts can be read.
+pub(super) fn fallback_rule(id: &str, value: &[u8]) -> Option<Rule> {
+    let m: Matching = serde_json::from_slice(value).ok()?;
+    let route = Route {
+        uri: m.uri,
+        uris: m.uris,
+        host: m.host,
+        hosts: m.hosts,
+        methods: m.methods,
+        remote_addr: m.remote_addr,
+        remote_addrs: m.remote_addrs,
+        vars: m.vars,
+        priority: m.priority,
+        status: m.status,
+        upstream_id: Some("unused".into()),
+        ..Route::default()
+    };
+    let attempts = [
+        route.clone(),
+        Route { vars: None, ..route.clone() },
+        Route { vars: None, remote_addr: None, remote_addrs: None, methods: None, ..route },
+    ];
+    attempts.into_iter().find_map(|r| {
+        r.validate().ok()?;
+        Rule::from_route(id, &r).ok()
+    })
 }

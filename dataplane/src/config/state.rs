@@ -1,16 +1,25 @@
 //! The configuration state, changed one object at a time.
 //!
-//! Each object is decoded and checked once per etcd revision. A route is resolved (service, plugin config and
-//! upstream looked up, its hosts inherited) into a router entry; a reverse index from every object a route looked
-//! at to the route ids lets an upstream, service or plugin config change re-resolve exactly the routes that use
-//! it. Changed routes are only marked during a burst and resolved once when the burst is published, so a route
-//! written before its upstream in the same burst is not reported as broken. Publishing clones the persistent
-//! router (O(1)); nothing here is ever read by the request path except through the published snapshot.
+//! Each object is decoded and checked once per etcd revision, and its plugins built (instances of unchanged plugin
+//! configurations are kept). A route is resolved (service, plugin config and upstream looked up, its hosts
+//! inherited, its plugins merged) into a router entry; a reverse index from every object a route looked at to the
+//! route ids lets an upstream, service or plugin config change re-resolve exactly the routes that use it. Changed
+//! routes are only marked during a burst and resolved once when the burst is published, so a route written before
+//! its upstream in the same burst is not reported as broken. Publishing clones the persistent router and consumer
+//! index (O(1)); nothing here is ever read by the request path except through the published snapshot.
+//!
+//! Fail closed: a rejected version of an object never replaces a good one, which keeps serving. A rejected route
+//! with no good version still takes the requests it would have matched (its paths and hosts read leniently) and
+//! answers them 503, so they cannot fall through to a broader route; an object that routes need and that was
+//! rejected makes them answer 503 the same way; a rejected global rule with no good version makes every request
+//! answer 503.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use sluice_model::{Keys, Kind, Timeout};
+use http::HeaderValue;
+use sluice_model::{Keys, Kind, Plugins, Timeout};
+use tokio::sync::watch;
 use tracing::warn;
 
 use super::decode::{self, Ahead, Decoded, Refs, RouteDef, ServiceDef, Wanted};
@@ -18,10 +27,10 @@ use super::upstream::{Timeouts, UpstreamRuntime, UpstreamSpec};
 use super::{Compiled, RawObject, Rejected, Target, Unresolved, Update};
 use crate::health;
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::plugins::registry::{self, Built, Enabled, Registry};
+use crate::plugins::{Chain, Consumer, Consumers, RouteMeta};
 use crate::pool::Pools;
 use crate::router::{Entry, Hosts, Router, Rule};
-use tokio::sync::watch;
 
 #[derive(Debug)]
 struct RouteObject {
@@ -31,6 +40,12 @@ struct RouteObject {
     refs: Refs,
     inline: Option<Arc<UpstreamRuntime>>,
     timeout: Option<Timeout>,
+    name: Option<Arc<str>>,
+    /// The first path and host patterns, for metrics labels.
+    matched: (Arc<str>, Arc<str>),
+    plugins: Vec<Built>,
+    /// Set when this is the stand-in of a rejected route that never had a good version: it answers 503.
+    rejected: bool,
     /// The objects the current entry was resolved from.
     deps: Vec<(Kind, Arc<str>)>,
     /// What the router holds for this route.
@@ -49,6 +64,20 @@ struct ServiceObject {
     hosts: Hosts,
     upstream_id: Option<Arc<str>>,
     inline: Option<Arc<UpstreamRuntime>>,
+    name: Option<Arc<str>>,
+    plugins: Vec<Built>,
+}
+
+#[derive(Debug)]
+struct PluginSetObject {
+    revision: i64,
+    plugins: Vec<Built>,
+}
+
+#[derive(Debug)]
+struct ConsumerObject {
+    revision: i64,
+    plugins: Vec<Built>,
 }
 
 /// Every accepted object, the reverse index and the working router; [`State::publish`] yields snapshots.
@@ -57,17 +86,30 @@ pub struct State {
     routes: HashMap<Arc<str>, RouteObject>,
     upstreams: HashMap<Arc<str>, UpstreamObject>,
     services: HashMap<Arc<str>, ServiceObject>,
-    plugin_configs: HashMap<Arc<str>, i64>,
+    plugin_configs: HashMap<Arc<str>, PluginSetObject>,
+    consumers: HashMap<Arc<str>, ConsumerObject>,
+    /// Ordered by id, so the merged global chain does not depend on the order of writes.
+    global_rules: BTreeMap<Arc<str>, PluginSetObject>,
     /// Revisions of rejected keys, so a rejection is logged and counted once.
     rejected: HashMap<String, i64>,
+    /// Objects rejected with no good version to serve instead; routes needing them answer 503.
+    broken: HashSet<(Kind, Arc<str>)>,
     /// Referenced object → ids of the routes resolved through it.
     dependents: HashMap<(Kind, Arc<str>), HashSet<Arc<str>>>,
     /// Routes to resolve at the next publish.
     dirty: HashSet<Arc<str>>,
+    /// Whether the global rules changed since the last publish.
+    global_dirty: bool,
     router: Router<Target>,
+    index: Consumers,
+    published_consumers: Arc<Consumers>,
+    consumers_dirty: bool,
+    global: Result<Chain, Unresolved>,
     /// Connections to nodes, kept across upstream changes.
     pools: Pools,
     metrics: Metrics,
+    registry: Registry,
+    enabled: Enabled,
     /// Upstream name → the channel feeding its health-check task; dropping the sender ends the task.
     checkers: HashMap<Arc<str>, watch::Sender<Arc<UpstreamRuntime>>>,
     version: u64,
@@ -76,18 +118,29 @@ pub struct State {
 impl State {
     /// An empty state for objects under `keys`.
     pub fn new(keys: Keys) -> State {
+        let metrics = Metrics::new();
         State {
             keys,
             routes: HashMap::new(),
             upstreams: HashMap::new(),
             services: HashMap::new(),
             plugin_configs: HashMap::new(),
+            consumers: HashMap::new(),
+            global_rules: BTreeMap::new(),
             rejected: HashMap::new(),
+            broken: HashSet::new(),
             dependents: HashMap::new(),
             dirty: HashSet::new(),
+            global_dirty: false,
             router: Router::default(),
+            index: Consumers::default(),
+            published_consumers: Arc::default(),
+            consumers_dirty: false,
+            global: Ok(Chain::default()),
             pools: Pools::default(),
-            metrics: Metrics::new(),
+            registry: Registry::new(Enabled::all(), metrics.clone()),
+            enabled: Enabled::all(),
+            metrics,
             checkers: HashMap::new(),
             version: 0,
         }
@@ -99,9 +152,17 @@ impl State {
         self
     }
 
-    /// Registers upstream metrics in `metrics` instead of a private registry.
+    /// Registers upstream and plugin metrics in `metrics` instead of a private registry.
     pub fn with_metrics(mut self, metrics: Metrics) -> State {
+        self.registry = Registry::new(self.enabled.clone(), metrics.clone());
         self.metrics = metrics;
+        self
+    }
+
+    /// Runs only the plugins in `enabled`; objects using others fail closed.
+    pub fn with_plugins(mut self, enabled: Enabled) -> State {
+        self.registry = Registry::new(enabled.clone(), self.metrics.clone());
+        self.enabled = enabled;
         self
     }
 
@@ -138,6 +199,13 @@ impl State {
         add(Kind::Upstream, &mut self.upstreams.keys());
         add(Kind::Service, &mut self.services.keys());
         add(Kind::PluginConfig, &mut self.plugin_configs.keys());
+        add(Kind::Consumer, &mut self.consumers.keys());
+        add(Kind::GlobalRule, &mut self.global_rules.keys());
+        for (kind, id) in &self.broken {
+            held.push(self.keys.key(*kind, id));
+        }
+        held.sort_unstable();
+        held.dedup();
         held
     }
 
@@ -146,16 +214,23 @@ impl State {
             Kind::Route => self.routes.get(id).map(|o| o.revision),
             Kind::Upstream => self.upstreams.get(id).map(|o| o.revision),
             Kind::Service => self.services.get(id).map(|o| o.revision),
-            Kind::PluginConfig => self.plugin_configs.get(id).copied(),
-            _ => None,
+            Kind::PluginConfig => self.plugin_configs.get(id).map(|o| o.revision),
+            Kind::Consumer => self.consumers.get(id).map(|o| o.revision),
+            Kind::GlobalRule => self.global_rules.get(id).map(|o| o.revision),
+            Kind::Ssl => None,
         }
+    }
+
+    /// Whether an object of `kind` and `id` is held (a good version, or a stand-in for a rejected route).
+    fn holds(&self, kind: Kind, id: &str) -> bool {
+        self.revision(kind, id).is_some()
     }
 
     /// The kind and id of `object` when it is of a served kind and this version was neither accepted nor rejected.
     fn wanted(&self, object: &RawObject) -> Wanted {
         let (kind, id) = self.keys.parse(&object.key)?;
-        if !matches!(kind, Kind::Route | Kind::Upstream | Kind::Service | Kind::PluginConfig) {
-            // Other kinds are not served yet; they are ignored without noise.
+        if kind == Kind::Ssl {
+            // Not served yet; ignored without noise.
             return None;
         }
         let id: Arc<str> = id.into();
@@ -175,27 +250,78 @@ impl State {
             Decoded::Route(def) => self.put_route(&id, object.revision, def),
             Decoded::Upstream(spec) => self.put_upstream(&id, object.revision, spec),
             Decoded::Service(def) => self.put_service(&id, object.revision, def),
-            Decoded::PluginConfig => self.put_plugin_config(&id, object.revision),
+            Decoded::PluginConfig(plugins) => self.put_plugin_config(&id, object.revision, &plugins),
+            Decoded::Consumer(consumer) => self.put_consumer(&id, object.revision, consumer),
+            Decoded::GlobalRule(plugins) => self.put_global_rule(&id, object.revision, &plugins),
         });
         match result {
             Ok(()) => {
                 self.rejected.remove(&object.key);
+                if self.broken.remove(&(kind, id.clone())) {
+                    self.mark_dependents(kind, &id);
+                }
                 true
             }
             Err(reason) => {
-                warn!(key = %object.key, %reason, "rejected {kind}; it is not served");
                 on_reject(kind);
                 self.rejected.insert(object.key.clone(), object.revision);
-                // A previously good version is dropped: a rejected object is served as if absent.
-                self.remove(kind, &id)
+                let good =
+                    self.holds(kind, &id) && !self.routes.get(&id).is_some_and(|r| kind == Kind::Route && r.rejected);
+                if good {
+                    warn!(key = %object.key, %reason, "rejected {kind}; its last good version keeps serving");
+                    return false;
+                }
+                warn!(key = %object.key, %reason, "rejected {kind}; it answers 503 until fixed");
+                self.reject_without_good_version(kind, &id, &object.value)
             }
         }
+    }
+
+    /// Serves a rejected object that has no good version as broken: a route stands in with its matching rule and
+    /// answers 503; the routes needing any other kind answer 503.
+    fn reject_without_good_version(&mut self, kind: Kind, id: &Arc<str>, value: &[u8]) -> bool {
+        if kind == Kind::Route {
+            self.remove(kind, id);
+            let Some(rule) = decode::fallback_rule(id, value) else {
+                warn!(route = %id, "rejected route has no readable paths; it matches nothing");
+                return true;
+            };
+            let stand_in = RouteObject {
+                revision: 0,
+                rule,
+                refs: Refs::default(),
+                inline: None,
+                timeout: None,
+                name: None,
+                matched: (Arc::from(""), Arc::from("")),
+                plugins: Vec::new(),
+                rejected: true,
+                deps: Vec::new(),
+                entry: None,
+            };
+            self.routes.insert(id.clone(), stand_in);
+            self.dirty.insert(id.clone());
+            return true;
+        }
+        if kind == Kind::GlobalRule {
+            self.global_dirty = true;
+        }
+        self.broken.insert((kind, id.clone()));
+        self.mark_dependents(kind, id);
+        true
     }
 
     fn delete(&mut self, key: &str) -> bool {
         self.rejected.remove(key);
         match self.keys.parse(key) {
-            Some((kind, id)) => self.remove(kind, id),
+            Some((kind, id)) => {
+                let was_broken = self.broken.remove(&(kind, Arc::from(id)));
+                if was_broken {
+                    self.mark_dependents(kind, id);
+                    self.global_dirty |= kind == Kind::GlobalRule;
+                }
+                self.remove(kind, id) || was_broken
+            }
             None => false,
         }
     }
@@ -227,7 +353,17 @@ impl State {
                 self.services.remove(id).is_some()
             }
             Kind::PluginConfig => self.plugin_configs.remove(id).is_some(),
-            _ => false,
+            Kind::Consumer => {
+                let removed = self.consumers.remove(id).is_some();
+                self.consumers_dirty |= self.index.remove(id);
+                removed
+            }
+            Kind::GlobalRule => {
+                let removed = self.global_rules.remove(id).is_some();
+                self.global_dirty |= removed;
+                removed
+            }
+            Kind::Ssl => false,
         };
         if existed && kind != Kind::Route {
             self.mark_dependents(kind, id);
@@ -256,8 +392,16 @@ impl State {
         }
     }
 
+    /// Builds `plugins`, keeping the instances of unchanged configurations from `old`.
+    fn build(&self, plugins: &Plugins, old: &[Built]) -> Result<Vec<Built>, Rejected> {
+        self.registry.build_all(plugins, old).map_err(Rejected::Plugin)
+    }
+
     fn put_route(&mut self, id: &Arc<str>, revision: i64, def: RouteDef) -> Result<(), Rejected> {
-        let old_inline = self.routes.get(id).and_then(|o| o.inline.clone());
+        let old = self.routes.get(id).filter(|o| !o.rejected);
+        let old_plugins = old.map(|o| o.plugins.clone()).unwrap_or_default();
+        let old_inline = old.and_then(|o| o.inline.clone());
+        let plugins = self.build(&def.plugins, &old_plugins)?;
         let inline = self.inline_upstream(&format!("route {id}"), def.inline, old_inline)?;
         let obj = RouteObject {
             revision,
@@ -265,6 +409,10 @@ impl State {
             refs: def.refs,
             inline,
             timeout: def.timeout,
+            name: def.name,
+            matched: def.matched,
+            plugins,
+            rejected: false,
             deps: Vec::new(),
             entry: None,
         };
@@ -306,17 +454,47 @@ impl State {
     }
 
     fn put_service(&mut self, id: &Arc<str>, revision: i64, def: ServiceDef) -> Result<(), Rejected> {
+        let old_plugins = self.services.get(id).map(|o| o.plugins.clone()).unwrap_or_default();
+        let plugins = self.build(&def.plugins, &old_plugins)?;
         let old_inline = self.services.get(id).and_then(|o| o.inline.clone());
         let inline = self.inline_upstream(&format!("service {id}"), def.inline, old_inline)?;
-        let ServiceDef { hosts, upstream_id, .. } = def;
-        self.services.insert(id.clone(), ServiceObject { revision, hosts, upstream_id, inline });
+        let ServiceDef { hosts, upstream_id, name, .. } = def;
+        self.services.insert(id.clone(), ServiceObject { revision, hosts, upstream_id, inline, name, plugins });
         self.mark_dependents(Kind::Service, id);
         Ok(())
     }
 
-    fn put_plugin_config(&mut self, id: &Arc<str>, revision: i64) -> Result<(), Rejected> {
-        self.plugin_configs.insert(id.clone(), revision);
+    fn put_plugin_config(&mut self, id: &Arc<str>, revision: i64, plugins: &Plugins) -> Result<(), Rejected> {
+        let old = self.plugin_configs.get(id).map(|o| o.plugins.clone()).unwrap_or_default();
+        let plugins = self.build(plugins, &old)?;
+        self.plugin_configs.insert(id.clone(), PluginSetObject { revision, plugins });
         self.mark_dependents(Kind::PluginConfig, id);
+        Ok(())
+    }
+
+    fn put_global_rule(&mut self, id: &Arc<str>, revision: i64, plugins: &Plugins) -> Result<(), Rejected> {
+        let old = self.global_rules.get(id).map(|o| o.plugins.clone()).unwrap_or_default();
+        let plugins = self.build(plugins, &old)?;
+        self.global_rules.insert(id.clone(), PluginSetObject { revision, plugins });
+        self.global_dirty = true;
+        Ok(())
+    }
+
+    fn put_consumer(&mut self, id: &Arc<str>, revision: i64, consumer: sluice_model::Consumer) -> Result<(), Rejected> {
+        let old = self.consumers.get(id).map(|o| o.plugins.clone()).unwrap_or_default();
+        let plugins = self.build(&consumer.plugins.plugins, &old)?;
+        let runtime = Arc::new(Consumer {
+            username: id.clone(),
+            username_header: HeaderValue::from_str(id).ok(),
+            custom_id: consumer.labels.get("custom_id").and_then(|v| HeaderValue::from_str(v).ok()),
+            chain: Chain::new(registry::slots(&plugins)),
+            credentials: consumer.plugins.credentials,
+        });
+        for (plugin, _) in self.index.insert(runtime) {
+            warn!(consumer = %id, plugin, "another consumer has the same credential; the first by name is used");
+        }
+        self.consumers.insert(id.clone(), ConsumerObject { revision, plugins });
+        self.consumers_dirty = true;
         Ok(())
     }
 
@@ -341,26 +519,49 @@ impl State {
     }
 
     /// Resolves the routes changed since the last publish and returns a new snapshot (an O(1) copy of the
-    /// persistent router).
+    /// persistent router and consumer index).
     pub fn publish(&mut self) -> Compiled {
         let mut dirty = std::mem::take(&mut self.dirty);
         for id in dirty.drain() {
             self.resolve(&id);
         }
         self.dirty = dirty;
+        if std::mem::take(&mut self.global_dirty) {
+            self.global = match self.broken.iter().find(|(kind, _)| *kind == Kind::GlobalRule) {
+                Some((kind, id)) => Err(Unresolved::Rejected { kind: *kind, id: id.clone() }),
+                None => {
+                    let slots = self.global_rules.values().flat_map(|r| registry::slots(&r.plugins));
+                    Ok(Chain::new(slots))
+                }
+            };
+        }
+        if std::mem::take(&mut self.consumers_dirty) {
+            self.published_consumers = Arc::new(self.index.clone());
+        }
         self.version += 1;
-        Compiled { router: self.router.clone(), version: self.version }
+        Compiled {
+            router: self.router.clone(),
+            global: self.global.clone(),
+            consumers: self.published_consumers.clone(),
+            version: self.version,
+        }
     }
 
     /// (Re)builds the router entry of one route from the current objects.
     fn resolve(&mut self, id: &Arc<str>) {
         let Some(obj) = self.routes.get(id) else { return };
         let mut deps: Vec<(Kind, Arc<str>)> = Vec::new();
-        let mut missing: Option<Unresolved> = None;
+        let mut missing: Option<Unresolved> =
+            if obj.rejected { Some(Unresolved::Rejected { kind: Kind::Route, id: id.clone() }) } else { None };
+        let broken = &self.broken;
         let mut lookup = |kind: Kind, id: &Arc<str>, found: bool| {
             deps.push((kind, id.clone()));
             if !found && missing.is_none() {
-                missing = Some(Unresolved::Missing { kind, id: id.clone() });
+                missing = Some(if broken.contains(&(kind, id.clone())) {
+                    Unresolved::Rejected { kind, id: id.clone() }
+                } else {
+                    Unresolved::Missing { kind, id: id.clone() }
+                });
             }
         };
         let service = obj.refs.service_id.as_ref().and_then(|s| {
@@ -368,9 +569,11 @@ impl State {
             lookup(Kind::Service, s, svc.is_some());
             svc
         });
-        if let Some(pc) = &obj.refs.plugin_config_id {
-            lookup(Kind::PluginConfig, pc, self.plugin_configs.contains_key(pc));
-        }
+        let plugin_config = obj.refs.plugin_config_id.as_ref().and_then(|pc| {
+            let found = self.plugin_configs.get(pc);
+            lookup(Kind::PluginConfig, pc, found.is_some());
+            found
+        });
         let mut by_id = |up: &Arc<str>| {
             let found = self.upstreams.get(up).map(|o| o.runtime.clone());
             lookup(Kind::Upstream, up, found.is_some());
@@ -383,21 +586,36 @@ impl State {
             (None, None, Some(ServiceObject { upstream_id: Some(up), .. })) => by_id(up),
             _ => Err(Unresolved::NoUpstream),
         };
-        // A missing service or plugin config is reported before what could not be found through it.
+        // A rejected route, or a missing service or plugin config, is reported before what could not be found
+        // through it.
         let upstream = match missing {
             Some(m) => Err(m),
             None => upstream,
         };
         if let Err(reason) = &upstream {
-            warn!(route = %id, %reason, "route cannot be served; it answers 503 until the reference resolves");
+            warn!(route = %id, %reason, "route cannot be served; it answers 503 until this is fixed");
         }
         let rule = match service {
             Some(svc) => obj.rule.with_hosts(&svc.hosts),
             None => obj.rule.clone(),
         };
+        // Precedence for one plugin: route over plugin config over service.
+        let layers = [
+            service.map(|s| registry::slots(&s.plugins)).unwrap_or_default(),
+            plugin_config.map(|pc| registry::slots(&pc.plugins)).unwrap_or_default(),
+            registry::slots(&obj.plugins),
+        ];
+        let chain = if upstream.is_ok() { Chain::merge(layers.iter().map(Vec::as_slice)) } else { Chain::default() };
+        let meta = Arc::new(RouteMeta {
+            id: id.clone(),
+            name: obj.name.clone(),
+            service_id: obj.refs.service_id.clone(),
+            service_name: service.and_then(|s| s.name.clone()),
+            matched_uri: obj.matched.0.clone(),
+            matched_host: obj.matched.1.clone(),
+        });
         let timeouts = Timeouts::from_model(obj.timeout.or(upstream.as_ref().ok().and_then(|u| u.timeout())));
-        let target =
-            Target { route_id: id.clone(), upstream, timeouts, warned: false.into(), pipeline: Pipeline::default() };
+        let target = Target { route_id: id.clone(), meta, upstream, timeouts, warned: false.into(), chain };
         let entry = Arc::new(Entry { rule, value: target });
 
         let Some(obj) = self.routes.get_mut(id) else { return };
@@ -419,7 +637,7 @@ impl State {
         }
     }
 
-    /// The number of accepted routes (enabled or not).
+    /// The number of routes held: accepted (enabled or not) and stand-ins for rejected ones.
     pub fn routes(&self) -> usize {
         self.routes.len()
     }
@@ -433,17 +651,28 @@ impl State {
     pub fn upstreams(&self) -> usize {
         self.upstreams.len()
     }
+
+    /// The number of accepted consumers.
+    pub fn consumers(&self) -> usize {
+        self.consumers.len()
+    }
 }
 
-/// Feeds arbitrary bytes through route compilation: as a route (decode, checks, rule, a one-route state published
-/// and one request routed through it) and as a `vars` list. Never panics on any input; the fuzz target and the
-/// corpus replay test call it.
+/// Feeds arbitrary bytes through route compilation: as a route (decode, checks, rule, plugins, a one-route state
+/// published and one request routed through it), as a consumer, a global rule and as a `vars` list. Never panics
+/// on any input; the fuzz target and the corpus replay test call it.
 pub fn exercise(data: &[u8]) {
     let mut state = State::new(Keys::default());
-    let object = RawObject { key: "/sluice/routes/fuzz".into(), value: data.to_vec(), revision: 1 };
-    let upstream =
-        RawObject { key: "/sluice/upstreams/u".into(), value: br#"{"nodes":{"127.0.0.1:1":1}}"#.to_vec(), revision: 2 };
-    state.apply(Update::Reset(vec![object, upstream]), &|_| {});
+    let object = |key: &str, value: &[u8], revision| RawObject { key: key.into(), value: value.to_vec(), revision };
+    let objects = vec![
+        object("/sluice/routes/fuzz", data, 1),
+        object("/sluice/upstreams/u", br#"{"nodes":{"127.0.0.1:1":1}}"#, 2),
+        object("/sluice/plugin_configs/fuzz", data, 3),
+        object("/sluice/consumers/fuzz", data, 4),
+        object("/sluice/global_rules/fuzz", data, 5),
+        object("/sluice/services/fuzz", data, 6),
+    ];
+    state.apply(Update::Reset(objects), &|_| {});
     let compiled = state.publish();
     let headers = http::HeaderMap::new();
     for (host, path) in [("example.com", "/"), ("a.example.com", "/user/1/x"), ("x", "/hello")] {
@@ -459,6 +688,9 @@ pub fn exercise(data: &[u8]) {
     }
     if let Ok(list) = serde_json::from_slice::<Vec<serde_json::Value>>(data) {
         let _ = crate::router::Vars::compile(&list);
+    }
+    if let Ok(map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(data) {
+        let _ = sluice_model::Plugins::from_json(map);
     }
 }
 

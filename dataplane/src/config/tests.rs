@@ -99,7 +99,7 @@ fn rejects_bad_objects_once_and_alone() {
     let bad = RawObject { key: "/sluice/routes/bad".into(), value: b"{not json".to_vec(), revision: 2 };
     let objects = vec![
         bad.clone(),
-        raw("/sluice/routes/plug", json!({"uri": "/p", "plugins": {"key-auth": {}}, "upstream_id": "u"}), 3),
+        raw("/sluice/routes/plug", json!({"uri": "/p", "plugins": {"nope": {}}, "upstream_id": "u"}), 3),
         raw("/sluice/routes/ok", json!({"uri": "/ok", "upstream_id": "u"}), 4),
         raw("/sluice/upstreams/u", json!({"scheme": "grpc", "nodes": {}}), 5),
         raw("/sluice/routes/param", json!({"uri": "/u/:id", "upstream_id": "u"}), 6),
@@ -108,19 +108,20 @@ fn rejects_bad_objects_once_and_alone() {
         raw("/sluice/routes/regex", json!({"uri": "/r", "vars": [["arg_a", "~~", "("]], "upstream_id": "u"}), 9),
         raw("/sluice/routes/expr", json!({"uri": "/e", "vars": [["arg_a", "=~", "x"]], "upstream_id": "u"}), 10),
         raw("/sluice/routes/both", json!({"uri": "/b", "upstream_id": "u", "upstream": {"nodes": {}}}), 11),
-        raw("/sluice/services/s", json!({"plugins": {"limit-count": {}}}), 12),
-        raw("/sluice/plugin_configs/pc", json!({"plugins": {"cors": {}}}), 13),
+        raw("/sluice/services/s", json!({"plugins": {"nope": {}}}), 12),
+        raw("/sluice/plugin_configs/pc", json!({"plugins": {"nope": {}}}), 13),
     ];
     state.apply(Update::Reset(objects.clone()), &on_reject);
     assert_eq!(rejected.get(), 8);
-    assert_eq!(state.routes(), 2, "ok and param");
+    // ok and param, and stand-ins answering 503 for the rejected routes whose paths could be read.
+    assert_eq!(state.routes(), 6);
     // A re-list with the same revisions does not count again; a new revision does.
     state.apply(Update::Reset(objects), &on_reject);
     assert_eq!(rejected.get(), 8);
     state.apply(Update::Put(RawObject { revision: 99, ..bad }), &on_reject);
     assert_eq!(rejected.get(), 9);
     state.apply(Update::Delete("/sluice/routes/ok".into()), &on_reject);
-    assert_eq!(state.routes(), 1);
+    assert_eq!(state.routes(), 5);
     // A re-list without a key deletes it.
     state.apply(Update::Reset(vec![]), &on_reject);
     assert_eq!(state.routes(), 0);
@@ -141,9 +142,41 @@ fn unresolved_references_answer_until_they_resolve() {
     assert_eq!(h.route("x", "/p"), Some(("p".into(), Err(missing(Kind::PluginConfig, "pc")))));
     h.put("plugin_configs/pc", json!({"plugins": {}}));
     assert_eq!(h.route("x", "/p"), Some(("p".into(), Ok("u".into()))));
-    // A plugin config that becomes unsupported is rejected, and its routes answer 503 again.
-    h.put("plugin_configs/pc", json!({"plugins": {"cors": {}}}));
-    assert_eq!(h.route("x", "/p"), Some(("p".into(), Err(missing(Kind::PluginConfig, "pc")))));
+    // A plugin config that becomes invalid is rejected, and its last good version keeps serving.
+    h.put("plugin_configs/pc", json!({"plugins": {"nope": {}}}));
+    assert_eq!(h.route("x", "/p"), Some(("p".into(), Ok("u".into()))));
+    // One that never had a good version makes its routes answer 503, naming it as rejected.
+    h.put("routes/q", json!({"uri": "/q", "upstream_id": "u", "plugin_config_id": "bad"}));
+    h.put("plugin_configs/bad", json!({"plugins": {"nope": {}}}));
+    let rejected = |kind, id: &str| Unresolved::Rejected { kind, id: id.into() };
+    assert_eq!(h.route("x", "/q"), Some(("q".into(), Err(rejected(Kind::PluginConfig, "bad")))));
+    h.put("plugin_configs/bad", json!({"plugins": {}}));
+    assert_eq!(h.route("x", "/q"), Some(("q".into(), Ok("u".into()))));
+}
+
+#[test]
+fn a_rejected_route_keeps_its_last_good_version_or_answers_503_in_its_place() {
+    let mut h = Harness::new();
+    h.put("upstreams/u", json!({"nodes": {"127.0.0.1:1": 1}}));
+    h.put("routes/any", json!({"uri": "/*", "upstream_id": "u"}));
+    h.put("routes/r", json!({"uri": "/r", "upstream_id": "u"}));
+    h.put("routes/r", json!({"uri": "/r", "upstream_id": "u", "plugins": {"nope": {}}}));
+    assert_eq!(h.route("x", "/r"), Some(("r".into(), Ok("u".into()))), "the last good version serves");
+    assert_eq!(h.rejected.get(), 1);
+    // A new route that is rejected takes its requests and answers 503: they do not reach the catch-all.
+    let rejected = Err(Unresolved::Rejected { kind: Kind::Route, id: "new".into() });
+    h.put("routes/new", json!({"uri": "/new", "upstream_id": "u", "plugins": {"key-auth": {"header": 1}}}));
+    assert_eq!(h.route("x", "/new"), Some(("new".into(), rejected.clone())));
+    // Conditions that cannot be compiled are dropped: the 503 covers more, never less.
+    h.put("routes/new", json!({"uri": "/new", "methods": ["GET"], "vars": [["x"]], "upstream_id": "u"}));
+    assert_eq!(h.route("x", "/new"), Some(("new".into(), rejected)));
+    h.put("routes/new", json!({"uri": "/new", "upstream_id": "u"}));
+    assert_eq!(h.route("x", "/new"), Some(("new".into(), Ok("u".into()))), "fixed");
+    // Bytes that say nothing about paths cannot stand in for anything.
+    h.put("routes/junk", json!({"uri": 5}));
+    assert_eq!(h.route("x", "/junk"), Some(("any".into(), Ok("u".into()))));
+    h.delete("routes/new");
+    assert_eq!(h.route("x", "/new"), Some(("any".into(), Ok("u".into()))));
 }
 
 #[test]
@@ -195,7 +228,7 @@ fn listing() -> Vec<RawObject> {
         raw("/sluice/upstreams/u", json!({"nodes": {"127.0.0.1:1": 1}}), 2),
         raw("/sluice/upstreams/grpc", json!({"scheme": "grpc", "nodes": {}}), 3),
         raw("/sluice/services/s", json!({"upstream_id": "u", "hosts": ["svc.com"]}), 4),
-        raw("/sluice/services/plug", json!({"plugins": {"limit-count": {}}}), 5),
+        raw("/sluice/services/plug", json!({"plugins": {"nope": {}}}), 5),
         raw("/sluice/plugin_configs/pc", json!({"plugins": {}}), 6),
         raw("/sluice/ssls/ignored", json!({}), 7),
     ];
@@ -204,7 +237,7 @@ fn listing() -> Vec<RawObject> {
             0 => json!({"uri": format!("/s/{i}"), "service_id": "s"}),
             1 => json!({"uri": format!("/i/{i}"), "upstream": {"nodes": {"127.0.0.1:2": 1}}}),
             2 => json!({"uri": format!("/pc/{i}"), "upstream_id": "u", "plugin_config_id": "pc"}),
-            3 if i % 3 == 0 => json!({"uri": format!("/bad/{i}"), "upstream_id": "u", "plugins": {"cors": {}}}),
+            3 if i % 3 == 0 => json!({"uri": format!("/bad/{i}"), "upstream_id": "u", "plugins": {"nope": {}}}),
             4 if i % 3 == 0 => json!({"uri": 42}),
             _ => json!({"uri": format!("/u/{i}"), "upstream_id": "u"}),
         };
@@ -255,14 +288,15 @@ fn a_listing_decoded_ahead_serves_what_puts_one_by_one_serve() {
     assert!(!reset.apply(Update::Reset(listing()), &|_| listed.set(listed.get() + 1)));
     assert_eq!(listed.get(), one_by_one.get());
 
-    // A key listed twice is applied as two puts in order: the later, bad version wins and is counted.
+    // A key listed twice is applied as two puts in order: the later, bad version is counted and the good one
+    // before it keeps serving.
     let good = raw("/sluice/routes/twice", json!({"uri": "/twice", "upstream_id": "u"}), 90_000);
     let bad = raw("/sluice/routes/twice", json!({"uri": 1}), 90_001);
     let mut twice = listing();
     twice.extend([good, bad]);
     reset.apply(Update::Reset(twice), &|_| listed.set(listed.get() + 1));
     assert_eq!(listed.get(), one_by_one.get() + 1);
-    assert_eq!(reset.routes(), puts.routes());
+    assert_eq!(reset.routes(), puts.routes() + 1);
 }
 
 fn shared() -> Arc<crate::Shared> {
@@ -302,7 +336,7 @@ fn niceness_of_threads_named(name: &str) -> Vec<i64> {
 async fn the_config_thread_publishes_starts_health_checks_and_ends_with_its_source() {
     let shared = shared();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let running = tokio::spawn(run(Keys::default(), rx, shared.clone()));
+    let running = tokio::spawn(run(Keys::default(), rx, shared.clone(), Enabled::all()));
     let node = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let checks =
         json!({"active": {"http_path": "/status", "healthy": {"interval": 60}, "unhealthy": {"interval": 60}}});

@@ -14,6 +14,7 @@ use crate::balancer::{self, Balancer, NodeSpec};
 use crate::health::{Checks, Observed, PassiveState, ProbeKind};
 use crate::metrics::{Metrics, UpstreamMetrics};
 use crate::pool::{NodePool, Pool, Pools};
+use crate::router::template::{Scope, Template, verbatim};
 use crate::router::{RequestInfo, Variable};
 use crate::tls::{TlsClient, TlsSettings, server_name};
 
@@ -57,7 +58,8 @@ impl UpstreamSpec {
             other => return unsupported(format!("upstream scheme {other}")),
         };
         let checks = up.checks.as_ref().map(Checks::parse).transpose().map_err(Rejected::Invalid)?;
-        if up.lb == LoadBalancer::Chash && up.key.as_deref().unwrap_or("").is_empty() {
+        let by_consumer = up.hash_on.as_deref() == Some("consumer");
+        if up.lb == LoadBalancer::Chash && !by_consumer && up.key.as_deref().unwrap_or("").is_empty() {
             // Decoding validates this too; kept so a spec built from an unvalidated model is never keyless.
             return Err(Rejected::Decode(DecodeError::Upstream(sluice_model::InvalidUpstream::ChashWithoutKey)));
         }
@@ -123,15 +125,9 @@ enum HashKey {
     /// One request variable (`hash_on` `vars`, `header`, `cookie`).
     Var(Variable),
     /// `vars_combinations`: text with `$var` references, such as `$host$uri`.
-    Template(Vec<Piece>),
-    /// `hash_on: consumer`: sluice has no consumers yet, so APISIX's fallback, the client address, applies.
+    Template(Template),
+    /// `hash_on: consumer`: the authenticated consumer's name.
     Consumer,
-}
-
-#[derive(Debug, Clone)]
-enum Piece {
-    Text(String),
-    Var(Variable),
 }
 
 impl HashKey {
@@ -150,55 +146,32 @@ impl HashKey {
             "header" => HashKey::Var(var(format!("http_{}", key.to_ascii_lowercase().replace('-', "_")))?),
             "cookie" => HashKey::Var(var(format!("cookie_{key}"))?),
             "consumer" => HashKey::Consumer,
-            "vars_combinations" => HashKey::Template(template(key, var)?),
+            "vars_combinations" => {
+                let template =
+                    Template::compile(key, false).map_err(|e| Rejected::Unsupported(format!("chash key: {e}")))?;
+                if template.is_contextual() {
+                    return Err(Rejected::Unsupported(format!("chash key {key:?}: only request variables")));
+                }
+                HashKey::Template(template)
+            }
             other => return Err(Rejected::Unsupported(format!("hash_on {other:?}"))),
         };
         Ok(Some(compiled))
     }
 
-    /// The hash of this request's key; the client address when the key is absent or empty, as APISIX does.
-    fn hash(&self, req: &RequestInfo<'_>) -> u64 {
+    /// The hash of this request's key; the client address when the key is absent or empty (or, for
+    /// `hash_on: consumer`, when no consumer was authenticated), as APISIX does.
+    fn hash(&self, req: &RequestInfo<'_>, consumer: Option<&str>) -> u64 {
         let text = match self {
-            HashKey::Var(v) => v.value(req).map(|v| v.into_owned()),
-            HashKey::Template(pieces) => {
-                let mut out = String::new();
-                for piece in pieces {
-                    match piece {
-                        Piece::Text(t) => out.push_str(t),
-                        Piece::Var(v) => out.push_str(v.value(req).as_deref().unwrap_or("")),
-                    }
-                }
-                Some(out)
-            }
-            HashKey::Consumer => None,
+            HashKey::Var(v) => v.value(req),
+            HashKey::Template(t) => Some(t.render(req, &Scope::default(), verbatim)),
+            HashKey::Consumer => consumer.map(Cow::Borrowed),
         };
         match text.filter(|t| !t.is_empty()) {
             Some(t) => balancer::hash_key(t.as_bytes()),
             None => balancer::hash_key(req.remote_addr.to_string().as_bytes()),
         }
     }
-}
-
-/// Splits `$host-$uri` into text and variables; a variable name is letters, digits and `_`.
-fn template(key: &str, var: impl Fn(String) -> Result<Variable, Rejected>) -> Result<Vec<Piece>, Rejected> {
-    let mut pieces = Vec::new();
-    let mut rest = key;
-    while let Some(at) = rest.find('$') {
-        if at > 0 {
-            pieces.push(Piece::Text(rest[..at].to_string()));
-        }
-        let after = &rest[at + 1..];
-        let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
-        if end == 0 {
-            return Err(Rejected::Unsupported(format!("chash key {key:?}: `$` without a variable name")));
-        }
-        pieces.push(Piece::Var(var(after[..end].to_string())?));
-        rest = &after[end..];
-    }
-    if !rest.is_empty() {
-        pieces.push(Piece::Text(rest.to_string()));
-    }
-    Ok(pieces)
 }
 
 /// Timeouts for one route, after the route's `timeout` has overridden the upstream's.
@@ -228,6 +201,8 @@ impl Timeouts {
 pub struct NodeRuntime {
     /// `host:port` to dial.
     pub authority: Authority,
+    /// The same as text, for logs and metrics labels.
+    pub address: Arc<str>,
     /// The `Host` header for `pass_host: node` (no port when it is the scheme default).
     pub host_header: HeaderValue,
     /// Idle connections to the node, shared with every upstream that uses the same node and settings.
@@ -288,7 +263,7 @@ impl UpstreamRuntime {
                 .map_err(|e| Rejected::Unsupported(format!("node host {host} ({e})")))?;
             let pool = pools.node(&authority, spec.pool, tls.clone());
             let tls_name = tls.as_ref().and_then(|_| server_name(&host_header)).map(Cow::into_owned);
-            nodes.push(NodeRuntime { authority, host_header, pool, tls_name });
+            nodes.push(NodeRuntime { address: Arc::from(authority.as_str()), authority, host_header, pool, tls_name });
             balanced.push(NodeSpec { address, weight: *weight, priority: *priority });
         }
         let balancer = Balancer::with_algorithm(spec.lb, &balanced);
@@ -378,9 +353,9 @@ impl UpstreamRuntime {
         self.hash_key.is_some()
     }
 
-    /// The request's `chash` key hashed; 0 for other algorithms, which ignore it.
-    pub fn hash(&self, req: &RequestInfo<'_>) -> u64 {
-        self.hash_key.as_ref().map_or(0, |k| k.hash(req))
+    /// The request's `chash` key hashed (`consumer`: the authenticated consumer); 0 for other algorithms.
+    pub fn hash(&self, req: &RequestInfo<'_>, consumer: Option<&str>) -> u64 {
+        self.hash_key.as_ref().map_or(0, |k| k.hash(req, consumer))
     }
 }
 
@@ -439,7 +414,7 @@ mod tests {
         };
         let nodes = json!({"a:1": 1, "b:1": 1});
         let h = |on: &str, key: &str| {
-            runtime(json!({"type": "chash", "hash_on": on, "key": key, "nodes": nodes})).hash(&req)
+            runtime(json!({"type": "chash", "hash_on": on, "key": key, "nodes": nodes})).hash(&req, None)
         };
         let of = |text: &str| balancer::hash_key(text.as_bytes());
         assert_eq!(h("vars", "arg_id"), of("7"));
@@ -450,9 +425,11 @@ mod tests {
         // Absent values and consumers fall back to the client address.
         assert_eq!(h("header", "x-missing"), of("10.1.2.3"));
         assert_eq!(h("consumer", "x"), of("10.1.2.3"));
+        let by_consumer = runtime(json!({"type": "chash", "hash_on": "consumer", "nodes": nodes}));
+        assert_eq!(by_consumer.hash(&req, Some("jack")), of("jack"));
         let rr = runtime(json!({"nodes": nodes}));
         assert!(!rr.hashes());
-        assert_eq!(rr.hash(&req), 0);
+        assert_eq!(rr.hash(&req, Some("jack")), 0);
     }
 
     #[test]

@@ -30,7 +30,10 @@ pub enum VarsError {
     #[error("vars nest deeper than {MAX_DEPTH} levels")]
     TooDeep,
     /// The variable is not one sluice knows.
-    #[error("variable {0:?} is not supported (use uri, host, remote_addr, request_method, http_*, arg_*, cookie_*)")]
+    #[error(
+        "variable {0:?} is not supported (use uri, host, remote_addr, request_method, request_uri, args, is_args, \
+         scheme, http_*, arg_*, cookie_*)"
+    )]
     Var(String),
     /// The operator is not one sluice knows.
     #[error("operator {0:?} is not supported (use ==, ~=, >, <, >=, <=, ~~, ~*, in, has, ipmatch)")]
@@ -167,6 +170,14 @@ enum Var {
     Host,
     RemoteAddr,
     Method,
+    /// The path with its query, as the client sent it (`request_uri`).
+    RequestUri,
+    /// The raw query string (`args`, `query_string`); empty when there is none.
+    Args,
+    /// `?` when there is a query string, else empty.
+    IsArgs,
+    /// The scheme the client used (plain HTTP until the TLS listener exists).
+    Scheme,
     Header(HeaderName),
     Arg(Box<str>),
     Cookie(Box<str>),
@@ -300,6 +311,10 @@ impl Var {
             "host" => Var::Host,
             "remote_addr" => Var::RemoteAddr,
             "request_method" => Var::Method,
+            "request_uri" => Var::RequestUri,
+            "args" | "query_string" => Var::Args,
+            "is_args" => Var::IsArgs,
+            "scheme" => Var::Scheme,
             _ => {
                 if let Some(h) = name.strip_prefix("http_") {
                     // nginx spells header variables in lowercase with `_` for `-`.
@@ -324,6 +339,13 @@ impl Var {
             Var::Host => Some(Cow::Borrowed(req.host)),
             Var::RemoteAddr => Some(Cow::Owned(req.remote_addr.to_string())),
             Var::Method => Some(Cow::Borrowed(req.method.as_str())),
+            Var::RequestUri => Some(match req.query {
+                Some(q) => Cow::Owned(format!("{}?{q}", req.path)),
+                None => Cow::Borrowed(req.path),
+            }),
+            Var::Args => Some(Cow::Borrowed(req.query.unwrap_or(""))),
+            Var::IsArgs => Some(Cow::Borrowed(if req.query.is_some() { "?" } else { "" })),
+            Var::Scheme => Some(Cow::Borrowed("http")),
             Var::Header(name) => req.headers.get(name).and_then(|v| v.to_str().ok()).map(Cow::Borrowed),
             Var::Arg(name) => query_args(req.query).find(|(k, _)| *k == &**name).map(|(_, v)| Cow::Borrowed(v)),
             Var::Cookie(name) => cookies(req).find(|(k, _)| *k == &**name).map(|(_, v)| Cow::Borrowed(v)),
@@ -355,11 +377,12 @@ impl Var {
 }
 
 /// `a=1&b=2` as raw (not percent-decoded) pairs, like nginx's `$arg_*`.
-fn query_args(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+pub(crate) fn query_args(query: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
     query.unwrap_or("").split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
-fn cookies<'r>(req: &RequestInfo<'r>) -> impl Iterator<Item = (&'r str, &'r str)> {
+/// The `name=value` pairs of every `Cookie` header.
+pub(crate) fn cookies<'r>(req: &RequestInfo<'r>) -> impl Iterator<Item = (&'r str, &'r str)> {
     req.headers
         .get_all(http::header::COOKIE)
         .iter()

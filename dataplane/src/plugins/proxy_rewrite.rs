@@ -1,0 +1,298 @@
+//! `proxy-rewrite`: the URI, method, Host and headers of the request sent to the node.
+//!
+//! As in APISIX: `uri` (with `$var` references) wins over `regex_uri` (pairs tried in order, the first that
+//! matches the path rewrites it, its captures also available to header values as `$1`…); the client's query
+//! string is kept and appended; header changes apply in the order add, set, remove, after the URI changed, so
+//! `$uri` in a header value is the new path. `host` replaces the Host the upstream's `pass_host` would send.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use http::{Method, StatusCode, request};
+use regex::Regex;
+use sluice_model::PluginConf;
+use sluice_model::plugins::{Schema, proxy_rewrite as model};
+
+use super::registry::{BuildCtx, Factory, mismatch};
+use super::{Ctx, Flow, Phases, Plugin};
+use crate::router::template::{Scope, Template, verbatim};
+use crate::router::{RequestInfo, normalize_host};
+
+/// proxy-rewrite's place in the registry (APISIX priority 1008).
+pub(super) const FACTORY: Factory =
+    Factory { name: model::ProxyRewrite::NAME, priority: 1008, auth: false, prefer_route: false, build };
+
+fn build(conf: &PluginConf, _: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, String> {
+    let PluginConf::ProxyRewrite(c) = conf else { return Err(mismatch(FACTORY.name, conf)) };
+    let uri = c.uri.as_deref().map(|u| Template::compile(u, false)).transpose()?;
+    let regex_uri = match (&uri, &c.regex_uri) {
+        (None, Some(pairs)) => pairs
+            .chunks(2)
+            .map(|pair| {
+                let re = Regex::new(&pair[0]).map_err(|e| format!("regex_uri {:?}: {e}", pair[0]))?;
+                Ok((re, replacement(pair.get(1).map_or("", String::as_str))))
+            })
+            .collect::<Result<Vec<_>, String>>()?,
+        _ => Vec::new(),
+    };
+    let method =
+        c.method.as_deref().map(|m| Method::from_bytes(m.as_bytes()).map_err(|e| e.to_string())).transpose()?;
+    let host = c.host.as_deref().map(HeaderValue::from_str).transpose().map_err(|e| format!("host: {e}"))?;
+    let headers = c.headers.clone().unwrap_or_default();
+    let captures = !regex_uri.is_empty();
+    let compile = |map: &std::collections::BTreeMap<String, model::HeaderValues>| {
+        map.iter()
+            .map(|(name, values)| {
+                let name = header_name(name)?;
+                let values = values.0.iter().map(|v| Template::compile(v, captures)).collect::<Result<_, _>>()?;
+                Ok((name, values))
+            })
+            .collect::<Result<Vec<_>, String>>()
+    };
+    Ok(Arc::new(ProxyRewrite {
+        uri,
+        regex_uri,
+        method,
+        host,
+        add: compile(&headers.add)?,
+        set: compile(&headers.set)?,
+        remove: headers.remove.iter().map(|n| header_name(n)).collect::<Result<_, _>>()?,
+        real_request_uri: c.use_real_request_uri_unsafe,
+    }))
+}
+
+fn header_name(name: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(|e| format!("header {name:?}: {e}"))
+}
+
+/// An nginx `ngx.re.sub` template (`$1`, `${1}`, `$0`) in the regex crate's syntax, where `$1x` would name a
+/// group `1x`; a `$` before anything but a group number is literal.
+fn replacement(template: &str) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let digits = after.find(|c: char| !c.is_ascii_digit()).unwrap_or(after.len());
+        if digits > 0 {
+            out.push_str(&format!("${{{}}}", &after[..digits]));
+            rest = &after[digits..];
+        } else if let Some(inner) = after.strip_prefix('{')
+            && let Some(end) = inner.find('}')
+            && inner[..end].bytes().all(|b| b.is_ascii_digit())
+            && end > 0
+        {
+            out.push_str(&format!("${{{}}}", &inner[..end]));
+            rest = &inner[end + 1..];
+        } else {
+            out.push_str("$$");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+type HeaderOps = Vec<(HeaderName, Vec<Template>)>;
+
+#[derive(Debug)]
+struct ProxyRewrite {
+    uri: Option<Template>,
+    regex_uri: Vec<(Regex, String)>,
+    method: Option<Method>,
+    host: Option<HeaderValue>,
+    add: HeaderOps,
+    set: HeaderOps,
+    remove: Vec<HeaderName>,
+    real_request_uri: bool,
+}
+
+/// A variable's `?` must not start a query in the rewritten URI (APISIX escapes it).
+fn escape_separator(value: &str) -> Cow<'_, str> {
+    if value.contains('?') { Cow::Owned(value.replace('?', "%3F")) } else { Cow::Borrowed(value) }
+}
+
+/// Percent-encodes what may not appear in a path as sent (spaces, controls, non-ASCII, `"<>\^`{|}`), leaving
+/// `%` alone: the path was never decoded, so its escapes are already in place.
+fn encode_path(path: &str) -> Cow<'_, str> {
+    let keep = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/%".contains(&b);
+    if path.bytes().all(keep) {
+        return Cow::Borrowed(path);
+    }
+    let mut out = String::with_capacity(path.len() + 8);
+    for b in path.bytes() {
+        if keep(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Escapes control characters in a query part, keeping its delimiters.
+fn encode_query(query: &str) -> Cow<'_, str> {
+    let bad = |b: u8| b < 0x21 || b == 0x7f || b >= 0x80 || b == b'#';
+    if !query.bytes().any(bad) {
+        return Cow::Borrowed(query);
+    }
+    let mut out = String::with_capacity(query.len() + 8);
+    for b in query.bytes() {
+        if bad(b) {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push(b as char);
+        }
+    }
+    Cow::Owned(out)
+}
+
+impl ProxyRewrite {
+    /// The new request target, or `None` when the URI is not rewritten; the captures of the regex that matched.
+    fn target<'p>(&self, ctx: &Ctx, req: &'p request::Parts, info: &RequestInfo<'_>) -> Option<String> {
+        let path = req.uri.path();
+        let query = req.uri.query();
+        let scope = scope(ctx, None);
+        let (rewritten, escaped) = if let Some(uri) = &self.uri {
+            (uri.render(info, &scope, escape_separator).into_owned(), true)
+        } else if self.regex_uri.is_empty() {
+            return None;
+        } else {
+            let base = if self.real_request_uri { req.uri.path_and_query().map_or(path, |p| p.as_str()) } else { path };
+            let (re, replacement) = self.regex_uri.iter().find(|(re, _)| re.is_match(base))?;
+            (re.replace(base, replacement.as_str()).into_owned(), !base.contains('?'))
+        };
+        if self.real_request_uri {
+            // As written, with the client's query appended when the template has none of its own.
+            return Some(match (self.uri.is_some(), query) {
+                (true, Some(q)) if rewritten.contains('?') => format!("{rewritten}&{q}"),
+                (true, Some(q)) => format!("{rewritten}?{q}"),
+                _ => rewritten,
+            });
+        }
+        let split = if escaped { rewritten.find('?') } else { None };
+        let mut target = match split {
+            Some(i) => format!("{}{}", encode_path(&rewritten[..i]), encode_query(&rewritten[i..])),
+            None => encode_path(&rewritten).into_owned(),
+        };
+        if let Some(q) = query {
+            target.push(if split.is_some() { '&' } else { '?' });
+            target.push_str(q);
+        }
+        Some(target)
+    }
+}
+
+fn scope<'a>(ctx: &'a Ctx, captures: Option<&'a regex::Captures<'a>>) -> Scope<'a> {
+    Scope {
+        route_id: ctx.route_id(),
+        service_id: ctx.service_id(),
+        consumer_name: ctx.consumer_name(),
+        remote_port: Some(ctx.client.port()),
+        captures,
+    }
+}
+
+fn request_info<'a>(req: &'a request::Parts, host: &'a str, ctx: &Ctx) -> RequestInfo<'a> {
+    RequestInfo {
+        method: &req.method,
+        host,
+        path: req.uri.path(),
+        query: req.uri.query(),
+        headers: &req.headers,
+        remote_addr: ctx.client.ip(),
+    }
+}
+
+impl Plugin for ProxyRewrite {
+    fn phases(&self) -> Phases {
+        Phases::REWRITE
+    }
+
+    fn rewrite(&self, ctx: &mut Ctx, req: &mut request::Parts) -> Flow {
+        if let Some(host) = &self.host {
+            ctx.upstream_host = Some(host.clone());
+        }
+        // The path the regex saw, for the captures header values may use.
+        let original_path = (!self.regex_uri.is_empty() && self.uri.is_none()).then(|| req.uri.path().to_string());
+        let target = {
+            let raw_host = req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+            let host = normalize_host(raw_host);
+            let info = request_info(req, &host, ctx);
+            self.target(ctx, req, &info)
+        };
+        if let Some(target) = target {
+            match PathAndQuery::try_from(target.as_str()) {
+                Ok(pq) => {
+                    let mut parts = std::mem::take(&mut req.uri).into_parts();
+                    parts.path_and_query = Some(pq);
+                    req.uri = http::Uri::from_parts(parts).unwrap_or_default();
+                }
+                Err(e) => {
+                    tracing::warn!(route = ?ctx.route_id(), %target, error = %e, "proxy-rewrite made an invalid URI");
+                    let body = serde_json::json!({"error_msg": format!("failed to rewrite the uri: {e}")});
+                    return Flow::Respond(super::json_reply(StatusCode::INTERNAL_SERVER_ERROR, body.to_string()));
+                }
+            }
+        }
+        if !self.add.is_empty() || !self.set.is_empty() {
+            let captures =
+                original_path.as_deref().and_then(|p| self.regex_uri.iter().find_map(|(re, _)| re.captures(p)));
+            let scope = scope(ctx, captures.as_ref());
+            let raw_host = req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+            let host = normalize_host(raw_host).into_owned();
+            let mut changes: Vec<(bool, &HeaderName, Vec<HeaderValue>)> = Vec::new();
+            {
+                let info = request_info(req, &host, ctx);
+                for (append, ops) in [(true, &self.add), (false, &self.set)] {
+                    for (name, values) in ops {
+                        let rendered = values
+                            .iter()
+                            .map(|t| t.render(&info, &scope, verbatim))
+                            // A value set to nothing removes the header, as nginx's `set_header` does.
+                            .filter(|v| append || !v.is_empty())
+                            .filter_map(|v| HeaderValue::from_str(&v).ok())
+                            .collect();
+                        changes.push((append, name, rendered));
+                    }
+                }
+            }
+            for (append, name, values) in changes {
+                if !append {
+                    req.headers.remove(name);
+                }
+                for v in values {
+                    req.headers.append(name.clone(), v);
+                }
+            }
+        }
+        for name in &self.remove {
+            req.headers.remove(name);
+        }
+        if let Some(m) = &self.method {
+            req.method = m.clone();
+        }
+        Flow::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_nginx_replacements() {
+        assert_eq!(replacement("/$1_$2_$3"), "/${1}_${2}_${3}");
+        assert_eq!(replacement("/${1}x/$10"), "/${1}x/${10}");
+        assert_eq!(replacement("/cost$/$x"), "/cost$$/$$x");
+    }
+
+    #[test]
+    fn encodes_paths_and_queries() {
+        assert_eq!(encode_path("/a b/ü"), "/a%20b/%C3%BC");
+        assert_eq!(encode_path("/a%2Fb"), "/a%2Fb");
+        assert_eq!(encode_query("?a=1&b=\r"), "?a=1&b=%0D");
+    }
+}
