@@ -182,7 +182,10 @@ async fn proxy(
     // proxy-rewrite's `host` replaces what `pass_host` would send.
     let host_override = session.as_mut().and_then(|s| s.ctx.upstream_host.take());
     strip_hop_by_hop(&mut parts.headers);
-    let forwarded = Forwarded::take(&mut parts.headers, peer, original_host.as_ref());
+    // real-ip may have found the client behind a trusted proxy: the node is told about that one.
+    let moved =
+        session.as_ref().map(|s| s.ctx.client).filter(|c| *c != peer.addr).map(|c| Peer::new(c, peer.port.clone()));
+    let forwarded = Forwarded::take(&mut parts.headers, moved.as_ref().unwrap_or(peer), original_host.as_ref());
     // With plugins, the forwarding fields go into the map, where the before-proxy phase sees them; without, they
     // are written straight into the request head, which spares the map from growing by five fields.
     let (extra, used) = if session.is_some() {

@@ -200,7 +200,8 @@ impl Source {
     }
 
     fn relevant(&self, key: &str) -> bool {
-        matches!(self.keys.parse(key), Some((Kind::Route | Kind::Upstream | Kind::Service | Kind::PluginConfig, _)))
+        // Certificates are not served yet; everything else under the prefix is configuration.
+        matches!(self.keys.parse(key), Some((kind, _)) if kind != Kind::Ssl)
     }
 
     fn raw(&self, key: &str, value: &[u8], revision: i64) -> Option<RawObject> {

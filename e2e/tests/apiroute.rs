@@ -76,7 +76,7 @@ apiVersion: sluice.dev/v1alpha1
 kind: PluginConfig
 metadata: {name: limits, namespace: shop}
 spec:
-  plugins: [{name: limit-count, config: {count: 100, time_window: 60}}]
+  plugins: [{name: cors, config: {allow_origins: "https://shop.example", max_age: 100}}]
 ---
 apiVersion: sluice.dev/v1alpha1
 kind: Consumer
@@ -146,7 +146,7 @@ async fn apiroutes_route_traffic_shaped_by_an_upstream() {
     assert_eq!(consumer["username"], "shop_alice");
     assert_eq!(consumer["plugins"]["key-auth"]["key"], "alice-key");
     let pc = value("/sluice/plugin_configs/pc.shop.limits").await.expect("plugin config written");
-    assert_eq!(pc["plugins"]["limit-count"]["count"], 100);
+    assert_eq!(pc["plugins"]["cors"]["max_age"], 100);
     let _ = etcd.status().await;
 
     // Statuses, as they would be written, in the controller's log.

@@ -74,10 +74,15 @@ pub(crate) async fn echo(
     hits.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    // A repeated field is reported once, its values joined with ", " in the order they came.
     let headers: serde_json::Map<String, serde_json::Value> = parts
         .headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+        .keys()
+        .map(|k| {
+            let values: Vec<String> =
+                parts.headers.get_all(k).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+            (k.as_str().to_string(), values.join(", ").into())
+        })
         .collect();
     let reply = serde_json::json!({
         "backend": &*name,

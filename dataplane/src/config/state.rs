@@ -483,7 +483,9 @@ impl State {
     fn put_consumer(&mut self, id: &Arc<str>, revision: i64, consumer: sluice_model::Consumer) -> Result<(), Rejected> {
         let old = self.consumers.get(id).map(|o| o.plugins.clone()).unwrap_or_default();
         let plugins = self.build(&consumer.plugins.plugins, &old)?;
+        let jwt = crate::plugins::jwt_keys(&consumer.plugins.credentials).map_err(Rejected::Invalid)?;
         let runtime = Arc::new(Consumer {
+            jwt,
             username: id.clone(),
             username_header: HeaderValue::from_str(id).ok(),
             custom_id: consumer.labels.get("custom_id").and_then(|v| HeaderValue::from_str(v).ok()),

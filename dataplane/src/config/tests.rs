@@ -366,3 +366,29 @@ async fn the_config_thread_publishes_starts_health_checks_and_ends_with_its_sour
     let ended = tokio::time::timeout(std::time::Duration::from_secs(5), running).await;
     assert!(ended.is_ok_and(|joined| joined.is_ok()), "the thread ends once the source is gone");
 }
+
+#[test]
+fn consumers_are_indexed_by_credential() {
+    let mut h = Harness::new();
+    h.put("consumers/jack", json!({"username": "jack", "plugins": {"key-auth": {"key": "k1"}}}));
+    let compiled = h.state.publish();
+    assert_eq!(h.rejected.get(), 0);
+    assert_eq!(compiled.consumers.len(), 1);
+    assert_eq!(compiled.consumers.find("key-auth", "k1").map(|c| &*c.username), Some("jack"));
+    h.put("consumers/jack", json!({"username": "jack", "plugins": {"key-auth": {"key": "k2"}}}));
+    let compiled = h.state.publish();
+    assert!(compiled.consumers.find("key-auth", "k1").is_none());
+    h.put("consumers/other", json!({"username": "mismatch", "plugins": {}}));
+    assert_eq!(h.rejected.get(), 1, "the user name must be the key's");
+}
+
+#[test]
+fn a_route_with_an_unknown_plugin_stands_in_before_a_catch_all() {
+    let mut h = Harness::new();
+    h.put("upstreams/u", json!({"nodes": {"127.0.0.1:1": 1}}));
+    h.put("routes/catch-all", json!({"uri": "/*", "upstream_id": "u"}));
+    assert!(h.route("x", "/unknown").is_some());
+    h.put("routes/unknown", json!({"uri": "/unknown", "upstream_id": "u", "plugins": {"no-such-plugin": {}}}));
+    let rejected = Err(Unresolved::Rejected { kind: Kind::Route, id: "unknown".into() });
+    assert_eq!(h.route("x", "/unknown"), Some(("unknown".into(), rejected)));
+}

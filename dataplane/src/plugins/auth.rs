@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue, WWW_AUTHENTICATE};
 use http::{StatusCode, request};
 
-use super::{Consumer, Ctx, Reply, message};
+use super::{Consumer, Ctx, Flow, Reply, message};
 
 /// `X-Consumer-Username`: who the gateway authenticated, for the node.
 pub const CONSUMER_USERNAME: HeaderName = HeaderName::from_static("x-consumer-username");
@@ -45,15 +45,15 @@ pub fn unauthorized(text: &str, challenge: &HeaderValue) -> Reply {
 
 /// Falls back to the `anonymous_consumer` when a request carries no valid credential, as APISIX does; the 401
 /// APISIX gives when that consumer does not exist either.
-pub fn anonymous(ctx: &mut Ctx, req: &mut request::Parts, name: &str, challenge: &HeaderValue) -> Result<(), Reply> {
+pub fn anonymous(ctx: &mut Ctx, req: &mut request::Parts, name: &str, challenge: &HeaderValue) -> Flow {
     match ctx.consumers.get(name).cloned() {
         Some(consumer) => {
             attach(ctx, req, consumer);
-            Ok(())
+            Flow::Continue
         }
         None => {
             tracing::warn!(consumer = name, "anonymous consumer not found");
-            Err(unauthorized("Invalid user authorization", challenge))
+            Flow::Respond(unauthorized("Invalid user authorization", challenge))
         }
     }
 }

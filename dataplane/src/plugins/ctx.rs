@@ -21,6 +21,8 @@ pub struct Consumer {
     pub chain: Chain,
     /// Its credentials as configured, for the authentication plugins to check secrets against.
     pub credentials: Vec<sluice_model::Credential>,
+    /// Its jwt-auth key, parsed when the consumer was loaded.
+    pub jwt: Option<Arc<super::jwt_auth::JwtKey>>,
 }
 
 impl Consumer {
@@ -36,6 +38,8 @@ fn lookup_id(credential: &sluice_model::Credential) -> &str {
     use sluice_model::Credential as C;
     match credential {
         C::KeyAuth(c) => &c.key,
+        C::BasicAuth(c) => &c.username,
+        C::JwtAuth(c) => &c.key,
     }
 }
 
@@ -47,8 +51,11 @@ pub struct Consumers {
     /// Per authentication plugin (in the order of `Credential::NAMES`): credential id → the consumers holding it,
     /// by user name (more than one is a conflict: the first by name wins, so the outcome does not depend on the
     /// order of writes).
-    by_credential: Vec<imbl::HashMap<Arc<str>, Arc<[Arc<Consumer>]>>>,
+    by_credential: Vec<CredentialIndex>,
 }
+
+/// One authentication plugin's index: credential id → the consumers holding it.
+type CredentialIndex = imbl::HashMap<Arc<str>, Arc<[Arc<Consumer>]>>;
 
 /// The index of authentication plugin `plugin` among the credential kinds.
 fn slot(plugin: &str) -> Option<usize> {

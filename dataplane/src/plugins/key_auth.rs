@@ -78,10 +78,7 @@ impl Plugin for KeyAuth {
                     if self.hide_credentials {
                         self.hide(req);
                     }
-                    match auth::anonymous(ctx, req, name, &self.challenge) {
-                        Ok(()) => Flow::Continue,
-                        Err(reply) => Flow::Respond(reply),
-                    }
+                    auth::anonymous(ctx, req, name, &self.challenge)
                 }
             },
         }

@@ -17,9 +17,24 @@ pub mod registry;
 mod session;
 
 mod auth;
+mod basic_auth;
+mod consumer_restriction;
+mod cors;
+mod fault_injection;
+mod ip_restriction;
+pub mod jwt_auth;
 mod key_auth;
+mod mocking;
 mod prometheus;
 mod proxy_rewrite;
+mod real_ip;
+mod redirect;
+mod referer_restriction;
+mod request_id;
+mod response_rewrite;
+mod ua_restriction;
+mod uri_blocker;
+mod values;
 
 use std::fmt;
 use std::future::Future;
@@ -31,6 +46,7 @@ use http::{Response, StatusCode, request, response};
 
 pub use chain::{Chain, Slot};
 pub use ctx::{Consumer, Consumers, Ctx, RouteMeta};
+pub use jwt_auth::keys as jwt_keys;
 pub use registry::{BuildError, Built, Enabled, Registry};
 pub use session::Session;
 
@@ -137,12 +153,20 @@ pub trait Plugin: Send + Sync + fmt::Debug {
     fn response_header(&self, _ctx: &mut Ctx, _resp: &mut response::Parts) {}
 
     /// A filter for this response's body, or `None` to leave it alone. Called after every response-header hook.
-    fn response_body(&self, _ctx: &Ctx, _resp: &response::Parts) -> Option<Box<dyn BodyFilter>> {
+    fn response_body(&self, _ctx: &Ctx, _resp: &mut response::Parts) -> Option<Box<dyn BodyFilter>> {
         None
     }
 
     /// After the response is complete (or the client went away). Must not block: loggers queue.
     fn log(&self, _ctx: &Ctx) {}
+}
+
+/// A copy of a prepared answer (responses are not `Clone`; the body is shared, not copied).
+pub fn clone_reply(reply: &Reply) -> Reply {
+    let mut copy = Response::new(reply.body().clone());
+    *copy.status_mut() = reply.status();
+    *copy.headers_mut() = reply.headers().clone();
+    copy
 }
 
 /// A JSON answer in APISIX's plugin shape, `{"message":"..."}`.

@@ -16,8 +16,9 @@ use sluice_model::PluginConf;
 use sluice_model::plugins::{Schema, proxy_rewrite as model};
 
 use super::registry::{BuildCtx, Factory, mismatch};
+use super::values::{info as request_info, scope};
 use super::{Ctx, Flow, Phases, Plugin};
-use crate::router::template::{Scope, Template, verbatim};
+use crate::router::template::{Template, verbatim};
 use crate::router::{RequestInfo, normalize_host};
 
 /// proxy-rewrite's place in the registry (APISIX priority 1008).
@@ -69,7 +70,7 @@ fn header_name(name: &str) -> Result<HeaderName, String> {
 
 /// An nginx `ngx.re.sub` template (`$1`, `${1}`, `$0`) in the regex crate's syntax, where `$1x` would name a
 /// group `1x`; a `$` before anything but a group number is literal.
-fn replacement(template: &str) -> String {
+pub(super) fn replacement(template: &str) -> String {
     let mut out = String::new();
     let mut rest = template;
     while let Some(at) = rest.find('$') {
@@ -151,7 +152,7 @@ fn encode_query(query: &str) -> Cow<'_, str> {
 
 impl ProxyRewrite {
     /// The new request target, or `None` when the URI is not rewritten; the captures of the regex that matched.
-    fn target<'p>(&self, ctx: &Ctx, req: &'p request::Parts, info: &RequestInfo<'_>) -> Option<String> {
+    fn target(&self, ctx: &Ctx, req: &request::Parts, info: &RequestInfo<'_>) -> Option<String> {
         let path = req.uri.path();
         let query = req.uri.query();
         let scope = scope(ctx, None);
@@ -182,27 +183,6 @@ impl ProxyRewrite {
             target.push_str(q);
         }
         Some(target)
-    }
-}
-
-fn scope<'a>(ctx: &'a Ctx, captures: Option<&'a regex::Captures<'a>>) -> Scope<'a> {
-    Scope {
-        route_id: ctx.route_id(),
-        service_id: ctx.service_id(),
-        consumer_name: ctx.consumer_name(),
-        remote_port: Some(ctx.client.port()),
-        captures,
-    }
-}
-
-fn request_info<'a>(req: &'a request::Parts, host: &'a str, ctx: &Ctx) -> RequestInfo<'a> {
-    RequestInfo {
-        method: &req.method,
-        host,
-        path: req.uri.path(),
-        query: req.uri.query(),
-        headers: &req.headers,
-        remote_addr: ctx.client.ip(),
     }
 }
 

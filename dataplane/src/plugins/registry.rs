@@ -9,7 +9,11 @@ use std::sync::Arc;
 use sluice_model::{Plugin as PluginModel, PluginConf, Plugins};
 
 use super::chain::Slot;
-use super::{Plugin, key_auth, prometheus, proxy_rewrite};
+use super::{
+    Plugin, basic_auth, consumer_restriction, cors, fault_injection, ip_restriction, jwt_auth, key_auth, mocking,
+    prometheus, proxy_rewrite, real_ip, redirect, referer_restriction, request_id, response_rewrite, ua_restriction,
+    uri_blocker,
+};
 use crate::metrics::Metrics;
 use crate::router::Vars;
 
@@ -39,7 +43,25 @@ pub struct Factory {
 }
 
 /// Every plugin sluice implements.
-pub static FACTORIES: &[Factory] = &[key_auth::FACTORY, proxy_rewrite::FACTORY, prometheus::FACTORY];
+pub static FACTORIES: &[Factory] = &[
+    key_auth::FACTORY,
+    basic_auth::FACTORY,
+    jwt_auth::FACTORY,
+    consumer_restriction::FACTORY,
+    ip_restriction::FACTORY,
+    ua_restriction::FACTORY,
+    referer_restriction::FACTORY,
+    uri_blocker::FACTORY,
+    cors::FACTORY,
+    real_ip::FACTORY,
+    proxy_rewrite::FACTORY,
+    response_rewrite::FACTORY,
+    redirect::FACTORY,
+    request_id::FACTORY,
+    fault_injection::FACTORY,
+    mocking::FACTORY,
+    prometheus::FACTORY,
+];
 
 /// The factory of plugin `name`.
 pub fn factory(name: &str) -> Option<&'static Factory> {

@@ -135,7 +135,7 @@ impl Session {
         if let Some(consumer) = self.ctx.consumer.clone()
             && !consumer.chain.is_empty()
         {
-            let before = std::mem::replace(&mut self.chain, Chain::default());
+            let before = std::mem::take(&mut self.chain);
             self.chain = before.with_consumer(&consumer.chain);
             self.evaluate_filters(req);
             if let Some(reply) = self.run(Which::Route, Phases::REWRITE, req, Some(&before)).await {

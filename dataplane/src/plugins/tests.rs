@@ -77,7 +77,7 @@ impl Plugin for Recorder {
         self.note("response_header");
         resp.headers.append("x-plugin", self.name.parse().unwrap());
     }
-    fn response_body(&self, _: &Ctx, _: &response::Parts) -> Option<Box<dyn BodyFilter>> {
+    fn response_body(&self, _: &Ctx, _: &mut response::Parts) -> Option<Box<dyn BodyFilter>> {
         (self.name == "upper").then(|| Box::new(Upper) as Box<dyn BodyFilter>)
     }
     fn log(&self, ctx: &Ctx) {
@@ -202,6 +202,7 @@ async fn a_consumer_brings_its_plugins_and_only_those_run_their_rewrite_again() 
         custom_id: None,
         chain: Chain::new([slot("shared", 5, &log), slot("own", 4, &log)]),
         credentials: Vec::new(),
+        jwt: None,
     });
     let attach: Arc<dyn Plugin> = Arc::new(Attach(consumer.clone()));
     auth.plugin = attach;

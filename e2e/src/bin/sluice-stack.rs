@@ -31,15 +31,66 @@ const BACKENDS: [(&str, &str); 4] = [
     ("fallback-1", "127.0.0.5:18082"),
 ];
 
-/// Example requests: (Host header or none, path, backend expected to answer).
-const EXAMPLES: [(Option<&str>, &str, &str); 6] = [
-    (None, "/web/hello", "web-"),
-    (None, "/api/health", "api-1"),
-    (Some("shop.example.test"), "/cart", "api-1"),
-    (Some("one.apps.example.test"), "/", "web-"),
-    (Some("two.levels.apps.example.test"), "/", "fallback-1"),
-    (None, "/anything-else", "fallback-1"),
+/// One example request and what should answer it.
+struct Example {
+    host: Option<&'static str>,
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    /// The status expected.
+    status: u16,
+    /// The backend expected to answer (by name prefix); `None` when the data plane itself answers.
+    backend: Option<&'static str>,
+}
+
+const fn example(host: Option<&'static str>, path: &'static str, backend: &'static str) -> Example {
+    Example { host, path, headers: &[], status: 200, backend: Some(backend) }
+}
+
+/// Example requests, one per feature the examples show.
+const EXAMPLES: [Example; 8] = [
+    example(None, "/web/hello", "web-"),
+    example(None, "/api/health", "api-1"),
+    example(Some("shop.example.test"), "/cart", "api-1"),
+    example(Some("one.apps.example.test"), "/", "web-"),
+    example(Some("two.levels.apps.example.test"), "/", "fallback-1"),
+    example(None, "/anything-else", "fallback-1"),
+    // key-auth on the ApiRoute's `orders` rule: refused without alice's key, never answered by the fallback.
+    Example { host: Some("store.example.test"), path: "/orders", headers: &[], status: 401, backend: None },
+    Example {
+        host: Some("store.example.test"),
+        path: "/orders",
+        headers: &[("apikey", "alice-example-key")],
+        status: 200,
+        backend: Some("api-1"),
+    },
 ];
+
+impl Example {
+    async fn ask(&self, http: std::net::SocketAddr) -> anyhow::Result<(sluice_testkit::Reply, bool)> {
+        let host = self.host.unwrap_or("localhost");
+        let reply =
+            sluice_testkit::request(http, http::Method::GET, host, self.path, self.headers, bytes::Bytes::new())
+                .await?;
+        let backend = reply.backend();
+        let ok = reply.status.as_u16() == self.status
+            && match self.backend {
+                Some(expected) => backend.unwrap_or_default().starts_with(expected),
+                None => backend.is_none(),
+            };
+        Ok((reply, ok))
+    }
+
+    fn curl(&self, http: std::net::SocketAddr) -> String {
+        let mut flags = String::new();
+        if let Some(h) = self.host {
+            flags.push_str(&format!("-H 'Host: {h}' "));
+        }
+        for (k, v) in self.headers {
+            flags.push_str(&format!("-H '{k}: {v}' "));
+        }
+        format!("curl -s {flags}http://{http}{}", self.path)
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -63,9 +114,8 @@ async fn main() -> anyhow::Result<()> {
     // Both components report ready once they have synced, but the data plane applies the controller's writes to
     // etcd a few milliseconds later (on its configuration thread): give the examples a moment to converge.
     sluice_testkit::eventually(Duration::from_secs(10), || async move {
-        for (host, path, expected) in EXAMPLES {
-            let Ok(reply) = sluice_testkit::get(http, host.unwrap_or("localhost"), path).await else { return false };
-            if !(reply.status.is_success() && reply.backend().unwrap_or_default().starts_with(expected)) {
+        for example in &EXAMPLES {
+            if !example.ask(http).await.is_ok_and(|(_, ok)| ok) {
                 return false;
             }
         }
@@ -73,14 +123,13 @@ async fn main() -> anyhow::Result<()> {
     })
     .await;
     let mut failures = 0;
-    for (host, path, expected) in EXAMPLES {
-        let reply = sluice_testkit::get(http, host.unwrap_or("localhost"), path).await?;
-        let backend = reply.backend().unwrap_or_default();
-        let ok = reply.status.is_success() && backend.starts_with(expected);
+    for example in &EXAMPLES {
+        let (reply, ok) = example.ask(http).await?;
         failures += usize::from(!ok);
-        let header = host.map(|h| format!("-H 'Host: {h}' ")).unwrap_or_default();
+        let from = reply.backend().map(|b| format!("from {b}")).unwrap_or_else(|| reply.body.trim().to_string());
         println!(
-            "curl -s {header}http://{http}{path}    # -> {} from {backend} {}",
+            "{}    # -> {} {from} {}",
+            example.curl(http),
             reply.status.as_u16(),
             if ok { "(ok)" } else { "(UNEXPECTED)" }
         );

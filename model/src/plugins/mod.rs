@@ -14,10 +14,24 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+pub mod basic_auth;
 mod check;
+pub mod consumer_restriction;
+pub mod cors;
+pub mod fault_injection;
+pub mod ip_restriction;
+pub mod jwt_auth;
 pub mod key_auth;
+pub mod mocking;
 pub mod prometheus;
 pub mod proxy_rewrite;
+pub mod real_ip;
+pub mod redirect;
+pub mod referer_restriction;
+pub mod request_id;
+pub mod response_rewrite;
+pub mod ua_restriction;
+pub mod uri_blocker;
 
 pub use check::FieldError;
 
@@ -107,8 +121,36 @@ plugin_set! {
     PluginConf {
         /// `key-auth` on a route.
         KeyAuth(key_auth::KeyAuth),
+        /// `basic-auth` on a route.
+        BasicAuth(basic_auth::BasicAuth),
+        /// `jwt-auth` on a route.
+        JwtAuth(jwt_auth::JwtAuth),
+        /// `consumer-restriction`.
+        ConsumerRestriction(consumer_restriction::ConsumerRestriction),
+        /// `ip-restriction`.
+        IpRestriction(ip_restriction::IpRestriction),
+        /// `ua-restriction`.
+        UaRestriction(ua_restriction::UaRestriction),
+        /// `referer-restriction`.
+        RefererRestriction(referer_restriction::RefererRestriction),
+        /// `uri-blocker`.
+        UriBlocker(uri_blocker::UriBlocker),
+        /// `cors`.
+        Cors(cors::Cors),
+        /// `real-ip`.
+        RealIp(real_ip::RealIp),
         /// `proxy-rewrite`.
         ProxyRewrite(proxy_rewrite::ProxyRewrite),
+        /// `response-rewrite`.
+        ResponseRewrite(response_rewrite::ResponseRewrite),
+        /// `redirect`.
+        Redirect(redirect::Redirect),
+        /// `request-id`.
+        RequestId(request_id::RequestId),
+        /// `fault-injection`.
+        FaultInjection(fault_injection::FaultInjection),
+        /// `mocking`.
+        Mocking(mocking::Mocking),
         /// `prometheus`.
         Prometheus(prometheus::Prometheus),
     }
@@ -119,6 +161,10 @@ plugin_set! {
     Credential {
         /// `key-auth`: the key.
         KeyAuth(key_auth::Credential),
+        /// `basic-auth`: user name and password.
+        BasicAuth(basic_auth::Credential),
+        /// `jwt-auth`: the key and its secret or public key.
+        JwtAuth(jwt_auth::Credential),
     }
 }
 

@@ -140,10 +140,10 @@ impl Schema for ProxyRewrite {
         if *self == ProxyRewrite::default() {
             return Err(FieldError::new("", "set at least one of uri, regex_uri, method, host and headers"));
         }
-        if let Some(uri) = &self.uri {
-            if !uri.starts_with('/') || uri.len() > 4096 {
-                return Err(FieldError::new("uri", "must start with '/' and have at most 4096 characters"));
-            }
+        if let Some(uri) = &self.uri
+            && (!uri.starts_with('/') || uri.len() > 4096)
+        {
+            return Err(FieldError::new("uri", "must start with '/' and have at most 4096 characters"));
         }
         if let Some(m) = &self.method
             && !METHODS.contains(&m.as_str())
