@@ -137,7 +137,7 @@ impl Connection {
         &mut self,
         parts: &http::request::Parts,
         extra: &[(&str, &[u8])],
-        body: Option<&Incoming>,
+        body: Option<&RequestBody>,
     ) -> Framed {
         let buf = &mut self.write_buf;
         buf.clear();
@@ -595,11 +595,46 @@ fn trailer_field(line: &[u8]) -> Result<(HeaderName, HeaderValue), Error> {
     Ok((name, value))
 }
 
+/// A request body on its way to a node: the client's stream, or the bytes a plugin read whole.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// Streamed from the client as it arrives.
+    Stream(Incoming),
+    /// Read into memory (for a plugin's request-body phase); `None` once sent.
+    Buffered(Option<Bytes>),
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            RequestBody::Stream(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            RequestBody::Stream(body) => body.is_end_stream(),
+            RequestBody::Buffered(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Stream(body) => body.size_hint(),
+            RequestBody::Buffered(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
 /// The request's head and body on their way to the node.
 #[derive(Debug)]
 pub struct Upload {
     /// Boxed: most requests have none, and the upload moves with the response body.
-    body: Option<Box<Incoming>>,
+    body: Option<Box<RequestBody>>,
     chunked: bool,
     /// How much of the write buffer has been written.
     written: usize,
@@ -613,7 +648,7 @@ pub struct Upload {
 
 impl Upload {
     /// The upload of a head already encoded with [`Connection::encode_head`], and of `body` framed as it says.
-    pub fn new(body: Option<Incoming>, framed: Framed) -> Upload {
+    pub fn new(body: Option<RequestBody>, framed: Framed) -> Upload {
         Upload {
             body: body.map(Box::new),
             chunked: framed == Framed::Chunked,

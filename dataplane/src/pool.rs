@@ -18,13 +18,13 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::uri::Authority;
 use http::{Method, Response};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
-use crate::exchange::{self, Connection, Framing, Head, Stream, Upload};
+use crate::exchange::{self, Connection, Framing, Head, RequestBody, Stream, Upload};
 use crate::tls::{TlsClient, TlsSettings, Trust};
 
 /// How long an idle connection to a node is kept by default (APISIX: 60 s).
@@ -250,7 +250,7 @@ impl NodePool {
     pub async fn send(
         self: &Arc<Self>,
         parts: &http::request::Parts,
-        body: Option<Incoming>,
+        body: Option<RequestBody>,
         extra: &[(&'static str, &[u8])],
         server_name: Option<&str>,
         timing: Timing,

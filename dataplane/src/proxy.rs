@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 use crate::Shared;
 use crate::config::{Target, UpstreamRuntime};
 use crate::error::ProxyError;
-use crate::exchange::is_hop_by_hop;
+use crate::exchange::{RequestBody, is_hop_by_hop};
 use crate::health::Observed;
 use crate::plugins::{Ctx, Reply, Session};
 use crate::pool::{SendError, Timing, UpstreamBody};
@@ -84,6 +84,26 @@ pub(crate) async fn handle(
     Ok(resp)
 }
 
+/// The most of a request body read into memory for plugins that need it whole.
+const MAX_PLUGIN_BODY: usize = 64 * 1024 * 1024;
+
+/// Reads a request body whole, up to `limit` bytes; beyond, the 413 to answer with.
+async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, Reply> {
+    let too_large = |size: u64| {
+        let text = format!("request size {size} is greater than the maximum size {limit} allowed");
+        crate::plugins::message(http::StatusCode::PAYLOAD_TOO_LARGE, &text)
+    };
+    if let Some(size) = body.size_hint().exact().filter(|s| *s > limit as u64) {
+        return Err(too_large(size));
+    }
+    let limited = http_body_util::Limited::new(body, limit);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(too_large(limit as u64 + 1)),
+        Err(_) => Err(crate::plugins::message(http::StatusCode::BAD_REQUEST, "failed to read the request body")),
+    }
+}
+
 /// A data plane answer as a response to the client.
 fn full(reply: Reply) -> Response<ResponseBody> {
     let (head, body) = reply.into_parts();
@@ -139,6 +159,20 @@ async fn proxy(
             return Ok(full(s.reply(reply)));
         }
     }
+    // A plugin that needs the body whole (hmac-auth's digest) gets it read into memory; it is then sent from there.
+    let body = match session.as_mut().filter(|s| s.wants_request_body()) {
+        None => RequestBody::Stream(body),
+        Some(s) => {
+            let bytes = match read_body(body, MAX_PLUGIN_BODY).await {
+                Ok(bytes) => bytes,
+                Err(reply) => return Ok(full(s.reply(reply))),
+            };
+            if let Some(reply) = s.request_body(&mut parts, &bytes) {
+                return Ok(full(s.reply(reply)));
+            }
+            RequestBody::Buffered(Some(bytes))
+        }
+    };
     let entry = entry.ok_or(ProxyError::RouteNotFound)?;
     let target = &entry.value;
     let upstream = match &target.upstream {

@@ -16,6 +16,8 @@ pub struct Reply {
     pub headers: HeaderMap,
     /// The body as text.
     pub body: String,
+    /// The body as it came (for compressed or binary bodies).
+    pub raw: Bytes,
 }
 
 impl Reply {
@@ -54,5 +56,6 @@ pub async fn request(
     let resp = sender.send_request(req.body(Full::new(body))?).await?;
     let (parts, body) = resp.into_parts();
     let body = body.collect().await?.to_bytes();
-    Ok(Reply { status: parts.status, headers: parts.headers, body: String::from_utf8_lossy(&body).into_owned() })
+    let text = String::from_utf8_lossy(&body).into_owned();
+    Ok(Reply { status: parts.status, headers: parts.headers, body: text, raw: body })
 }

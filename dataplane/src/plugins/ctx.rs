@@ -40,6 +40,7 @@ fn lookup_id(credential: &sluice_model::Credential) -> &str {
         C::KeyAuth(c) => &c.key,
         C::BasicAuth(c) => &c.username,
         C::JwtAuth(c) => &c.key,
+        C::HmacAuth(c) => &c.key_id,
     }
 }
 

@@ -18,9 +18,13 @@ mod session;
 
 mod auth;
 mod basic_auth;
+mod brotli;
+mod compress;
 mod consumer_restriction;
 mod cors;
 mod fault_injection;
+mod gzip;
+mod hmac_auth;
 mod ip_restriction;
 pub mod jwt_auth;
 mod key_auth;
@@ -151,6 +155,12 @@ pub trait Plugin: Send + Sync + fmt::Debug {
 
     /// The response head, from a node or from the data plane.
     fn response_header(&self, _ctx: &mut Ctx, _resp: &mut response::Parts) {}
+
+    /// Whether this plugin's body filter compresses: those are created after (and run after) every other
+    /// plugin's, so that rewrites see the body as it came and compression sees the final one.
+    fn compresses(&self) -> bool {
+        false
+    }
 
     /// A filter for this response's body, or `None` to leave it alone. Called after every response-header hook.
     fn response_body(&self, _ctx: &Ctx, _resp: &mut response::Parts) -> Option<Box<dyn BodyFilter>> {

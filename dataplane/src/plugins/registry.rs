@@ -10,9 +10,9 @@ use sluice_model::{Plugin as PluginModel, PluginConf, Plugins};
 
 use super::chain::Slot;
 use super::{
-    Plugin, basic_auth, consumer_restriction, cors, fault_injection, ip_restriction, jwt_auth, key_auth, mocking,
-    prometheus, proxy_rewrite, real_ip, redirect, referer_restriction, request_id, response_rewrite, ua_restriction,
-    uri_blocker,
+    Plugin, basic_auth, brotli, consumer_restriction, cors, fault_injection, gzip, hmac_auth, ip_restriction, jwt_auth,
+    key_auth, mocking, prometheus, proxy_rewrite, real_ip, redirect, referer_restriction, request_id, response_rewrite,
+    ua_restriction, uri_blocker,
 };
 use crate::metrics::Metrics;
 use crate::router::Vars;
@@ -47,6 +47,7 @@ pub static FACTORIES: &[Factory] = &[
     key_auth::FACTORY,
     basic_auth::FACTORY,
     jwt_auth::FACTORY,
+    hmac_auth::FACTORY,
     consumer_restriction::FACTORY,
     ip_restriction::FACTORY,
     ua_restriction::FACTORY,
@@ -60,6 +61,8 @@ pub static FACTORIES: &[Factory] = &[
     request_id::FACTORY,
     fault_injection::FACTORY,
     mocking::FACTORY,
+    gzip::FACTORY,
+    brotli::FACTORY,
     prometheus::FACTORY,
 ];
 

@@ -202,11 +202,15 @@ impl Session {
                 slot.plugin.response_header(ctx, resp);
             }
         }
-        for (_, slot) in slots() {
-            if slot.phases.has(Phases::RESPONSE_BODY)
-                && let Some(filter) = slot.plugin.response_body(ctx, resp)
-            {
-                body_filters.push(filter);
+        // Compression last, so it sees the body every other filter made.
+        for compressing in [false, true] {
+            for (_, slot) in slots() {
+                if slot.phases.has(Phases::RESPONSE_BODY)
+                    && slot.plugin.compresses() == compressing
+                    && let Some(filter) = slot.plugin.response_body(ctx, resp)
+                {
+                    body_filters.push(filter);
+                }
             }
         }
         if !body_filters.is_empty() {

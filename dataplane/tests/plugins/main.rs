@@ -6,7 +6,9 @@
 mod common;
 
 mod basic_auth;
+mod compression;
 mod cors;
+mod hmac_auth;
 mod jwt_auth;
 mod key_auth;
 mod prometheus;

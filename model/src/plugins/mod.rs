@@ -15,10 +15,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 pub mod basic_auth;
+pub mod brotli;
 mod check;
 pub mod consumer_restriction;
 pub mod cors;
 pub mod fault_injection;
+pub mod gzip;
+pub mod hmac_auth;
 pub mod ip_restriction;
 pub mod jwt_auth;
 pub mod key_auth;
@@ -125,6 +128,8 @@ plugin_set! {
         BasicAuth(basic_auth::BasicAuth),
         /// `jwt-auth` on a route.
         JwtAuth(jwt_auth::JwtAuth),
+        /// `hmac-auth` on a route.
+        HmacAuth(hmac_auth::HmacAuth),
         /// `consumer-restriction`.
         ConsumerRestriction(consumer_restriction::ConsumerRestriction),
         /// `ip-restriction`.
@@ -151,6 +156,10 @@ plugin_set! {
         FaultInjection(fault_injection::FaultInjection),
         /// `mocking`.
         Mocking(mocking::Mocking),
+        /// `gzip`.
+        Gzip(gzip::Gzip),
+        /// `brotli`.
+        Brotli(brotli::Brotli),
         /// `prometheus`.
         Prometheus(prometheus::Prometheus),
     }
@@ -165,6 +174,8 @@ plugin_set! {
         BasicAuth(basic_auth::Credential),
         /// `jwt-auth`: the key and its secret or public key.
         JwtAuth(jwt_auth::Credential),
+        /// `hmac-auth`: the key id and its secret.
+        HmacAuth(hmac_auth::Credential),
     }
 }
 
