@@ -153,7 +153,13 @@ const PRIORITY: u8 = 25;
 
 /// Owns the state on a dedicated thread: applies updates from the source, publishes after each burst, and swaps
 /// the snapshot in. Completes when the thread ends, which it does once the source drops its sender.
-pub(crate) async fn run(keys: Keys, updates: mpsc::Receiver<Update>, shared: Arc<Shared>, plugins: Enabled) {
+pub(crate) async fn run(
+    keys: Keys,
+    updates: mpsc::Receiver<Update>,
+    shared: Arc<Shared>,
+    plugins: Enabled,
+    global: Chain,
+) {
     // Health-check tasks of upstreams are spawned from the thread onto this runtime.
     let runtime = Handle::current();
     let (done, ended) = oneshot::channel::<()>();
@@ -162,7 +168,7 @@ pub(crate) async fn run(keys: Keys, updates: mpsc::Receiver<Update>, shared: Arc
         let _done = done;
         let _entered = runtime.enter();
         lower_priority();
-        compile(keys, updates, &shared, plugins);
+        compile(keys, updates, &shared, plugins, global);
     });
     match spawned {
         Ok(_) => {
@@ -185,7 +191,7 @@ fn lower_priority() {
 }
 
 /// The loop of the configuration thread: returns when the channel closes.
-fn compile(keys: Keys, mut updates: mpsc::Receiver<Update>, shared: &Shared, plugins: Enabled) {
+fn compile(keys: Keys, mut updates: mpsc::Receiver<Update>, shared: &Shared, plugins: Enabled, global: Chain) {
     // A private timer for the quiet period: the request runtime's timer may be driven only from inside its own
     // `block_on` (a current-thread runtime), and is shut down at exit before this thread sees the channel close.
     let timer = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
@@ -195,8 +201,9 @@ fn compile(keys: Keys, mut updates: mpsc::Receiver<Update>, shared: &Shared, plu
             return;
         }
     };
-    let mut state =
+    let state =
         State::new(keys).with_metrics(shared.metrics.clone()).with_pools(shared.pools.clone()).with_plugins(plugins);
+    let mut state = state.with_global(global);
     let metrics = shared.metrics.clone();
     let on_reject = move |kind: Kind| metrics.rejected(kind);
     let mut synced = false;

@@ -58,6 +58,8 @@ pub struct Options {
     pub upstream_ca_file: Option<std::path::PathBuf>,
     /// The plugins this data plane runs; objects using others answer 503.
     pub plugins: plugins::Enabled,
+    /// The access log, when one is written.
+    pub access_log: Option<plugins::access_log::AccessLog>,
 }
 
 impl Default for Options {
@@ -71,6 +73,7 @@ impl Default for Options {
             etcd_tls: None,
             upstream_ca_file: None,
             plugins: plugins::Enabled::all(),
+            access_log: None,
         }
     }
 }
@@ -89,6 +92,9 @@ pub enum StartError {
     /// The upstream certificate authorities could not be loaded.
     #[error("upstream TLS trust: {0}")]
     Trust(String),
+    /// The access log could not be started.
+    #[error("access log: {0}")]
+    AccessLog(String),
 }
 
 /// State shared by the request path, the admin listener and the background tasks.
@@ -132,13 +138,17 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
         metrics: Metrics::new(),
         pools: Pools::new(Trust::system(opts.upstream_ca_file.as_deref()).map_err(StartError::Trust)?),
     });
+    let global = match &opts.access_log {
+        Some(log) => log.start(&shared.metrics).map_err(StartError::AccessLog)?,
+        None => plugins::Chain::default(),
+    };
     let keys = Keys::new(&opts.etcd_prefix);
     let (updates_tx, updates_rx) = mpsc::channel(1024);
     let source = Source::new(opts.etcd_endpoints.clone(), keys.clone(), updates_tx, shared.metrics.clone())
         .with_tls(opts.etcd_tls.clone());
     let background = vec![
         tokio::spawn(source.run(Position::Unsynced)),
-        tokio::spawn(config::run(keys, updates_rx, shared.clone(), opts.plugins.clone())),
+        tokio::spawn(config::run(keys, updates_rx, shared.clone(), opts.plugins.clone(), global)),
         tokio::spawn(sweep_pools(shared.pools.clone())),
     ];
 

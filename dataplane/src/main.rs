@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use sluice_dataplane::Options;
+use sluice_dataplane::plugins::access_log::{AccessLog, DEFAULT_FIELDS, Target};
 use tracing_subscriber::EnvFilter;
 
 // The request path allocates small, short-lived buffers (headers, body chunks); mimalloc's per-thread free lists
@@ -51,6 +52,13 @@ struct Args {
     /// another answers 503.
     #[arg(long, env = "SLUICE_PLUGINS", value_delimiter = ',')]
     plugins: Option<Vec<String>>,
+    /// Writes an access log, one JSON object per request: `stdout` or a file path.
+    #[arg(long, env = "SLUICE_ACCESS_LOG")]
+    access_log: Option<String>,
+    /// The fields of each access log line, comma-separated (log variables such as status, route_id,
+    /// request_time, upstream_addr, consumer_name, http_user_agent).
+    #[arg(long, env = "SLUICE_ACCESS_LOG_FIELDS", value_delimiter = ',')]
+    access_log_fields: Option<Vec<String>>,
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE", default_value_t = 10.0)]
     shutdown_grace: f64,
@@ -88,7 +96,15 @@ fn main() -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)
             .context("--plugins")?,
     };
+    let access_log = args.access_log.as_deref().map(|target| AccessLog {
+        target: if target == "stdout" { Target::Stdout } else { Target::File(target.into()) },
+        fields: args
+            .access_log_fields
+            .clone()
+            .unwrap_or_else(|| DEFAULT_FIELDS.iter().map(|f| f.to_string()).collect()),
+    });
     let opts = Options {
+        access_log,
         plugins,
         etcd_tls,
         etcd_endpoints: args.etcd_endpoints,

@@ -33,6 +33,8 @@ pub struct Metrics {
     http_status: IntCounterVec,
     http_latency: HistogramVec,
     bandwidth: IntCounterVec,
+    log_dropped: IntCounterVec,
+    log_failed: IntCounterVec,
 }
 
 /// APISIX's latency buckets, in milliseconds.
@@ -141,8 +143,20 @@ impl Metrics {
             &["type", "route", "service", "consumer", "node"],
         )
         .expect("static metric definition");
+        let log_dropped = IntCounterVec::new(
+            Opts::new("sluice_log_entries_dropped_total", "Log entries dropped because a logger's queue was full."),
+            &["logger"],
+        )
+        .expect("static metric definition");
+        let log_failed = IntCounterVec::new(
+            Opts::new("sluice_log_batches_failed_total", "Batches of log entries that could not be delivered."),
+            &["logger"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(rejected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(log_dropped.clone()),
+            Box::new(log_failed.clone()),
             Box::new(http_status.clone()),
             Box::new(http_latency.clone()),
             Box::new(bandwidth.clone()),
@@ -175,7 +189,19 @@ impl Metrics {
             http_status,
             http_latency,
             bandwidth,
+            log_dropped,
+            log_failed,
         }
+    }
+
+    /// The counter of entries logger `name` dropped.
+    pub fn log_dropped(&self, name: &str) -> IntCounter {
+        self.log_dropped.with_label_values(&[name])
+    }
+
+    /// The counter of batches logger `name` could not deliver.
+    pub fn log_failed(&self, name: &str) -> IntCounter {
+        self.log_failed.with_label_values(&[name])
     }
 
     /// The prometheus plugin's series for one label combination (resolved once, then cached by the plugin).

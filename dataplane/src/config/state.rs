@@ -105,6 +105,8 @@ pub struct State {
     published_consumers: Arc<Consumers>,
     consumers_dirty: bool,
     global: Result<Chain, Unresolved>,
+    /// Plugins the data plane itself adds to the global rules (the access log).
+    extra_global: Chain,
     /// Connections to nodes, kept across upstream changes.
     pools: Pools,
     metrics: Metrics,
@@ -137,6 +139,7 @@ impl State {
             published_consumers: Arc::default(),
             consumers_dirty: false,
             global: Ok(Chain::default()),
+            extra_global: Chain::default(),
             pools: Pools::default(),
             registry: Registry::new(Enabled::all(), metrics.clone()),
             enabled: Enabled::all(),
@@ -163,6 +166,13 @@ impl State {
     pub fn with_plugins(mut self, enabled: Enabled) -> State {
         self.registry = Registry::new(enabled.clone(), self.metrics.clone());
         self.enabled = enabled;
+        self
+    }
+
+    /// Runs `chain` on every request after the global rules' plugins (the access log).
+    pub fn with_global(mut self, chain: Chain) -> State {
+        self.extra_global = chain;
+        self.global_dirty = true;
         self
     }
 
@@ -533,7 +543,7 @@ impl State {
                 Some((kind, id)) => Err(Unresolved::Rejected { kind: *kind, id: id.clone() }),
                 None => {
                     let slots = self.global_rules.values().flat_map(|r| registry::slots(&r.plugins));
-                    Ok(Chain::new(slots))
+                    Ok(Chain::new(slots.chain(self.extra_global.slots().iter().cloned())))
                 }
             };
         }

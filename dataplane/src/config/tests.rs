@@ -336,7 +336,7 @@ fn niceness_of_threads_named(name: &str) -> Vec<i64> {
 async fn the_config_thread_publishes_starts_health_checks_and_ends_with_its_source() {
     let shared = shared();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let running = tokio::spawn(run(Keys::default(), rx, shared.clone(), Enabled::all()));
+    let running = tokio::spawn(run(Keys::default(), rx, shared.clone(), Enabled::all(), Chain::default()));
     let node = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let checks =
         json!({"active": {"http_path": "/status", "healthy": {"interval": 60}, "unhealthy": {"interval": 60}}});

@@ -11,6 +11,7 @@ mod cors;
 mod hmac_auth;
 mod jwt_auth;
 mod key_auth;
+mod observability;
 mod prometheus;
 mod proxy_rewrite;
 mod restrictions;
@@ -43,6 +44,18 @@ impl Stack {
 
     /// A stack whose data plane runs only `enabled`.
     pub async fn with(enabled: sluice_dataplane::plugins::Enabled) -> Stack {
+        Stack::with_options(enabled, None).await
+    }
+
+    /// A stack whose data plane writes `log`.
+    pub async fn with_access_log(log: sluice_dataplane::plugins::access_log::AccessLog) -> Stack {
+        Stack::with_options(sluice_dataplane::plugins::Enabled::all(), Some(log)).await
+    }
+
+    async fn with_options(
+        enabled: sluice_dataplane::plugins::Enabled,
+        access_log: Option<sluice_dataplane::plugins::access_log::AccessLog>,
+    ) -> Stack {
         if std::env::var_os("SLUICE_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt().with_env_filter("sluice_dataplane=debug").try_init();
         }
@@ -58,6 +71,7 @@ impl Stack {
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             grace: std::time::Duration::from_secs(1),
             plugins: enabled,
+            access_log,
             ..sluice_dataplane::Options::default()
         };
         let dp = sluice_dataplane::start(opts).await.unwrap();

@@ -22,10 +22,12 @@ pub mod cors;
 pub mod fault_injection;
 pub mod gzip;
 pub mod hmac_auth;
+pub mod http_logger;
 pub mod ip_restriction;
 pub mod jwt_auth;
 pub mod key_auth;
 pub mod mocking;
+pub mod opentelemetry;
 pub mod prometheus;
 pub mod proxy_rewrite;
 pub mod real_ip;
@@ -162,6 +164,10 @@ plugin_set! {
         Brotli(brotli::Brotli),
         /// `prometheus`.
         Prometheus(prometheus::Prometheus),
+        /// `http-logger`.
+        HttpLogger(http_logger::HttpLogger),
+        /// `opentelemetry` (W3C trace-context propagation).
+        Opentelemetry(opentelemetry::Opentelemetry),
     }
 }
 
