@@ -1,6 +1,7 @@
 //! End to end in manifest mode: ApiRoutes (paths, hosts, methods, expressions, weighted backends) shaped by an
-//! Upstream route real traffic; PluginConfig and Consumer objects land in etcd in APISIX's shapes; statuses are
-//! reported in the controller's log.
+//! Upstream route real traffic; PluginConfig and Consumer objects land in etcd in APISIX's shapes and their
+//! plugins run (key-auth with credentials from a value and from a Secret); a rule whose plugins cannot be used
+//! answers 503 in its place; statuses are reported in the controller's log.
 
 use std::time::Duration;
 
@@ -83,6 +84,40 @@ kind: Consumer
 metadata: {name: alice, namespace: shop}
 spec:
   authParameter: {keyAuth: {value: {key: alice-key}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: bob-key, namespace: shop}
+stringData: {key: bob-secret-key}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: Consumer
+metadata: {name: bob, namespace: shop}
+spec:
+  authParameter: {keyAuth: {secretRef: {name: bob-key}}}
+---
+apiVersion: sluice.dev/v1alpha1
+kind: ApiRoute
+metadata: {name: members, namespace: shop}
+spec:
+  ingressClassName: sluice
+  http:
+    - name: secured
+      match: {paths: ["/secured/*"]}
+      pluginConfigName: limits
+      plugins: [{name: key-auth}]
+      backends: [{serviceName: api, servicePort: 80}]
+---
+apiVersion: sluice.dev/v1alpha1
+kind: ApiRoute
+metadata: {name: broken, namespace: shop}
+spec:
+  ingressClassName: sluice
+  http:
+    - name: typo
+      match: {paths: ["/broken"]}
+      plugins: [{name: key-auth, config: {hedaer: apikey}}]
+      backends: [{serviceName: api, servicePort: 80}]
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,6 +168,27 @@ async fn apiroutes_route_traffic_shaped_by_an_upstream() {
     assert_eq!(get(http, "a.apps.example.test", "/x").await.unwrap().backend().as_deref(), Some("api"));
     assert_eq!(get(http, "a.b.apps.example.test", "/x").await.unwrap().status.as_u16(), 404);
 
+    // Plugins: key-auth with the Consumers' keys (one from a Secret), the PluginConfig's cors merged in.
+    let with = |key: &'static str| {
+        let headers: &'static [(&'static str, &'static str)] = match key {
+            "" => &[("origin", "https://shop.example")],
+            "alice-key" => &[("apikey", "alice-key")],
+            _ => &[("apikey", "bob-secret-key")],
+        };
+        async move { request(http, http::Method::GET, "x", "/secured/a", headers, bytes::Bytes::new()).await.unwrap() }
+    };
+    let refused = with("").await;
+    assert_eq!(refused.status.as_u16(), 401);
+    assert_eq!(refused.body, r#"{"message":"Missing API key in request"}"#);
+    assert_eq!(refused.headers["access-control-allow-origin"], "https://shop.example");
+    let alice = with("alice-key").await;
+    assert_eq!(alice.json()["headers"]["x-consumer-username"], "shop_alice");
+    assert_eq!(with("bob-secret-key").await.json()["headers"]["x-consumer-username"], "shop_bob");
+    // A rule whose plugins cannot be used answers 503; it is not left out for its requests to go elsewhere.
+    let broken = get(http, "x", "/broken").await.unwrap();
+    assert_eq!(broken.status.as_u16(), 503);
+    assert!(broken.body.contains("ApiRoute shop/broken rule"), "{}", broken.body);
+
     // PluginConfig and Consumer in APISIX's shapes.
     let mut etcd = stack.etcd.client().await.unwrap();
     let value = |key: &'static str| {
@@ -151,9 +207,18 @@ async fn apiroutes_route_traffic_shaped_by_an_upstream() {
 
     // Statuses, as they would be written, in the controller's log.
     let log = stack.log("sluice-controller");
-    for object in ["ApiRoute shop/store", "Upstream shop/web", "PluginConfig shop/limits", "Consumer shop/alice"] {
+    for object in [
+        "ApiRoute shop/store",
+        "Upstream shop/web",
+        "PluginConfig shop/limits",
+        "Consumer shop/alice",
+        "Consumer shop/bob",
+    ] {
         let line = log.lines().find(|l| l.contains(object) && l.contains("status")).unwrap_or_default();
         assert!(line.contains(r#""type":"Accepted","status":"True""#), "{object} accepted:\n{log}");
         assert!(line.contains(r#""type":"Programmed","status":"True""#), "{object} programmed:\n{log}");
     }
+    let line = log.lines().find(|l| l.contains("ApiRoute shop/broken") && l.contains("status")).unwrap_or_default();
+    assert!(line.contains(r#""type":"Accepted","status":"False""#) && line.contains("InvalidSpec"), "{line}");
+    assert!(line.contains("hedaer"), "the status names the field: {line}");
 }

@@ -31,13 +31,12 @@ pub(super) fn translate(
     for rule in &ar.spec.http {
         let mut rule_problems = Vec::new();
         let route = route(rule, ns, ar_name, index, secrets, resources, config, &mut rule_problems);
-        let invalid = rule_problems.iter().any(|p: &Problem| p.reason.is_invalid_spec());
         problems.extend(
             rule_problems
                 .into_iter()
                 .map(|p| Problem { reason: p.reason, message: format!("rule {:?}: {}", rule.name, p.message) }),
         );
-        if let (Some(route), false) = (route, invalid) {
+        if let Some(route) = route {
             config.routes.insert(route.id.clone().unwrap_or_default(), route);
         }
     }
@@ -90,10 +89,10 @@ fn route(
             None
         }
     };
+    // A path, host, expression or address that cannot be expressed leaves the rule out: there is no match to write.
+    let matching_invalid = problems.iter().any(|p| p.reason.is_invalid_spec());
     let before = problems.len();
     let plugins = plugins::map(&rule.plugins, ns, secrets, problems);
-    // Fail closed: a rule whose plugins cannot be configured as written (an auth plugin missing its Secret, say)
-    // is left out rather than served without them.
     let plugins_failed = problems.len() > before;
     let plugin_config_id = rule.plugin_config_name.as_deref().map(|pc| {
         if !plugins::config_exists(resources, ns, pc) {
@@ -102,10 +101,14 @@ fn route(
         }
         plugins::config_id(ns, pc)
     });
-    if plugins_failed {
+    if matching_invalid {
         return None;
     }
+    let before = problems.len();
     let upstream_id = upstream(rule, ns, ar_name, index, config, problems);
+    if problems[before..].iter().any(|p| p.reason.is_invalid_spec()) {
+        return None;
+    }
     let (uri, uris) = match m.paths.as_slice() {
         [one] => (Some(one.clone()), None),
         many => (None, Some(many.to_vec())),
@@ -120,14 +123,38 @@ fn route(
         remote_addrs: (!m.remote_addrs.is_empty()).then(|| m.remote_addrs.clone()),
         vars: (!vars.is_empty()).then_some(vars),
         priority: rule.priority.unwrap_or(0),
-        upstream_id: Some(upstream_id),
-        plugin_config_id,
-        plugins: (!plugins.is_empty()).then_some(plugins),
+        upstream_id: (!plugins_failed).then_some(upstream_id),
+        plugin_config_id: plugin_config_id.filter(|_| !plugins_failed),
+        // Fail closed: a rule whose plugins cannot be configured as written (an auth plugin missing its Secret, an
+        // unknown plugin, an invalid field) answers 503 in its place rather than being served without them, or
+        // being left out so that its requests reach a broader route.
+        plugins: if plugins_failed {
+            Some(unavailable(ns, ar_name, &rule.name))
+        } else {
+            (!plugins.is_empty()).then_some(plugins)
+        },
         timeout,
         enable_websocket: rule.websocket,
         labels: labels::owner("ApiRoute", ns, ar_name),
         ..Route::default()
     })
+}
+
+/// The plugins of a rule that cannot be served as written: an answer of 503 for every request it matches.
+fn unavailable(ns: &str, ar_name: &str, rule: &str) -> sluice_model::Plugins {
+    use sluice_model::plugins::fault_injection::{Abort, FaultInjection, Scalar};
+    let body = serde_json::json!({
+        "error_msg": format!("503 Service Unavailable: ApiRoute {ns}/{ar_name} rule {rule:?} has plugins that cannot be used; see its status")
+    });
+    let abort = Abort {
+        http_status: 503,
+        body: Some(body.to_string()),
+        headers: Some([("Content-Type".to_string(), Scalar::Text("application/json".into()))].into()),
+        percentage: None,
+        vars: None,
+    };
+    let conf = sluice_model::PluginConf::FaultInjection(FaultInjection { abort: Some(abort), delay: None });
+    [sluice_model::Plugin { conf, meta: sluice_model::Meta::default() }].into_iter().collect()
 }
 
 fn backend_ref(b: &Backend) -> BackendRef<'_> {

@@ -617,7 +617,10 @@ impl State {
             plugin_config.map(|pc| registry::slots(&pc.plugins)).unwrap_or_default(),
             registry::slots(&obj.plugins),
         ];
-        let chain = if upstream.is_ok() { Chain::merge(layers.iter().map(Vec::as_slice)) } else { Chain::default() };
+        // Plugins run when the route is whole: with an upstream, or with none at all (plugins then answer, as
+        // redirect or mocking do). A missing or rejected part means none of them run: the route answers 503.
+        let whole = matches!(upstream, Ok(_) | Err(Unresolved::NoUpstream));
+        let chain = if whole { Chain::merge(layers.iter().map(Vec::as_slice)) } else { Chain::default() };
         let meta = Arc::new(RouteMeta {
             id: id.clone(),
             name: obj.name.clone(),
