@@ -1,4 +1,4 @@
-//! Replays the fuzz corpus (`fuzz/corpus/compile`) through the fuzz target's function: nothing may panic.
+//! Replays the fuzz corpora (`fuzz/corpus/<target>`) through the fuzz targets' functions: nothing may panic.
 
 use std::path::Path;
 
@@ -10,6 +10,21 @@ fn replays_the_fuzz_corpus() {
         let path = entry.unwrap().path();
         let data = std::fs::read(&path).unwrap();
         sluice_dataplane::config::exercise(&data);
+        replayed += 1;
+    }
+    assert!(replayed >= 10, "the corpus in {} has {replayed} inputs", dir.display());
+}
+
+#[test]
+fn replays_the_plugins_corpus() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/plugins");
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        sluice_dataplane::plugins::exercise(&data);
+        // Each input is also a route's `plugins`, through route compilation.
+        let route = format!(r#"{{"uri":"/a/*","upstream_id":"u","plugins":{}}}"#, String::from_utf8_lossy(&data));
+        sluice_dataplane::config::exercise(route.as_bytes());
         replayed += 1;
     }
     assert!(replayed >= 10, "the corpus in {} has {replayed} inputs", dir.display());

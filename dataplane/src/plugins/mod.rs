@@ -47,6 +47,7 @@ mod values;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -206,3 +207,34 @@ pub fn text_reply(status: StatusCode, body: impl Into<Bytes>) -> Reply {
 
 #[cfg(test)]
 mod tests;
+
+/// Feeds arbitrary bytes through plugin configuration: decoded as a `plugins` map and as a consumer's, built
+/// with every factory, and a request run through the resulting chain (each step bounded in time). Never panics
+/// on any input; the fuzz target and the corpus replay test call it.
+pub fn exercise(data: &[u8]) {
+    let Ok(map) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(data) else { return };
+    let _ = sluice_model::ConsumerPlugins::from_json(map.clone());
+    let Ok(plugins) = sluice_model::Plugins::from_json(map) else { return };
+    let registry = Registry::new(Enabled::all(), crate::metrics::Metrics::new());
+    let Ok(built) = registry.build_all(&plugins, &[]) else { return };
+    let chain = Chain::new(registry::slots(&built));
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_time().build() else { return };
+    runtime.block_on(async move {
+        let req = http::Request::get("/a/b?x=1")
+            .header("host", "example.com")
+            .header("authorization", "Basic Zm9vOmJhcg==")
+            .header("apikey", "k")
+            .body(())
+            .map(|r| r.into_parts().0);
+        let Ok(mut req) = req else { return };
+        let ctx = Ctx::new(None, std::net::SocketAddr::from(([10, 0, 0, 1], 5000)), &req, Arc::default());
+        let mut session = Session::new(ctx, Chain::default(), chain);
+        let limit = std::time::Duration::from_millis(50);
+        let answered = tokio::time::timeout(limit, session.request(&mut req)).await.ok().flatten();
+        let reply = answered
+            .unwrap_or_else(|| text_reply(StatusCode::OK, "a body long enough to be compressed, and rewritten"));
+        let _ = session.request_body(&mut req, &Bytes::from_static(b"{}"));
+        session.before_proxy(&mut req);
+        std::hint::black_box(session.reply(reply));
+    });
+}

@@ -100,3 +100,129 @@ fn splits_consumer_credentials_from_plugins() {
     let err = ConsumerPlugins::from_json(json!({"key-auth": {"key": ""}}).as_object().unwrap().clone());
     assert!(matches!(err, Err(InvalidPlugin::Field { .. })));
 }
+
+/// Every plugin's rules, one rejected configuration each (at least), with the field the error names; and a
+/// minimal valid configuration of each.
+#[test]
+fn every_plugin_checks_its_configuration() {
+    let valid = json!({
+        "key-auth": {}, "basic-auth": {}, "jwt-auth": {}, "hmac-auth": {}, "cors": {},
+        "consumer-restriction": {"whitelist": ["a"]}, "ip-restriction": {"blacklist": ["10.0.0.1"]},
+        "ua-restriction": {"allowlist": ["^curl"]}, "referer-restriction": {"whitelist": ["*.x.com"]},
+        "uri-blocker": {"block_rules": ["^/admin"]}, "real-ip": {"source": "http_x_real_ip"},
+        "proxy-rewrite": {"uri": "/x"}, "response-rewrite": {"status_code": 200}, "redirect": {"uri": "/to"},
+        "request-id": {}, "fault-injection": {"abort": {"http_status": 403}}, "mocking": {"response_example": "{}"},
+        "gzip": {}, "brotli": {}, "prometheus": {}, "http-logger": {"uri": "http://127.0.0.1/logs"},
+        "opentelemetry": {}
+    });
+    let all = decode(valid).unwrap();
+    assert_eq!(all.len(), PluginConf::NAMES.len(), "every plugin has a minimal valid configuration here");
+
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"key-auth": {"realm": ""}}), "realm"),
+        (json!({"key-auth": {"anonymous_consumer": ""}}), "anonymous_consumer"),
+        (json!({"basic-auth": {"realm": "a\\b"}}), "realm"),
+        (json!({"jwt-auth": {"key_claim_name": ""}}), "key_claim_name"),
+        (json!({"jwt-auth": {"claims_to_verify": ["exp", "exp"]}}), "claims_to_verify"),
+        (json!({"jwt-auth": {"claims_to_verify": ["iat"]}}), "claims_to_verify[0]"),
+        (json!({"hmac-auth": {"allowed_algorithms": ["md5"]}}), "allowed_algorithms"),
+        (json!({"hmac-auth": {"clock_skew": 0}}), "clock_skew"),
+        (json!({"hmac-auth": {"signed_headers": [""]}}), "signed_headers[0]"),
+        (json!({"cors": {"allow_origins": "example.com"}}), "allow_origins"),
+        (json!({"cors": {"allow_credential": true}}), "allow_origins"),
+        (json!({"cors": {"allow_origins_by_regex": ["("]}}), "allow_origins_by_regex[0]"),
+        (json!({"cors": {"max_age": "600"}}), "max_age"),
+        (json!({"consumer-restriction": {}}), ""),
+        (json!({"consumer-restriction": {"type": "user"}}), "type"),
+        (json!({"consumer-restriction": {"blacklist": []}}), "blacklist"),
+        (
+            json!({"consumer-restriction": {"allowed_by_methods": [{"user": "a", "methods": ["FETCH"]}]}}),
+            "allowed_by_methods[0].methods",
+        ),
+        (json!({"consumer-restriction": {"whitelist": ["a"], "rejected_code": 99}}), "rejected_code"),
+        (json!({"ip-restriction": {}}), ""),
+        (json!({"ip-restriction": {"whitelist": ["a"], "blacklist": ["b"]}}), ""),
+        (json!({"ip-restriction": {"whitelist": ["10.255.256.0/24"]}}), "whitelist[0]"),
+        (json!({"ip-restriction": {"whitelist": ["10.0.0.0/33"]}}), "whitelist[0]"),
+        (json!({"ip-restriction": {"whitelist": ["::1/129"]}}), "whitelist[0]"),
+        (json!({"ip-restriction": {"blacklist": []}}), "blacklist"),
+        (json!({"ip-restriction": {"blacklist": ["1.1.1.1"], "response_code": 401}}), "response_code"),
+        (json!({"ua-restriction": {"denylist": ["("]}}), "denylist[0]"),
+        (json!({"ua-restriction": {"denylist": ["a"], "message": ""}}), "message"),
+        (json!({"referer-restriction": {"whitelist": ["x.*"]}}), "whitelist[0]"),
+        (json!({"uri-blocker": {"block_rules": [".+("]}}), "block_rules[0]"),
+        (json!({"uri-blocker": {"block_rules": ["a", "a"]}}), "block_rules[1]"),
+        (json!({"uri-blocker": {"block_rules": ["a"], "rejected_msg": ""}}), "rejected_msg"),
+        // A missing field is reported on the object, by name.
+        (json!({"real-ip": {}}), ""),
+        (json!({"real-ip": {"source": "x", "trusted_addresses": ["127.0.0.1/33"]}}), "trusted_addresses[0]"),
+        (json!({"proxy-rewrite": {"uri": "no-slash"}}), "uri"),
+        (json!({"proxy-rewrite": {"method": "FETCH"}}), "method"),
+        (json!({"proxy-rewrite": {"host": "a b"}}), "host"),
+        (json!({"proxy-rewrite": {"regex_uri": ["^/a"]}}), "regex_uri"),
+        (json!({"proxy-rewrite": {"headers": {"add": {"x": []}}}}), "headers.add.x"),
+        (json!({"response-rewrite": {"status_code": 599}}), "status_code"),
+        (json!({"response-rewrite": {"body": "x", "filters": [{"regex": "a", "replace": "b"}]}}), "filters"),
+        (json!({"response-rewrite": {"body": "1", "body_base64": true}}), "body"),
+        (json!({"response-rewrite": {"filters": [{"regex": "(", "replace": ""}]}}), "filters[0].regex"),
+        (
+            json!({"response-rewrite": {"filters": [{"regex": "a", "replace": "", "options": "h"}]}}),
+            "filters[0].options",
+        ),
+        (json!({"response-rewrite": {"headers": {"add": ["no-colon"]}}}), "headers.add[0]"),
+        (json!({"response-rewrite": {"filters": []}}), "filters"),
+        (json!({"redirect": {}}), ""),
+        (json!({"redirect": {"uri": "/a", "http_to_https": true}}), ""),
+        (json!({"redirect": {"http_to_https": true, "append_query_string": true}}), "append_query_string"),
+        (json!({"redirect": {"regex_uri": ["^/a"]}}), "regex_uri"),
+        (json!({"redirect": {"uri": "/"}}), "uri"),
+        (json!({"request-id": {"algorithm": "snowflake"}}), "algorithm"),
+        (json!({"request-id": {"range_id": {"length": 5}}}), "range_id.length"),
+        (json!({"fault-injection": {}}), ""),
+        (json!({"fault-injection": {"abort": {"http_status": 100}}}), "abort.http_status"),
+        (json!({"fault-injection": {"abort": {"http_status": 200, "percentage": 101}}}), "abort.percentage"),
+        (json!({"fault-injection": {"delay": {"duration": "test"}}}), "delay.duration"),
+        (json!({"fault-injection": {"delay": {"duration": -1.0}}}), "delay.duration"),
+        (json!({"mocking": {}}), ""),
+        (json!({"mocking": {"response_example": "x", "content_type": "application/yaml"}}), "content_type"),
+        (json!({"gzip": {"types": []}}), "types"),
+        (json!({"gzip": {"min_length": 0}}), "min_length"),
+        (json!({"gzip": {"comp_level": 10}}), "comp_level"),
+        (json!({"gzip": {"http_version": 2}}), "http_version"),
+        (json!({"brotli": {"mode": 4}}), "mode"),
+        (json!({"brotli": {"comp_level": 12}}), "comp_level"),
+        (json!({"brotli": {"lgwin": 9}}), "lgwin"),
+        (json!({"brotli": {"lgblock": 15}}), "lgblock"),
+        (json!({"prometheus": {"prefer_name": "yes"}}), "prefer_name"),
+        (json!({"http-logger": {}}), ""),
+        (json!({"http-logger": {"uri": "ftp://x"}}), "uri"),
+        (json!({"http-logger": {"uri": "http://x", "batch_max_size": 0}}), "batch_max_size"),
+        (json!({"http-logger": {"uri": "http://x", "concat_method": "csv"}}), "concat_method"),
+        (json!({"opentelemetry": {"sampler": {"name": "sometimes"}}}), "sampler.name"),
+        (
+            json!({"opentelemetry": {"sampler": {"name": "trace_id_ratio", "options": {"fraction": 2}}}}),
+            "sampler.options.fraction",
+        ),
+        (json!({"opentelemetry": {"additional_attributes": ["x"]}}), "additional_attributes"),
+    ];
+    for (config, field) in cases {
+        let (plugin, error) = field_error(config.clone());
+        assert_eq!(error.field, field, "{config}: {plugin}: {error}");
+    }
+
+    let credentials: Vec<(Value, &str)> = vec![
+        (json!({"key-auth": {"key": ""}}), "key"),
+        (json!({"basic-auth": {"username": "u"}}), ""),
+        (json!({"jwt-auth": {"key": "k"}}), "secret"),
+        (json!({"jwt-auth": {"key": "k", "algorithm": "RS256", "secret": "s"}}), "public_key"),
+        (json!({"jwt-auth": {"key": "k", "secret": "%%%", "base64_secret": true}}), "secret"),
+        (json!({"jwt-auth": {"key": "k", "secret": "s", "algorithm": "none"}}), "algorithm"),
+        (json!({"hmac-auth": {"key_id": "", "secret_key": "s"}}), "key_id"),
+    ];
+    for (config, field) in credentials {
+        match ConsumerPlugins::from_json(config.as_object().unwrap().clone()) {
+            Err(InvalidPlugin::Field { error, .. }) => assert_eq!(error.field, field, "{config}: {error}"),
+            other => panic!("{config}: expected a field error, got {other:?}"),
+        }
+    }
+}
