@@ -220,9 +220,9 @@ async fn proxy(
     let moved =
         session.as_ref().map(|s| s.ctx.client).filter(|c| *c != peer.addr).map(|c| Peer::new(c, peer.port.clone()));
     let forwarded = Forwarded::take(&mut parts.headers, moved.as_ref().unwrap_or(peer), original_host.as_ref());
-    // With plugins, the forwarding fields go into the map, where the before-proxy phase sees them; without, they
-    // are written straight into the request head, which spares the map from growing by five fields.
-    let (extra, used) = if session.is_some() {
+    // When a plugin has a before-proxy phase, the forwarding fields go into the map, where it sees them; otherwise
+    // they are written straight into the request head, which spares the map from growing by five fields.
+    let (extra, used) = if session.as_ref().is_some_and(|s| s.has(crate::plugins::Phases::BEFORE_PROXY)) {
         forwarded.insert_into(&mut parts.headers);
         ([("", &b""[..]); 5], 0)
     } else {

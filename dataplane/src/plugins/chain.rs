@@ -29,7 +29,8 @@ pub struct Slot {
 /// The plugins of one route (or of the global rules, or of one consumer), in the order they run. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Chain {
-    slots: Arc<[Slot]>,
+    /// `None` for an empty chain, so that the empty chain a request without global rules uses costs no allocation.
+    slots: Option<Arc<[Slot]>>,
     phases: Phases,
     filtered: bool,
 }
@@ -41,7 +42,8 @@ impl Chain {
         slots.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(b.name)));
         let phases = slots.iter().fold(Phases::default(), |p, s| p | s.phases);
         let filtered = slots.iter().any(|s| s.filter.is_some());
-        Chain { slots: slots.into(), phases, filtered }
+        let slots = (!slots.is_empty()).then(|| slots.into());
+        Chain { slots, phases, filtered }
     }
 
     /// Merges layers by plugin name, a later layer's plugin replacing an earlier one's: pass them lowest
@@ -61,18 +63,18 @@ impl Chain {
 
     /// This chain with `consumer`'s plugins merged over it (a consumer's configuration of a plugin wins).
     pub fn with_consumer(&self, consumer: &Chain) -> Chain {
-        let kept = self.slots.iter().filter(|s| !consumer.slots.iter().any(|c| c.name == s.name));
-        Chain::new(kept.chain(consumer.slots.iter()).cloned())
+        let kept = self.slots().iter().filter(|s| !consumer.slots().iter().any(|c| c.name == s.name));
+        Chain::new(kept.chain(consumer.slots().iter()).cloned())
     }
 
     /// The plugins in running order.
     pub fn slots(&self) -> &[Slot] {
-        &self.slots
+        self.slots.as_deref().unwrap_or_default()
     }
 
     /// Whether there is nothing to run.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.slots.is_none()
     }
 
     /// Whether some plugin implements one of `phases`.

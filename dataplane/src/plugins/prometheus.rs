@@ -71,10 +71,8 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn series<'a>(&self, ctx: &'a Ctx, labels: &Labels<'_>) -> Arc<PluginSeries> {
-        if let Some(found) = self.seen.load().get(labels) {
-            return found.clone();
-        }
+    /// Resolves a label combination not seen before, and remembers it.
+    fn resolve<'a>(&self, ctx: &'a Ctx, labels: &Labels<'_>) -> Arc<PluginSeries> {
         let route = ctx.route.as_deref();
         let prefer_name = self.prefer_name;
         let name = |id: Option<&'a str>, name: Option<&'a str>| if prefer_name { name.or(id) } else { id };
@@ -121,7 +119,15 @@ impl Plugin for Prometheus {
             consumer: ctx.consumer_name(),
             node: ctx.node.as_deref(),
         };
-        let series = self.series(ctx, &labels);
+        let seen = self.seen.load();
+        let found;
+        let series = match seen.get(&labels) {
+            Some(series) => series,
+            None => {
+                found = self.resolve(ctx, &labels);
+                &found
+            }
+        };
         series.status.inc();
         let total = ctx.started.elapsed().as_secs_f64() * 1000.0;
         series.latency_request.observe(total);

@@ -16,10 +16,10 @@ use sluice_model::PluginConf;
 use sluice_model::plugins::{Schema, proxy_rewrite as model};
 
 use super::registry::{BuildCtx, Factory, mismatch};
-use super::values::{info as request_info, scope};
+use super::values::{self, info as request_info, scope};
 use super::{Ctx, Flow, Phases, Plugin};
+use crate::router::RequestInfo;
 use crate::router::template::{Template, verbatim};
-use crate::router::{RequestInfo, normalize_host};
 
 /// proxy-rewrite's place in the registry (APISIX priority 1008).
 pub(super) const FACTORY: Factory =
@@ -47,12 +47,27 @@ fn build(conf: &PluginConf, _: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, String>
         map.iter()
             .map(|(name, values)| {
                 let name = header_name(name)?;
-                let values = values.0.iter().map(|v| Template::compile(v, captures)).collect::<Result<_, _>>()?;
+                let values = values
+                    .0
+                    .iter()
+                    .map(|v| {
+                        let t = Template::compile(v, captures)?;
+                        Ok(match t.literal() {
+                            Some(text) => {
+                                Value::Literal(HeaderValue::from_str(text).map_err(|e| format!("{name}: {e}"))?)
+                            }
+                            None => Value::Template(t),
+                        })
+                    })
+                    .collect::<Result<_, String>>()?;
                 Ok((name, values))
             })
             .collect::<Result<Vec<_>, String>>()
     };
+    let header_captures =
+        captures && headers.add.values().chain(headers.set.values()).flat_map(|v| &v.0).any(|v| v.contains('$'));
     Ok(Arc::new(ProxyRewrite {
+        header_captures,
         uri,
         regex_uri,
         method,
@@ -96,10 +111,19 @@ pub(super) fn replacement(template: &str) -> String {
     out
 }
 
-type HeaderOps = Vec<(HeaderName, Vec<Template>)>;
+/// A header value: worked out once when it has no variables.
+#[derive(Debug)]
+enum Value {
+    Literal(HeaderValue),
+    Template(Template),
+}
+
+type HeaderOps = Vec<(HeaderName, Vec<Value>)>;
 
 #[derive(Debug)]
 struct ProxyRewrite {
+    /// Header values may name the regex's captures, so the path it matched is kept.
+    header_captures: bool,
     uri: Option<Template>,
     regex_uri: Vec<(Regex, String)>,
     method: Option<Method>,
@@ -162,8 +186,15 @@ impl ProxyRewrite {
             return None;
         } else {
             let base = if self.real_request_uri { req.uri.path_and_query().map_or(path, |p| p.as_str()) } else { path };
-            let (re, replacement) = self.regex_uri.iter().find(|(re, _)| re.is_match(base))?;
-            (re.replace(base, replacement.as_str()).into_owned(), !base.contains('?'))
+            // One pass: the first pattern that matches, its match replaced (as ngx.re.sub replaces one match).
+            let (caps, replacement) =
+                self.regex_uri.iter().find_map(|(re, replacement)| re.captures(base).map(|c| (c, replacement)))?;
+            let whole = caps.get(0)?;
+            let mut out = String::with_capacity(base.len() + 16);
+            out.push_str(&base[..whole.start()]);
+            caps.expand(replacement, &mut out);
+            out.push_str(&base[whole.end()..]);
+            (out, !base.contains('?'))
         };
         if self.real_request_uri {
             // As written, with the client's query appended when the template has none of its own.
@@ -196,54 +227,57 @@ impl Plugin for ProxyRewrite {
             ctx.upstream_host = Some(host.clone());
         }
         // The path the regex saw, for the captures header values may use.
-        let original_path = (!self.regex_uri.is_empty() && self.uri.is_none()).then(|| req.uri.path().to_string());
+        let original_path = self.header_captures.then(|| req.uri.path().to_string());
         let target = {
-            let raw_host = req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-            let host = normalize_host(raw_host);
+            let host = values::host(req);
             let info = request_info(req, &host, ctx);
             self.target(ctx, req, &info)
         };
         if let Some(target) = target {
-            match PathAndQuery::try_from(target.as_str()) {
+            match PathAndQuery::from_maybe_shared(bytes::Bytes::from(target)) {
                 Ok(pq) => {
                     let mut parts = std::mem::take(&mut req.uri).into_parts();
                     parts.path_and_query = Some(pq);
                     req.uri = http::Uri::from_parts(parts).unwrap_or_default();
                 }
                 Err(e) => {
-                    tracing::warn!(route = ?ctx.route_id(), %target, error = %e, "proxy-rewrite made an invalid URI");
+                    tracing::warn!(route = ?ctx.route_id(), error = %e, "proxy-rewrite made an invalid URI");
                     let body = serde_json::json!({"error_msg": format!("failed to rewrite the uri: {e}")});
                     return Flow::Respond(super::json_reply(StatusCode::INTERNAL_SERVER_ERROR, body.to_string()));
                 }
             }
         }
-        if !self.add.is_empty() || !self.set.is_empty() {
-            let captures =
-                original_path.as_deref().and_then(|p| self.regex_uri.iter().find_map(|(re, _)| re.captures(p)));
-            let scope = scope(ctx, captures.as_ref());
-            let raw_host = req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-            let host = normalize_host(raw_host).into_owned();
-            let mut changes: Vec<(bool, &HeaderName, Vec<HeaderValue>)> = Vec::new();
-            {
-                let info = request_info(req, &host, ctx);
-                for (append, ops) in [(true, &self.add), (false, &self.set)] {
-                    for (name, values) in ops {
-                        let rendered = values
-                            .iter()
-                            .map(|t| t.render(&info, &scope, verbatim))
-                            // A value set to nothing removes the header, as nginx's `set_header` does.
-                            .filter(|v| append || !v.is_empty())
-                            .filter_map(|v| HeaderValue::from_str(&v).ok())
-                            .collect();
-                        changes.push((append, name, rendered));
-                    }
-                }
-            }
-            for (append, name, values) in changes {
+        for (append, ops) in [(true, &self.add), (false, &self.set)] {
+            for (name, values) in ops {
+                let rendered: Vec<HeaderValue> = if values.iter().all(|v| matches!(v, Value::Literal(_))) {
+                    // A value set to nothing removes the header, as nginx's `set_header` does.
+                    let kept = |h: &HeaderValue| append || !h.is_empty();
+                    values
+                        .iter()
+                        .filter_map(|v| if let Value::Literal(h) = v { kept(h).then(|| h.clone()) } else { None })
+                        .collect()
+                } else {
+                    let captures =
+                        original_path.as_deref().and_then(|p| self.regex_uri.iter().find_map(|(re, _)| re.captures(p)));
+                    let scope = scope(ctx, captures.as_ref());
+                    let host = values::host(req);
+                    let info = request_info(req, &host, ctx);
+                    values
+                        .iter()
+                        .filter_map(|v| match v {
+                            Value::Literal(h) => (append || !h.is_empty()).then(|| h.clone()),
+                            Value::Template(t) => {
+                                let text = t.render(&info, &scope, verbatim);
+                                // A value set to nothing removes the header, as nginx's `set_header` does.
+                                if !append && text.is_empty() { None } else { HeaderValue::from_str(&text).ok() }
+                            }
+                        })
+                        .collect()
+                };
                 if !append {
                     req.headers.remove(name);
                 }
-                for v in values {
+                for v in rendered {
                     req.headers.append(name.clone(), v);
                 }
             }
