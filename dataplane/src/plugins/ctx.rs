@@ -55,8 +55,14 @@ pub struct Consumers {
     by_credential: Vec<CredentialIndex>,
 }
 
-/// One authentication plugin's index: credential id → the consumers holding it.
-type CredentialIndex = imbl::HashMap<Arc<str>, Arc<[Arc<Consumer>]>>;
+/// One authentication plugin's index: credential id → the consumers holding it (foldhash: the lookup is on
+/// every authenticated request).
+type CredentialIndex = imbl::GenericHashMap<
+    Arc<str>,
+    Arc<[Arc<Consumer>]>,
+    foldhash::fast::RandomState,
+    imbl::shared_ptr::DefaultSharedPtr,
+>;
 
 /// The index of authentication plugin `plugin` among the credential kinds.
 fn slot(plugin: &str) -> Option<usize> {
@@ -89,7 +95,7 @@ impl Consumers {
         self.remove(&consumer.username.clone());
         let mut conflicts = Vec::new();
         if self.by_credential.is_empty() {
-            self.by_credential = vec![imbl::HashMap::new(); sluice_model::Credential::NAMES.len()];
+            self.by_credential = vec![CredentialIndex::default(); sluice_model::Credential::NAMES.len()];
         }
         for credential in &consumer.credentials {
             let Some(index) = slot(credential.name()).and_then(|i| self.by_credential.get_mut(i)) else { continue };

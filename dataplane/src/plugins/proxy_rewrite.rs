@@ -18,7 +18,6 @@ use sluice_model::plugins::{Schema, proxy_rewrite as model};
 use super::registry::{BuildCtx, Factory, mismatch};
 use super::values::{self, info as request_info, scope};
 use super::{Ctx, Flow, Phases, Plugin};
-use crate::router::RequestInfo;
 use crate::router::template::{Template, verbatim};
 
 /// proxy-rewrite's place in the registry (APISIX priority 1008).
@@ -33,7 +32,7 @@ fn build(conf: &PluginConf, _: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, String>
             .chunks(2)
             .map(|pair| {
                 let re = Regex::new(&pair[0]).map_err(|e| format!("regex_uri {:?}: {e}", pair[0]))?;
-                Ok((re, replacement(pair.get(1).map_or("", String::as_str))))
+                Ok((re, Replacement::compile(pair.get(1).map_or("", String::as_str))))
             })
             .collect::<Result<Vec<_>, String>>()?,
         _ => Vec::new(),
@@ -120,12 +119,74 @@ enum Value {
 
 type HeaderOps = Vec<(HeaderName, Vec<Value>)>;
 
+/// An ngx.re.sub template, parsed once: text and capture group numbers.
+#[derive(Debug, Clone)]
+pub(super) struct Replacement(Vec<Part>);
+
+#[derive(Debug, Clone)]
+enum Part {
+    Text(String),
+    Group(usize),
+}
+
+impl Replacement {
+    /// Parses `$1`, `${1}` (and `$0`); any other `$` is literal.
+    pub(super) fn compile(template: &str) -> Replacement {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut rest = template;
+        while let Some(at) = rest.find('$') {
+            text.push_str(&rest[..at]);
+            let after = &rest[at + 1..];
+            let digits = after.find(|c: char| !c.is_ascii_digit()).unwrap_or(after.len());
+            let braced = after.strip_prefix('{').and_then(|inner| {
+                let end = inner.find('}')?;
+                (end > 0 && inner[..end].bytes().all(|b| b.is_ascii_digit())).then_some((&inner[..end], end + 2))
+            });
+            let (group, used) = match (digits, braced) {
+                (d, _) if d > 0 => (&after[..d], d),
+                (_, Some(found)) => found,
+                _ => {
+                    text.push('$');
+                    rest = after;
+                    continue;
+                }
+            };
+            match group.parse() {
+                Ok(n) => {
+                    if !text.is_empty() {
+                        parts.push(Part::Text(std::mem::take(&mut text)));
+                    }
+                    parts.push(Part::Group(n));
+                }
+                Err(_) => text.push_str(&rest[at..at + 1 + used]),
+            }
+            rest = &after[used..];
+        }
+        text.push_str(rest);
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        Replacement(parts)
+    }
+
+    /// Appends the template with `caps` filled in to `out` (an absent group is empty).
+    pub(super) fn expand(&self, caps: &regex::Captures<'_>, out: &mut String) {
+        for part in &self.0 {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Group(n) => out.push_str(caps.get(*n).map_or("", |m| m.as_str())),
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 struct ProxyRewrite {
     /// Header values may name the regex's captures, so the path it matched is kept.
     header_captures: bool,
     uri: Option<Template>,
-    regex_uri: Vec<(Regex, String)>,
+    regex_uri: Vec<(Regex, Replacement)>,
     method: Option<Method>,
     host: Option<HeaderValue>,
     add: HeaderOps,
@@ -176,12 +237,13 @@ fn encode_query(query: &str) -> Cow<'_, str> {
 
 impl ProxyRewrite {
     /// The new request target, or `None` when the URI is not rewritten; the captures of the regex that matched.
-    fn target(&self, ctx: &Ctx, req: &request::Parts, info: &RequestInfo<'_>) -> Option<String> {
+    fn target(&self, ctx: &Ctx, req: &request::Parts) -> Option<String> {
         let path = req.uri.path();
         let query = req.uri.query();
-        let scope = scope(ctx, None);
         let (rewritten, escaped) = if let Some(uri) = &self.uri {
-            (uri.render(info, &scope, escape_separator).into_owned(), true)
+            let host = values::host(req);
+            let info = request_info(req, &host, ctx);
+            (uri.render(&info, &scope(ctx, None), escape_separator).into_owned(), true)
         } else if self.regex_uri.is_empty() {
             return None;
         } else {
@@ -192,7 +254,7 @@ impl ProxyRewrite {
             let whole = caps.get(0)?;
             let mut out = String::with_capacity(base.len() + 16);
             out.push_str(&base[..whole.start()]);
-            caps.expand(replacement, &mut out);
+            replacement.expand(&caps, &mut out);
             out.push_str(&base[whole.end()..]);
             (out, !base.contains('?'))
         };
@@ -228,11 +290,7 @@ impl Plugin for ProxyRewrite {
         }
         // The path the regex saw, for the captures header values may use.
         let original_path = self.header_captures.then(|| req.uri.path().to_string());
-        let target = {
-            let host = values::host(req);
-            let info = request_info(req, &host, ctx);
-            self.target(ctx, req, &info)
-        };
+        let target = self.target(ctx, req);
         if let Some(target) = target {
             match PathAndQuery::from_maybe_shared(bytes::Bytes::from(target)) {
                 Ok(pq) => {
@@ -249,14 +307,24 @@ impl Plugin for ProxyRewrite {
         }
         for (append, ops) in [(true, &self.add), (false, &self.set)] {
             for (name, values) in ops {
-                let rendered: Vec<HeaderValue> = if values.iter().all(|v| matches!(v, Value::Literal(_))) {
-                    // A value set to nothing removes the header, as nginx's `set_header` does.
-                    let kept = |h: &HeaderValue| append || !h.is_empty();
-                    values
-                        .iter()
-                        .filter_map(|v| if let Value::Literal(h) = v { kept(h).then(|| h.clone()) } else { None })
-                        .collect()
-                } else {
+                if values.iter().all(|v| matches!(v, Value::Literal(_))) {
+                    // Worked out when the plugin was built: no rendering, no list.
+                    let mut first = !append;
+                    for v in values {
+                        let Value::Literal(h) = v else { continue };
+                        // A value set to nothing removes the header, as nginx's `set_header` does.
+                        if first && h.is_empty() {
+                            req.headers.remove(name);
+                        } else if first {
+                            req.headers.insert(name.clone(), h.clone());
+                        } else if append || !h.is_empty() {
+                            req.headers.append(name.clone(), h.clone());
+                        }
+                        first = false;
+                    }
+                    continue;
+                }
+                let rendered: Vec<HeaderValue> = {
                     let captures =
                         original_path.as_deref().and_then(|p| self.regex_uri.iter().find_map(|(re, _)| re.captures(p)));
                     let scope = scope(ctx, captures.as_ref());
@@ -268,7 +336,6 @@ impl Plugin for ProxyRewrite {
                             Value::Literal(h) => (append || !h.is_empty()).then(|| h.clone()),
                             Value::Template(t) => {
                                 let text = t.render(&info, &scope, verbatim);
-                                // A value set to nothing removes the header, as nginx's `set_header` does.
                                 if !append && text.is_empty() { None } else { HeaderValue::from_str(&text).ok() }
                             }
                         })
@@ -295,6 +362,15 @@ impl Plugin for ProxyRewrite {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expands_replacements_like_ngx_re_sub() {
+        let re = Regex::new("^/test/(.*)/(.*)/(.*)").unwrap();
+        let caps = re.captures("/test/plugin/proxy/rewrite").unwrap();
+        let mut out = String::new();
+        Replacement::compile("/$1_$2_${3}x$$9/$7").expand(&caps, &mut out);
+        assert_eq!(out, "/plugin_proxy_rewritex$/");
+    }
 
     #[test]
     fn converts_nginx_replacements() {
