@@ -125,7 +125,7 @@ async fn proxy(
     shared: &Shared,
     peer: &Peer,
     req: Request<Incoming>,
-    session: &mut Option<Session>,
+    session: &mut Option<Box<Session>>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let remote = peer.addr;
     let (entry, global, consumers) = {
@@ -375,7 +375,7 @@ fn prepare_attempt<'u>(
 fn response(
     resp: Response<UpstreamBody>,
     target: &Target,
-    mut session: Option<Session>,
+    mut session: Option<Box<Session>>,
     in_flight: Option<InFlight>,
 ) -> Response<ResponseBody> {
     // The exchange has left the node's hop-by-hop fields out already.
@@ -383,7 +383,7 @@ fn response(
     if let Some(s) = session.as_mut() {
         s.response_header(&mut parts);
     }
-    let body = ReadTimeoutBody::new(body, target.timeouts.read, session.map(Box::new), in_flight);
+    let body = ReadTimeoutBody::new(body, target.timeouts.read, session, in_flight);
     Response::from_parts(parts, Either::Left(body))
 }
 

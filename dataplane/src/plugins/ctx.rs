@@ -183,9 +183,10 @@ pub struct Ctx {
     pub response_bytes: u64,
     /// Request body bytes read from the client, when known.
     pub request_bytes: u64,
-    /// The size of the request head as received (request line and header fields).
+    /// The size of the request head as received (request line and header fields); measured only when a plugin
+    /// has a log phase.
     pub request_head_bytes: u64,
-    /// The size of the response head as sent.
+    /// The size of the response head as sent; measured only when a plugin has a log phase.
     pub response_head_bytes: u64,
     /// Values plugins hand to later phases or to other plugins.
     pub extensions: Extensions,
@@ -216,7 +217,7 @@ impl Ctx {
             status: None,
             response_bytes: 0,
             request_bytes: 0,
-            request_head_bytes: head_size(&req.method, &req.uri, &req.headers),
+            request_head_bytes: 0,
             response_head_bytes: 0,
             extensions: Extensions::new(),
         }

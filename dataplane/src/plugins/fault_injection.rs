@@ -29,15 +29,7 @@ fn build(conf: &PluginConf, _: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, String>
         .abort
         .as_ref()
         .map(|a| {
-            let headers = a
-                .headers
-                .iter()
-                .flatten()
-                .map(|(k, v)| {
-                    let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).map_err(|e| e.to_string())?;
-                    Ok((name, Template::compile(&v.text(), false)?))
-                })
-                .collect::<Result<Vec<_>, String>>()?;
+            let headers = values::headers(a.headers.iter().flatten())?;
             Ok::<_, String>(Abort {
                 status: StatusCode::from_u16(a.http_status).map_err(|e| e.to_string())?,
                 body: a.body.as_deref().map(|b| Template::compile(b, false)).transpose()?,

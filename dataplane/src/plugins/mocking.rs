@@ -22,15 +22,7 @@ const MOCK_BY: HeaderName = HeaderName::from_static("x-mock-by");
 
 fn build(conf: &PluginConf, _: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, String> {
     let PluginConf::Mocking(c) = conf else { return Err(mismatch(FACTORY.name, conf)) };
-    let headers = c
-        .response_headers
-        .iter()
-        .flatten()
-        .map(|(k, v)| {
-            let name = HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).map_err(|e| e.to_string())?;
-            Ok((name, Template::compile(&v.text(), false)?))
-        })
-        .collect::<Result<Vec<_>, String>>()?;
+    let headers = values::headers(c.response_headers.iter().flatten())?;
     let media = c.content_type.rsplit_once(';').map_or(c.content_type.as_str(), |(m, _)| m).to_string();
     Ok(Arc::new(Mocking {
         delay: Duration::from_secs(c.delay),

@@ -38,9 +38,10 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// A session running `global` then `chain`.
-    pub fn new(ctx: Ctx, global: Chain, chain: Chain) -> Session {
-        Session { ctx, global, chain, skip: Vec::new(), body_filters: Vec::new() }
+    /// A session running `global` then `chain`, boxed at once: it moves from the request into the response body,
+    /// and a pointer moves cheaper than the session.
+    pub fn new(ctx: Ctx, global: Chain, chain: Chain) -> Box<Session> {
+        Box::new(Session { ctx, global, chain, skip: Vec::new(), body_filters: Vec::new() })
     }
 
     /// The route's chain (with the consumer's plugins once they were merged in).
@@ -121,6 +122,9 @@ impl Session {
     /// merged in (and their rewrite), global access, route access. Returns the answer of the plugin that ended
     /// the request, if one did.
     pub async fn request(&mut self, req: &mut request::Parts) -> Option<Reply> {
+        if self.has(Phases::LOG) {
+            self.ctx.request_head_bytes = super::ctx::head_size(&req.method, &req.uri, &req.headers);
+        }
         self.evaluate_filters(req);
         if self.global.has(Phases::REWRITE)
             && let Some(reply) = self.run(Which::Global, Phases::REWRITE, req, None).await
@@ -193,7 +197,9 @@ impl Session {
     /// `ETag` and `Last-Modified` (as APISIX's `clear_header_as_body_modified` does).
     pub fn response_header(&mut self, resp: &mut response::Parts) {
         self.ctx.status = Some(resp.status);
-        self.ctx.response_head_bytes = (super::ctx::fields_size(&resp.headers) + 19) as u64;
+        if self.has(Phases::LOG) {
+            self.ctx.response_head_bytes = (super::ctx::fields_size(&resp.headers) + 19) as u64;
+        }
         let Session { ctx, global, chain, skip, body_filters } = self;
         let runs = |at: usize| !skip.get(at).copied().unwrap_or(false);
         let slots = || global.slots().iter().chain(chain.slots()).enumerate().filter(|(at, _)| runs(*at));

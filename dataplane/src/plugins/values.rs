@@ -66,3 +66,15 @@ pub fn any_holds(exprs: &[crate::router::Vars], ctx: &Ctx, req: &request::Parts)
     let info = info(req, &host, ctx);
     exprs.iter().any(|v| v.matches(&info))
 }
+
+/// Compiles configured headers (names to values with `$var`s) once, for plugins that answer with them.
+pub fn headers<'a>(
+    map: impl IntoIterator<Item = (&'a String, &'a sluice_model::plugins::fault_injection::Scalar)>,
+) -> Result<Vec<(http::HeaderName, Template)>, String> {
+    map.into_iter()
+        .map(|(k, v)| {
+            let name = http::HeaderName::from_bytes(k.to_ascii_lowercase().as_bytes()).map_err(|e| e.to_string())?;
+            Ok((name, Template::compile(&v.text(), false)?))
+        })
+        .collect()
+}

@@ -21,6 +21,7 @@ pub mod consumer_restriction;
 pub mod cors;
 pub mod fault_injection;
 pub mod gzip;
+mod header_ops;
 pub mod hmac_auth;
 pub mod http_logger;
 pub mod ip_restriction;

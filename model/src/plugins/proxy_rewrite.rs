@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::fault_injection::Scalar;
+use super::header_ops::Form;
 use super::{FieldError, Schema, check};
 
 /// Methods proxy-rewrite may set (APISIX's list, WebDAV included).
@@ -51,56 +53,16 @@ pub struct Headers {
     pub remove: Vec<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Ops {
-    #[serde(default)]
-    add: Option<BTreeMap<String, HeaderValues>>,
-    #[serde(default)]
-    set: Option<BTreeMap<String, HeaderValues>>,
-    #[serde(default)]
-    remove: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum HeadersForm {
-    Ops(Ops),
-    Legacy(BTreeMap<String, HeaderValues>),
-}
-
 impl<'de> Deserialize<'de> for Headers {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Headers, D::Error> {
-        Ok(match HeadersForm::deserialize(d)? {
-            HeadersForm::Ops(o) => Headers {
-                add: o.add.unwrap_or_default(),
-                set: o.set.unwrap_or_default(),
-                remove: o.remove.unwrap_or_default(),
-            },
-            HeadersForm::Legacy(set) => Headers { set, ..Headers::default() },
-        })
+        let (add, set, remove) = Form::<BTreeMap<String, HeaderValues>, HeaderValues>::deserialize(d)?.parts();
+        Ok(Headers { add, set, remove })
     }
 }
 
 /// One header's values: a string or number, or a list of them (one header line each).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderValues(pub Vec<String>);
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Scalar {
-    Text(String),
-    Number(serde_json::Number),
-}
-
-impl Scalar {
-    fn text(self) -> String {
-        match self {
-            Scalar::Text(s) => s,
-            Scalar::Number(n) => n.to_string(),
-        }
-    }
-}
 
 #[derive(Deserialize)]
 #[serde(untagged)]
@@ -113,7 +75,7 @@ impl<'de> Deserialize<'de> for HeaderValues {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<HeaderValues, D::Error> {
         Ok(HeaderValues(match ValuesForm::deserialize(d)? {
             ValuesForm::One(s) => vec![s.text()],
-            ValuesForm::Many(list) => list.into_iter().map(Scalar::text).collect(),
+            ValuesForm::Many(list) => list.iter().map(Scalar::text).collect(),
         }))
     }
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use super::fault_injection::Scalar;
+use super::header_ops::Form;
 use super::{FieldError, Schema, check};
 
 /// `response-rewrite`'s configuration.
@@ -84,34 +85,10 @@ pub struct Headers {
     pub remove: Vec<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Ops {
-    #[serde(default)]
-    add: Option<Vec<String>>,
-    #[serde(default)]
-    set: Option<BTreeMap<String, Scalar>>,
-    #[serde(default)]
-    remove: Option<Vec<String>>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Form {
-    Ops(Ops),
-    Legacy(BTreeMap<String, Scalar>),
-}
-
 impl<'de> Deserialize<'de> for Headers {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Headers, D::Error> {
-        Ok(match Form::deserialize(d)? {
-            Form::Ops(o) => Headers {
-                add: o.add.unwrap_or_default(),
-                set: o.set.unwrap_or_default(),
-                remove: o.remove.unwrap_or_default(),
-            },
-            Form::Legacy(set) => Headers { set, ..Headers::default() },
-        })
+        let (add, set, remove) = Form::<Vec<String>, Scalar>::deserialize(d)?.parts();
+        Ok(Headers { add, set, remove })
     }
 }
 
