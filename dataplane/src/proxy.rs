@@ -155,7 +155,8 @@ async fn proxy(
         let chain = entry.as_ref().map(|e| e.value.chain.clone()).unwrap_or_default();
         let ctx = Ctx::new(meta, remote, &parts, consumers);
         let s = session.insert(Session::new(ctx, global.unwrap_or_default(), chain));
-        if let Some(reply) = s.request(&mut parts).await {
+        // Boxed: the plugin phases' state stays out of every request's future, plugins or not.
+        if let Some(reply) = Box::pin(s.request(&mut parts)).await {
             return Ok(full(s.reply(reply)));
         }
     }
@@ -163,7 +164,7 @@ async fn proxy(
     let body = match session.as_mut().filter(|s| s.wants_request_body()) {
         None => RequestBody::Stream(body),
         Some(s) => {
-            let bytes = match read_body(body, MAX_PLUGIN_BODY).await {
+            let bytes = match Box::pin(read_body(body, MAX_PLUGIN_BODY)).await {
                 Ok(bytes) => bytes,
                 Err(reply) => return Ok(full(s.reply(reply))),
             };
