@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::Shared;
+use crate::listener::certs::Certificates;
 use crate::plugins::{Chain, Consumers, Enabled, RouteMeta};
 use crate::router::{self, Router};
 
@@ -134,14 +135,34 @@ pub struct Compiled {
     pub global: Result<Chain, Unresolved>,
     /// The consumers, for authentication plugins.
     pub consumers: Arc<Consumers>,
+    /// The server certificates, by server name, for the HTTPS listener.
+    pub certificates: Arc<Certificates>,
     /// Increases with every publish; 0 is the empty configuration served before the first sync.
     pub version: u64,
 }
 
 impl Default for Compiled {
     fn default() -> Self {
-        Compiled { router: Router::default(), global: Ok(Chain::default()), consumers: Arc::default(), version: 0 }
+        Compiled {
+            router: Router::default(),
+            global: Ok(Chain::default()),
+            consumers: Arc::default(),
+            certificates: Arc::default(),
+            version: 0,
+        }
     }
+}
+
+/// What the configuration thread starts its state with.
+pub(crate) struct Settings {
+    /// The plugins this data plane runs.
+    pub(crate) plugins: Enabled,
+    /// Plugins the data plane adds to the global rules (the access log).
+    pub(crate) global: Chain,
+    /// The ssl object served when no server name matches.
+    pub(crate) default_ssl: Option<String>,
+    /// The port clients reach HTTPS on, for redirects.
+    pub(crate) https_port: Option<u16>,
 }
 
 /// The name of the thread that applies and publishes configuration changes.
@@ -153,13 +174,7 @@ const PRIORITY: u8 = 25;
 
 /// Owns the state on a dedicated thread: applies updates from the source, publishes after each burst, and swaps
 /// the snapshot in. Completes when the thread ends, which it does once the source drops its sender.
-pub(crate) async fn run(
-    keys: Keys,
-    updates: mpsc::Receiver<Update>,
-    shared: Arc<Shared>,
-    plugins: Enabled,
-    global: Chain,
-) {
+pub(crate) async fn run(keys: Keys, updates: mpsc::Receiver<Update>, shared: Arc<Shared>, settings: Settings) {
     // Health-check tasks of upstreams are spawned from the thread onto this runtime.
     let runtime = Handle::current();
     let (done, ended) = oneshot::channel::<()>();
@@ -168,7 +183,7 @@ pub(crate) async fn run(
         let _done = done;
         let _entered = runtime.enter();
         lower_priority();
-        compile(keys, updates, &shared, plugins, global);
+        compile(keys, updates, &shared, settings);
     });
     match spawned {
         Ok(_) => {
@@ -191,7 +206,7 @@ fn lower_priority() {
 }
 
 /// The loop of the configuration thread: returns when the channel closes.
-fn compile(keys: Keys, mut updates: mpsc::Receiver<Update>, shared: &Shared, plugins: Enabled, global: Chain) {
+fn compile(keys: Keys, mut updates: mpsc::Receiver<Update>, shared: &Shared, settings: Settings) {
     // A private timer for the quiet period: the request runtime's timer may be driven only from inside its own
     // `block_on` (a current-thread runtime), and is shut down at exit before this thread sees the channel close.
     let timer = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
@@ -201,9 +216,13 @@ fn compile(keys: Keys, mut updates: mpsc::Receiver<Update>, shared: &Shared, plu
             return;
         }
     };
-    let state =
-        State::new(keys).with_metrics(shared.metrics.clone()).with_pools(shared.pools.clone()).with_plugins(plugins);
-    let mut state = state.with_global(global);
+    let state = State::new(keys)
+        .with_metrics(shared.metrics.clone())
+        .with_pools(shared.pools.clone())
+        .with_plugins(settings.plugins)
+        .with_https_port(settings.https_port)
+        .with_default_ssl(settings.default_ssl.as_deref());
+    let mut state = state.with_global(settings.global);
     let metrics = shared.metrics.clone();
     let on_reject = move |kind: Kind| metrics.rejected(kind);
     let mut synced = false;

@@ -9,12 +9,12 @@ pub mod config;
 pub mod error;
 pub mod exchange;
 pub mod health;
+pub mod listener;
 pub mod metrics;
 pub mod plugins;
 pub mod pool;
 pub mod proxy;
 pub mod router;
-mod server;
 pub mod source;
 pub mod tls;
 
@@ -48,6 +48,12 @@ pub struct Options {
     pub etcd_prefix: String,
     /// Where the proxy listens.
     pub http_addr: SocketAddr,
+    /// Where the HTTPS proxy listens; `None`: no HTTPS listener.
+    pub https_addr: Option<SocketAddr>,
+    /// The port clients reach HTTPS on (redirects to HTTPS name it); default: the HTTPS listener's own port.
+    pub https_public_port: Option<u16>,
+    /// The id of the ssl object served to clients whose server name matches no other (or who send none).
+    pub default_ssl: Option<String>,
     /// Where `/healthz`, `/readyz` and `/metrics` listen.
     pub admin_addr: SocketAddr,
     /// How long in-flight requests may take to finish after shutdown starts.
@@ -68,6 +74,9 @@ impl Default for Options {
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             etcd_prefix: sluice_model::DEFAULT_PREFIX.into(),
             http_addr: SocketAddr::from(([0, 0, 0, 0], 9080)),
+            https_addr: None,
+            https_public_port: None,
+            default_ssl: None,
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9091)),
             grace: Duration::from_secs(10),
             etcd_tls: None,
@@ -115,6 +124,7 @@ impl Shared {
 /// A running data plane.
 pub struct Dataplane {
     http_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
     grace: Duration,
     shared: Arc<Shared>,
@@ -128,9 +138,14 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
     };
     let http = bind(opts.http_addr).await?;
+    let https = match opts.https_addr {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
     let admin = bind(opts.admin_addr).await?;
     let local = |l: &TcpListener, fallback| l.local_addr().unwrap_or(fallback);
     let (http_addr, admin_addr) = (local(&http, opts.http_addr), local(&admin, opts.admin_addr));
+    let https_addr = https.as_ref().zip(opts.https_addr).map(|(l, addr)| local(l, addr));
 
     let shared = Arc::new(Shared {
         config: ArcSwap::from_pointee(Compiled::default()),
@@ -148,26 +163,50 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
         .with_tls(opts.etcd_tls.clone());
     let background = vec![
         tokio::spawn(source.run(Position::Unsynced)),
-        tokio::spawn(config::run(keys, updates_rx, shared.clone(), opts.plugins.clone(), global)),
+        tokio::spawn(config::run(
+            keys,
+            updates_rx,
+            shared.clone(),
+            config::Settings {
+                plugins: opts.plugins.clone(),
+                global,
+                default_ssl: opts.default_ssl.clone(),
+                https_port: opts.https_public_port.or(https_addr.map(|a| a.port())),
+            },
+        )),
         tokio::spawn(sweep_pools(shared.pools.clone())),
     ];
 
     let (shutdown, stop) = watch::channel(false);
-    let port = HeaderValue::from(http_addr.port());
-    let proxy_shared = shared.clone();
-    let proxy_connection = move |remote| {
-        let (shared, peer) = (proxy_shared.clone(), Arc::new(Peer::new(remote, port.clone())));
-        move |req| proxy::handle(shared.clone(), peer.clone(), req)
-    };
-    tokio::spawn(server::serve(http, proxy_connection, stop.clone()));
+    spawn_proxy(http, listener::Plain, &shared, http_addr, stop.clone());
+    if let Some((https, addr)) = https.zip(https_addr) {
+        spawn_proxy(https, listener::tls::Tls { shared: shared.clone() }, &shared, addr, stop.clone());
+    }
     let admin_shared = shared.clone();
-    let admin_connection = move |_| {
+    let admin_connection = move |_, _: &listener::Transport| {
         let shared = admin_shared.clone();
         move |req| admin::handle(shared.clone(), req)
     };
-    tokio::spawn(server::serve(admin, admin_connection, stop));
-    info!(%http_addr, %admin_addr, etcd = %opts.etcd_endpoints.join(","), prefix = %keys_display(&opts), "data plane started");
-    Ok(Dataplane { http_addr, admin_addr, grace: opts.grace, shared, shutdown, background })
+    tokio::spawn(listener::serve(admin, listener::Plain, admin_connection, stop));
+    let https_display = https_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
+    info!(%http_addr, https_addr = %https_display, %admin_addr, etcd = %opts.etcd_endpoints.join(","), prefix = %keys_display(&opts), "data plane started");
+    Ok(Dataplane { http_addr, https_addr, admin_addr, grace: opts.grace, shared, shutdown, background })
+}
+
+/// Serves proxied requests on `socket` (bound to `addr`) after `handshake`.
+fn spawn_proxy<T: listener::Handshake>(
+    socket: TcpListener,
+    handshake: T,
+    shared: &Arc<Shared>,
+    addr: SocketAddr,
+    stop: watch::Receiver<bool>,
+) {
+    let (shared, port) = (shared.clone(), HeaderValue::from(addr.port()));
+    let connection = move |remote, transport: &listener::Transport| {
+        let (shared, peer) = (shared.clone(), Arc::new(Peer::new(remote, port.clone(), transport.tls)));
+        move |req| proxy::handle(shared.clone(), peer.clone(), req)
+    };
+    tokio::spawn(listener::serve(socket, handshake, connection, stop));
 }
 
 /// Closes idle upstream connections past their idle timeout, every few seconds.
@@ -188,6 +227,11 @@ impl Dataplane {
     /// The bound proxy address (useful with port 0).
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The bound HTTPS address, when there is an HTTPS listener.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
     }
 
     /// The bound admin address.

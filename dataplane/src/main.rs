@@ -39,6 +39,17 @@ struct Args {
     /// Address of the proxy listener.
     #[arg(long, env = "SLUICE_HTTP_ADDR", default_value = "0.0.0.0:9080")]
     http_addr: SocketAddr,
+    /// Address of the HTTPS proxy listener (certificates from the ssls in etcd, chosen by SNI); `off` for none.
+    #[arg(long, env = "SLUICE_HTTPS_ADDR", default_value = "0.0.0.0:9443")]
+    https_addr: String,
+    /// The port clients reach HTTPS on, named by redirects to HTTPS (behind a Service mapping 443 to the
+    /// listener, 443); default: the HTTPS listener's port.
+    #[arg(long, env = "SLUICE_HTTPS_PUBLIC_PORT")]
+    https_public_port: Option<u16>,
+    /// The id of the ssl object served to clients whose server name matches no other ssl (or who send none);
+    /// without one, such handshakes are refused.
+    #[arg(long, env = "SLUICE_DEFAULT_SSL")]
+    default_ssl: Option<String>,
     /// Address of the admin listener (/healthz, /readyz, /metrics).
     #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "127.0.0.1:9091")]
     admin_addr: SocketAddr,
@@ -103,7 +114,14 @@ fn main() -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| DEFAULT_FIELDS.iter().map(|f| f.to_string()).collect()),
     });
+    let https_addr = match args.https_addr.as_str() {
+        "off" | "" => None,
+        addr => Some(addr.parse::<SocketAddr>().context("--https-addr must be host:port or off")?),
+    };
     let opts = Options {
+        https_addr,
+        https_public_port: args.https_public_port,
+        default_ssl: args.default_ssl,
         access_log,
         plugins,
         etcd_tls,

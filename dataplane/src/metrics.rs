@@ -35,6 +35,7 @@ pub struct Metrics {
     bandwidth: IntCounterVec,
     log_dropped: IntCounterVec,
     log_failed: IntCounterVec,
+    tls_handshakes: IntCounterVec,
 }
 
 /// APISIX's latency buckets, in milliseconds.
@@ -153,8 +154,14 @@ impl Metrics {
             &["logger"],
         )
         .expect("static metric definition");
+        let tls_handshakes = IntCounterVec::new(
+            Opts::new("sluice_tls_handshakes_total", "TLS handshakes on the HTTPS listener, by outcome."),
+            &["result"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(rejected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tls_handshakes.clone()),
             Box::new(log_dropped.clone()),
             Box::new(log_failed.clone()),
             Box::new(http_status.clone()),
@@ -191,7 +198,13 @@ impl Metrics {
             bandwidth,
             log_dropped,
             log_failed,
+            tls_handshakes,
         }
+    }
+
+    /// Counts one TLS handshake by how it ended.
+    pub fn tls_handshake(&self, outcome: crate::listener::tls::Outcome) {
+        self.tls_handshakes.with_label_values(&[outcome.label()]).inc();
     }
 
     /// The counter of entries logger `name` dropped.

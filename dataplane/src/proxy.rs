@@ -45,14 +45,16 @@ pub struct Peer {
     pub ip: HeaderValue,
     /// The proxy listener's port (`X-Forwarded-Port`).
     pub port: HeaderValue,
+    /// Whether the connection is TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
 }
 
 impl Peer {
-    /// The peer `addr` on a listener bound to `port`.
-    pub fn new(addr: SocketAddr, port: HeaderValue) -> Peer {
+    /// The peer `addr` on a listener bound to `port`, over TLS or not.
+    pub fn new(addr: SocketAddr, port: HeaderValue, tls: bool) -> Peer {
         let ip = HeaderValue::try_from(addr.ip().to_canonical().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Peer { addr, ip, port }
+        Peer { addr, ip, port, tls }
     }
 }
 
@@ -138,6 +140,7 @@ async fn proxy(
             query: req.uri().query(),
             headers: req.headers(),
             remote_addr: remote.ip(),
+            tls: peer.tls,
         };
         // Clone the entry out so the snapshot guard is not held while the request is in flight.
         let entry = config.router.find(&info).cloned();
@@ -153,7 +156,8 @@ async fn proxy(
     if let Some(consumers) = consumers {
         let meta = entry.as_ref().map(|e| e.value.meta.clone());
         let chain = entry.as_ref().map(|e| e.value.chain.clone()).unwrap_or_default();
-        let ctx = Ctx::new(meta, remote, &parts, consumers);
+        let mut ctx = Ctx::new(meta, remote, &parts, consumers);
+        ctx.tls = peer.tls;
         let s = session.insert(Session::new(ctx, global.unwrap_or_default(), chain));
         // Boxed: the plugin phases' state stays out of every request's future, plugins or not.
         if let Some(reply) = Box::pin(s.request(&mut parts)).await {
@@ -198,6 +202,7 @@ async fn proxy(
             query: parts.uri.query(),
             headers: &parts.headers,
             remote_addr: remote.ip(),
+            tls: peer.tls,
         };
         upstream.hash(&info, session.as_ref().and_then(|s| s.ctx.consumer_name()))
     } else {
@@ -218,8 +223,11 @@ async fn proxy(
     let host_override = session.as_mut().and_then(|s| s.ctx.upstream_host.take());
     strip_hop_by_hop(&mut parts.headers);
     // real-ip may have found the client behind a trusted proxy: the node is told about that one.
-    let moved =
-        session.as_ref().map(|s| s.ctx.client).filter(|c| *c != peer.addr).map(|c| Peer::new(c, peer.port.clone()));
+    let moved = session
+        .as_ref()
+        .map(|s| s.ctx.client)
+        .filter(|c| *c != peer.addr)
+        .map(|c| Peer::new(c, peer.port.clone(), peer.tls));
     let forwarded = Forwarded::take(&mut parts.headers, moved.as_ref().unwrap_or(peer), original_host.as_ref());
     // When a plugin has a before-proxy phase, the forwarding fields go into the map, where it sees them; otherwise
     // they are written straight into the request head, which spares the map from growing by five fields.
@@ -422,6 +430,7 @@ struct Forwarded<'a> {
     ip: &'a [u8],
     host: Option<&'a [u8]>,
     port: &'a [u8],
+    proto: &'static [u8],
 }
 
 /// The names [`Forwarded`] writes, in its order.
@@ -452,13 +461,20 @@ impl<'a> Forwarded<'a> {
                 headers.remove(name);
             }
         }
-        Forwarded { xff, ip: peer.ip.as_bytes(), host: host.map(HeaderValue::as_bytes), port: peer.port.as_bytes() }
+        let proto: &'static [u8] = if peer.tls { b"https" } else { b"http" };
+        Forwarded {
+            xff,
+            ip: peer.ip.as_bytes(),
+            host: host.map(HeaderValue::as_bytes),
+            port: peer.port.as_bytes(),
+            proto,
+        }
     }
 
     /// The fields as names and values, and how many of the slots are used.
     fn fields(&self) -> ([(&'static str, &[u8]); 5], usize) {
         let mut fields = [("", &b""[..]); 5];
-        let values = [Some(&*self.xff), Some(self.ip), Some(&b"http"[..]), self.host, Some(self.port)];
+        let values = [Some(&*self.xff), Some(self.ip), Some(self.proto), self.host, Some(self.port)];
         let mut used = 0;
         for (name, value) in FORWARDED.iter().zip(values) {
             if let Some(value) = value {
@@ -647,12 +663,19 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
         let host = HeaderValue::from_static("example.com:9080");
-        let peer = Peer::new("10.0.0.9:5555".parse().unwrap(), HeaderValue::from_static("9080"));
+        let peer = Peer::new("10.0.0.9:5555".parse().unwrap(), HeaderValue::from_static("9080"), false);
         Forwarded::take(&mut h, &peer, Some(&host)).insert_into(&mut h);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.0.0.9");
         assert_eq!(h["x-real-ip"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com:9080");
         assert_eq!(h["x-forwarded-port"], "9080");
+        // Over TLS, with a client that claims another scheme.
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", "http".parse().unwrap());
+        let peer = Peer::new("10.0.0.9:5555".parse().unwrap(), HeaderValue::from_static("9443"), true);
+        Forwarded::take(&mut h, &peer, Some(&host)).insert_into(&mut h);
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-port"], "9443");
     }
 }

@@ -39,6 +39,8 @@ pub struct RequestInfo<'a> {
     pub headers: &'a HeaderMap,
     /// The client address.
     pub remote_addr: IpAddr,
+    /// Whether the request came over TLS (`scheme` is `https`).
+    pub tls: bool,
 }
 
 /// Strips the port from a `Host` value and lowercases it, allocating only when it has uppercase letters.
@@ -135,6 +137,7 @@ mod tests {
             query: q.query.as_deref(),
             headers: &q.headers,
             remote_addr: q.addr,
+            tls: false,
         };
         r.find(&info).map(|e| e.value.as_str())
     }

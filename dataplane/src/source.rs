@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, EventType, WatchOptions};
-use sluice_model::{Keys, Kind};
+use sluice_model::Keys;
 use tokio::sync::mpsc;
 use tracing::{error, info, warn};
 
@@ -200,8 +200,9 @@ impl Source {
     }
 
     fn relevant(&self, key: &str) -> bool {
-        // Certificates are not served yet; everything else under the prefix is configuration.
-        matches!(self.keys.parse(key), Some((kind, _)) if kind != Kind::Ssl)
+        // Everything of a known kind under the prefix is configuration (other keys, such as data planes' own
+        // records, are not).
+        self.keys.parse(key).is_some()
     }
 
     fn raw(&self, key: &str, value: &[u8], revision: i64) -> Option<RawObject> {

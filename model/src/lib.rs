@@ -11,6 +11,7 @@ pub mod plugin_config;
 pub mod plugins;
 pub mod route;
 pub mod service;
+pub mod ssl;
 pub mod upstream;
 mod validate;
 
@@ -19,6 +20,7 @@ pub use plugin_config::{Consumer, GlobalRule, InvalidPluginSet, PluginConfig};
 pub use plugins::{ConsumerPlugins, Credential, InvalidPlugin, Meta, Plugin, PluginConf, Plugins};
 pub use route::{InvalidRoute, Route, Status};
 pub use service::{InvalidService, Service};
+pub use ssl::{InvalidSsl, Ssl};
 pub use upstream::{InvalidUpstream, LoadBalancer, Node, Nodes, PassHost, Scheme, Timeout, Upstream};
 pub use validate::{InvalidId, InvalidLabel};
 
@@ -40,6 +42,9 @@ pub enum DecodeError {
     /// The JSON is well formed but a plugin config or consumer field breaks a rule.
     #[error("invalid plugin set: {0}")]
     PluginSet(#[from] InvalidPluginSet),
+    /// The JSON is well formed but an ssl field breaks a rule.
+    #[error("invalid ssl: {0}")]
+    Ssl(#[from] InvalidSsl),
 }
 
 /// Parses and validates a route as stored in etcd.
@@ -82,4 +87,11 @@ pub fn decode_global_rule(bytes: &[u8]) -> Result<GlobalRule, DecodeError> {
     let rule: GlobalRule = serde_json::from_slice(bytes)?;
     rule.validate()?;
     Ok(rule)
+}
+
+/// Parses and validates an ssl object as stored in etcd.
+pub fn decode_ssl(bytes: &[u8]) -> Result<Ssl, DecodeError> {
+    let ssl: Ssl = serde_json::from_slice(bytes)?;
+    ssl.validate()?;
+    Ok(ssl)
 }

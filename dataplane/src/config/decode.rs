@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use sluice_model::{
-    Consumer, Kind, Plugins, Route, Service, Status, Timeout, decode_consumer, decode_global_rule,
-    decode_plugin_config, decode_route, decode_service,
+    Consumer, Kind, Plugins, Route, Service, Ssl, Status, Timeout, decode_consumer, decode_global_rule,
+    decode_plugin_config, decode_route, decode_service, decode_ssl,
 };
 
 use super::upstream::UpstreamSpec;
@@ -68,6 +68,7 @@ pub(super) enum Decoded {
     PluginConfig(Plugins),
     Consumer(Consumer),
     GlobalRule(Plugins),
+    Ssl(Box<Ssl>),
 }
 
 /// Decodes and checks the bytes of object `id` of `kind` (one of the served kinds).
@@ -87,6 +88,7 @@ pub(super) fn decode(kind: Kind, id: &str, value: &[u8]) -> Result<Decoded, Reje
             Ok(Decoded::Consumer(consumer))
         }
         Kind::GlobalRule => Ok(Decoded::GlobalRule(decode_global_rule(value)?.plugins)),
+        Kind::Ssl => Ok(Decoded::Ssl(Box::new(decode_ssl(value)?))),
         _ => Ok(Decoded::PluginConfig(decode_plugin_config(value)?.plugins)),
     }
 }
@@ -230,4 +232,23 @@ pub(super) fn fallback_rule(id: &str, value: &[u8]) -> Option<Rule> {
         r.validate().ok()?;
         Rule::from_route(id, &r).ok()
     })
+}
+
+/// The server names of an ssl object that was rejected, read leniently (`snis`, else `sni`), so that the
+/// handshakes for them can be refused instead of falling back to a wildcard or the default certificate.
+pub(super) fn fallback_snis(value: &[u8]) -> Vec<String> {
+    #[derive(Deserialize)]
+    struct Names {
+        #[serde(default)]
+        sni: Option<serde_json::Value>,
+        #[serde(default)]
+        snis: Option<serde_json::Value>,
+    }
+    let Ok(names) = serde_json::from_slice::<Names>(value) else { return Vec::new() };
+    let texts = |v: serde_json::Value| match v {
+        serde_json::Value::String(s) => vec![s],
+        serde_json::Value::Array(items) => items.into_iter().filter_map(|i| i.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    };
+    names.snis.into_iter().chain(names.sni).flat_map(texts).collect()
 }

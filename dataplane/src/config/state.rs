@@ -26,6 +26,7 @@ use super::decode::{self, Ahead, Decoded, Refs, RouteDef, ServiceDef, Wanted};
 use super::upstream::{Timeouts, UpstreamRuntime, UpstreamSpec};
 use super::{Compiled, RawObject, Rejected, Target, Unresolved, Update};
 use crate::health;
+use crate::listener::certs::{self, Certificates, Served};
 use crate::metrics::Metrics;
 use crate::plugins::registry::{self, Built, Enabled, Registry};
 use crate::plugins::{Chain, Consumer, Consumers, RouteMeta};
@@ -75,6 +76,15 @@ struct PluginSetObject {
 }
 
 #[derive(Debug)]
+struct SslObject {
+    revision: i64,
+    /// The names it is served for, as written.
+    names: Vec<String>,
+    /// Its server configuration; `None` for a client certificate or a disabled object, which serve no name.
+    config: Option<Arc<rustls::ServerConfig>>,
+}
+
+#[derive(Debug)]
 struct ConsumerObject {
     revision: i64,
     plugins: Vec<Built>,
@@ -90,6 +100,14 @@ pub struct State {
     consumers: HashMap<Arc<str>, ConsumerObject>,
     /// Ordered by id, so the merged global chain does not depend on the order of writes.
     global_rules: BTreeMap<Arc<str>, PluginSetObject>,
+    /// Ordered by id: of two objects claiming one name, the first by id is served.
+    ssls: BTreeMap<Arc<str>, SslObject>,
+    /// The names of ssl objects rejected with no good version, read leniently: their handshakes are refused.
+    broken_snis: HashMap<Arc<str>, Vec<String>>,
+    /// The ssl object served when no name matches.
+    default_ssl: Option<Arc<str>>,
+    certificates_dirty: bool,
+    published_certificates: Arc<Certificates>,
     /// Revisions of rejected keys, so a rejection is logged and counted once.
     rejected: HashMap<String, i64>,
     /// Objects rejected with no good version to serve instead; routes needing them answer 503.
@@ -112,6 +130,7 @@ pub struct State {
     metrics: Metrics,
     registry: Registry,
     enabled: Enabled,
+    https_port: Option<u16>,
     /// Upstream name → the channel feeding its health-check task; dropping the sender ends the task.
     checkers: HashMap<Arc<str>, watch::Sender<Arc<UpstreamRuntime>>>,
     version: u64,
@@ -129,6 +148,11 @@ impl State {
             plugin_configs: HashMap::new(),
             consumers: HashMap::new(),
             global_rules: BTreeMap::new(),
+            ssls: BTreeMap::new(),
+            broken_snis: HashMap::new(),
+            default_ssl: None,
+            certificates_dirty: false,
+            published_certificates: Arc::default(),
             rejected: HashMap::new(),
             broken: HashSet::new(),
             dependents: HashMap::new(),
@@ -143,6 +167,7 @@ impl State {
             pools: Pools::default(),
             registry: Registry::new(Enabled::all(), metrics.clone()),
             enabled: Enabled::all(),
+            https_port: None,
             metrics,
             checkers: HashMap::new(),
             version: 0,
@@ -157,15 +182,29 @@ impl State {
 
     /// Registers upstream and plugin metrics in `metrics` instead of a private registry.
     pub fn with_metrics(mut self, metrics: Metrics) -> State {
-        self.registry = Registry::new(self.enabled.clone(), metrics.clone());
+        self.registry = Registry::new(self.enabled.clone(), metrics.clone()).with_https_port(self.https_port);
         self.metrics = metrics;
         self
     }
 
     /// Runs only the plugins in `enabled`; objects using others fail closed.
     pub fn with_plugins(mut self, enabled: Enabled) -> State {
-        self.registry = Registry::new(enabled.clone(), self.metrics.clone());
+        self.registry = Registry::new(enabled.clone(), self.metrics.clone()).with_https_port(self.https_port);
         self.enabled = enabled;
+        self
+    }
+
+    /// Redirects to HTTPS (redirect's `http_to_https`) name `port` when it is not 443.
+    pub fn with_https_port(mut self, port: Option<u16>) -> State {
+        self.registry = Registry::new(self.enabled.clone(), self.metrics.clone()).with_https_port(port);
+        self.https_port = port;
+        self
+    }
+
+    /// Serves ssl object `id` to clients whose server name matches no other (or who send none).
+    pub fn with_default_ssl(mut self, id: Option<&str>) -> State {
+        self.default_ssl = id.map(Arc::from);
+        self.certificates_dirty = true;
         self
     }
 
@@ -211,6 +250,7 @@ impl State {
         add(Kind::PluginConfig, &mut self.plugin_configs.keys());
         add(Kind::Consumer, &mut self.consumers.keys());
         add(Kind::GlobalRule, &mut self.global_rules.keys());
+        add(Kind::Ssl, &mut self.ssls.keys());
         for (kind, id) in &self.broken {
             held.push(self.keys.key(*kind, id));
         }
@@ -227,7 +267,7 @@ impl State {
             Kind::PluginConfig => self.plugin_configs.get(id).map(|o| o.revision),
             Kind::Consumer => self.consumers.get(id).map(|o| o.revision),
             Kind::GlobalRule => self.global_rules.get(id).map(|o| o.revision),
-            Kind::Ssl => None,
+            Kind::Ssl => self.ssls.get(id).map(|o| o.revision),
         }
     }
 
@@ -239,10 +279,6 @@ impl State {
     /// The kind and id of `object` when it is of a served kind and this version was neither accepted nor rejected.
     fn wanted(&self, object: &RawObject) -> Wanted {
         let (kind, id) = self.keys.parse(&object.key)?;
-        if kind == Kind::Ssl {
-            // Not served yet; ignored without noise.
-            return None;
-        }
         let id: Arc<str> = id.into();
         if self.rejected.get(&object.key) == Some(&object.revision) || self.revision(kind, &id) == Some(object.revision)
         {
@@ -263,6 +299,7 @@ impl State {
             Decoded::PluginConfig(plugins) => self.put_plugin_config(&id, object.revision, &plugins),
             Decoded::Consumer(consumer) => self.put_consumer(&id, object.revision, consumer),
             Decoded::GlobalRule(plugins) => self.put_global_rule(&id, object.revision, &plugins),
+            Decoded::Ssl(ssl) => self.put_ssl(&id, object.revision, &ssl),
         });
         match result {
             Ok(()) => {
@@ -316,6 +353,10 @@ impl State {
         if kind == Kind::GlobalRule {
             self.global_dirty = true;
         }
+        if kind == Kind::Ssl {
+            self.broken_snis.insert(id.clone(), decode::fallback_snis(value));
+            self.certificates_dirty = true;
+        }
         self.broken.insert((kind, id.clone()));
         self.mark_dependents(kind, id);
         true
@@ -329,6 +370,7 @@ impl State {
                 if was_broken {
                     self.mark_dependents(kind, id);
                     self.global_dirty |= kind == Kind::GlobalRule;
+                    self.certificates_dirty |= self.broken_snis.remove(id).is_some();
                 }
                 self.remove(kind, id) || was_broken
             }
@@ -373,7 +415,11 @@ impl State {
                 self.global_dirty |= removed;
                 removed
             }
-            Kind::Ssl => false,
+            Kind::Ssl => {
+                let removed = self.ssls.remove(id).is_some();
+                self.certificates_dirty |= removed;
+                removed
+            }
         };
         if existed && kind != Kind::Route {
             self.mark_dependents(kind, id);
@@ -490,6 +536,39 @@ impl State {
         Ok(())
     }
 
+    fn put_ssl(&mut self, id: &Arc<str>, revision: i64, ssl: &sluice_model::Ssl) -> Result<(), Rejected> {
+        let serves = ssl.kind == sluice_model::ssl::SslType::Server && ssl.status.is_enabled();
+        let config = if serves { Some(certs::build(ssl).map_err(|e| Rejected::Invalid(e.to_string()))?) } else { None };
+        let names = ssl.server_names().into_iter().map(str::to_string).collect();
+        if self.broken.contains(&(Kind::Ssl, id.clone())) {
+            self.broken_snis.remove(id);
+        }
+        self.ssls.insert(id.clone(), SslObject { revision, names, config });
+        self.certificates_dirty = true;
+        Ok(())
+    }
+
+    /// The certificate table from the current ssl objects.
+    fn certificates(&self) -> Certificates {
+        let served = |id: &Arc<str>| match self.ssls.get(id) {
+            Some(SslObject { config: Some(config), .. }) => Some(Served::Config(config.clone())),
+            Some(_) => None,
+            None => self.broken_snis.contains_key(id).then_some(Served::Refused),
+        };
+        let mut table = Certificates::new(self.default_ssl.as_ref().and_then(served));
+        for obj in self.ssls.values() {
+            if let Some(config) = &obj.config {
+                for name in &obj.names {
+                    table.insert(name, Served::Config(config.clone()));
+                }
+            }
+        }
+        for name in self.broken_snis.values().flatten() {
+            table.insert(name, Served::Refused);
+        }
+        table
+    }
+
     fn put_consumer(&mut self, id: &Arc<str>, revision: i64, consumer: sluice_model::Consumer) -> Result<(), Rejected> {
         let old = self.consumers.get(id).map(|o| o.plugins.clone()).unwrap_or_default();
         let plugins = self.build(&consumer.plugins.plugins, &old)?;
@@ -550,11 +629,15 @@ impl State {
         if std::mem::take(&mut self.consumers_dirty) {
             self.published_consumers = Arc::new(self.index.clone());
         }
+        if std::mem::take(&mut self.certificates_dirty) {
+            self.published_certificates = Arc::new(self.certificates());
+        }
         self.version += 1;
         Compiled {
             router: self.router.clone(),
             global: self.global.clone(),
             consumers: self.published_consumers.clone(),
+            certificates: self.published_certificates.clone(),
             version: self.version,
         }
     }
@@ -698,6 +781,7 @@ pub fn exercise(data: &[u8]) {
             query: Some("a=1&b"),
             headers: &headers,
             remote_addr: std::net::IpAddr::from([10, 0, 0, 1]),
+            tls: false,
         };
         std::hint::black_box(compiled.router.find(&info));
     }

@@ -44,6 +44,7 @@ impl Harness {
             query: None,
             headers: &headers,
             remote_addr: "127.0.0.1".parse().unwrap(),
+            tls: false,
         };
         let entry = compiled.router.find(&info)?;
         let t = &entry.value;
@@ -60,6 +61,7 @@ impl Harness {
             query: None,
             headers: &headers,
             remote_addr: "127.0.0.1".parse().unwrap(),
+            tls: false,
         };
         compiled.router.find(&info).unwrap().value.upstream.as_ref().unwrap().clone()
     }
@@ -112,14 +114,14 @@ fn rejects_bad_objects_once_and_alone() {
         raw("/sluice/plugin_configs/pc", json!({"plugins": {"nope": {}}}), 13),
     ];
     state.apply(Update::Reset(objects.clone()), &on_reject);
-    assert_eq!(rejected.get(), 8);
+    assert_eq!(rejected.get(), 9);
     // ok and param, and stand-ins answering 503 for the rejected routes whose paths could be read.
     assert_eq!(state.routes(), 6);
     // A re-list with the same revisions does not count again; a new revision does.
     state.apply(Update::Reset(objects), &on_reject);
-    assert_eq!(rejected.get(), 8);
-    state.apply(Update::Put(RawObject { revision: 99, ..bad }), &on_reject);
     assert_eq!(rejected.get(), 9);
+    state.apply(Update::Put(RawObject { revision: 99, ..bad }), &on_reject);
+    assert_eq!(rejected.get(), 10);
     state.apply(Update::Delete("/sluice/routes/ok".into()), &on_reject);
     assert_eq!(state.routes(), 5);
     // A re-list without a key deletes it.
@@ -230,7 +232,7 @@ fn listing() -> Vec<RawObject> {
         raw("/sluice/services/s", json!({"upstream_id": "u", "hosts": ["svc.com"]}), 4),
         raw("/sluice/services/plug", json!({"plugins": {"nope": {}}}), 5),
         raw("/sluice/plugin_configs/pc", json!({"plugins": {}}), 6),
-        raw("/sluice/ssls/ignored", json!({}), 7),
+        raw("/sluice/ssls/broken", json!({}), 7),
     ];
     for i in 0..1_500_i64 {
         let value = match i % 7 {
@@ -264,6 +266,7 @@ fn answers(state: &mut State) -> Vec<Option<(String, Result<String, Unresolved>)
                 query: None,
                 headers: &headers,
                 remote_addr: "127.0.0.1".parse().unwrap(),
+                tls: false,
             };
             let t = &compiled.router.find(&info)?.value;
             Some((t.route_id.to_string(), t.upstream.as_ref().map(|u| u.name.to_string()).map_err(Clone::clone)))
@@ -336,7 +339,12 @@ fn niceness_of_threads_named(name: &str) -> Vec<i64> {
 async fn the_config_thread_publishes_starts_health_checks_and_ends_with_its_source() {
     let shared = shared();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
-    let running = tokio::spawn(run(Keys::default(), rx, shared.clone(), Enabled::all(), Chain::default()));
+    let running = tokio::spawn(run(
+        Keys::default(),
+        rx,
+        shared.clone(),
+        super::Settings { plugins: Enabled::all(), global: Chain::default(), default_ssl: None, https_port: None },
+    ));
     let node = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let checks =
         json!({"active": {"http_path": "/status", "healthy": {"interval": 60}, "unhealthy": {"interval": 60}}});
@@ -391,4 +399,64 @@ fn a_route_with_an_unknown_plugin_stands_in_before_a_catch_all() {
     h.put("routes/unknown", json!({"uri": "/unknown", "upstream_id": "u", "plugins": {"no-such-plugin": {}}}));
     let rejected = Err(Unresolved::Rejected { kind: Kind::Route, id: "unknown".into() });
     assert_eq!(h.route("x", "/unknown"), Some(("unknown".into(), rejected)));
+}
+
+/// What the published certificate table serves for `sni`: "config", "refused" or "none".
+fn served(compiled: &Compiled, sni: Option<&str>) -> &'static str {
+    use crate::listener::certs::Served;
+    match compiled.certificates.select(sni) {
+        None => "none",
+        Some(Served::Refused) => "refused",
+        Some(Served::Config(_)) => "config",
+    }
+}
+
+#[test]
+fn ssls_serve_their_names_and_fail_closed() {
+    let cert = rcgen::generate_simple_self_signed(vec!["a.example.test".to_string()]).unwrap();
+    let (pem, key) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    let mut state = State::new(Keys::default()).with_default_ssl(Some("default"));
+    let rejected = Cell::new(0);
+    let on_reject = |_: Kind| rejected.set(rejected.get() + 1);
+    let ssl = |snis: Value| json!({"cert": pem, "key": key, "snis": snis});
+    state.apply(
+        Update::Reset(vec![
+            raw("/sluice/ssls/a", ssl(json!(["a.example.test", "*.wild.test"])), 2),
+            raw("/sluice/ssls/client", json!({"type": "client", "cert": pem, "key": key}), 3),
+            raw("/sluice/ssls/off", json!({"cert": pem, "key": key, "snis": ["off.test"], "status": 0}), 4),
+        ]),
+        &on_reject,
+    );
+    let compiled = state.publish();
+    assert_eq!(served(&compiled, Some("a.example.test")), "config");
+    assert_eq!(served(&compiled, Some("x.wild.test")), "config");
+    assert_eq!(served(&compiled, Some("off.test")), "none");
+    // The default names an ssl that does not exist (yet): nothing is served without a match.
+    assert_eq!(served(&compiled, None), "none");
+    assert_eq!(rejected.get(), 0);
+
+    // A bad new version keeps the good one; a bad object with no good version refuses its names, even where a
+    // wildcard would match.
+    let mismatched = rcgen::generate_simple_self_signed(vec!["b.test".to_string()]).unwrap();
+    let wrong_key = json!({"cert": pem, "key": mismatched.signing_key.serialize_pem(), "snis": ["a.example.test"]});
+    state.apply(Update::Put(raw("/sluice/ssls/a", wrong_key, 5)), &on_reject);
+    state.apply(Update::Put(raw("/sluice/ssls/b", json!({"cert": "junk", "snis": ["y.wild.test"]}), 6)), &on_reject);
+    state.apply(Update::Put(raw("/sluice/ssls/default", ssl(json!(["default.test"])), 7)), &on_reject);
+    let compiled = state.publish();
+    assert_eq!(rejected.get(), 2);
+    assert_eq!(served(&compiled, Some("a.example.test")), "config");
+    assert_eq!(served(&compiled, Some("y.wild.test")), "refused");
+    assert_eq!(served(&compiled, Some("z.wild.test")), "config");
+    assert_eq!(served(&compiled, Some("unknown.test")), "config");
+    assert_eq!(served(&compiled, None), "config");
+
+    // Fixed, and deleted.
+    state.apply(Update::Put(raw("/sluice/ssls/b", ssl(json!(["y.wild.test"])), 8)), &on_reject);
+    assert_eq!(served(&state.publish(), Some("y.wild.test")), "config");
+    state.apply(Update::Delete("/sluice/ssls/a".into()), &on_reject);
+    state.apply(Update::Delete("/sluice/ssls/default".into()), &on_reject);
+    let compiled = state.publish();
+    assert_eq!(served(&compiled, Some("a.example.test")), "none");
+    assert_eq!(served(&compiled, Some("y.wild.test")), "config");
+    assert_eq!(served(&compiled, None), "none");
 }

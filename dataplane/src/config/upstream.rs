@@ -411,6 +411,7 @@ mod tests {
             query: Some("id=7"),
             headers: &headers,
             remote_addr: "10.1.2.3".parse().unwrap(),
+            tls: false,
         };
         let nodes = json!({"a:1": 1, "b:1": 1});
         let h = |on: &str, key: &str| {

@@ -155,6 +155,8 @@ pub struct Ctx {
     pub route: Option<Arc<RouteMeta>>,
     /// The client's address; `real-ip` may replace it with the address a trusted proxy reports.
     pub client: SocketAddr,
+    /// Whether the request came over TLS (`$scheme` is `https`).
+    pub tls: bool,
     /// When the request arrived.
     pub started: Instant,
     /// The request as the client sent it (for logs and metrics, whatever plugins change later).
@@ -203,6 +205,7 @@ impl Ctx {
         Ctx {
             route,
             client,
+            tls: false,
             started: Instant::now(),
             method: req.method.clone(),
             uri: req.uri.clone(),

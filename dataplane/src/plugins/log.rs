@@ -97,6 +97,7 @@ impl LogVar {
                     query: ctx.uri.query(),
                     headers,
                     remote_addr: ctx.client.ip(),
+                    tls: ctx.tls,
                 };
                 json!(v.value(&info)?.into_owned())
             }

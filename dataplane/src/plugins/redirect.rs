@@ -18,14 +18,17 @@ use crate::router::template::Template;
 pub(super) const FACTORY: Factory =
     Factory { name: model::Redirect::NAME, priority: 900, auth: false, prefer_route: false, build };
 
-fn build(conf: &PluginConf, _: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, String> {
+fn build(conf: &PluginConf, build: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, String> {
     let PluginConf::Redirect(c) = conf else { return Err(mismatch(FACTORY.name, conf)) };
     let target = match (&c.uri, &c.regex_uri, c.http_to_https) {
         (Some(uri), _, _) => Target::Uri(Template::compile(uri, false)?),
         (None, Some(pair), _) => {
             Target::Regex(Regex::new(&pair[0]).map_err(|e| e.to_string())?, super::proxy_rewrite::replacement(&pair[1]))
         }
-        (None, None, Some(true)) => Target::Https,
+        (None, None, Some(true)) => Target::Https(match build.https_port {
+            None | Some(443) => String::new(),
+            Some(port) => format!(":{port}"),
+        }),
         (None, None, _) => Target::Nothing,
     };
     let code = StatusCode::from_u16(c.ret_code).map_err(|e| e.to_string())?;
@@ -36,7 +39,8 @@ fn build(conf: &PluginConf, _: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, String>
 enum Target {
     Uri(Template),
     Regex(Regex, String),
-    Https,
+    /// To the same URL over HTTPS; the port suffix (`:9443`) when HTTPS is not on 443.
+    Https(String),
     /// `http_to_https: false`: the plugin does nothing.
     Nothing,
 }
@@ -94,9 +98,9 @@ impl Plugin for Redirect {
                 }
                 (re.replace(path, replacement.as_str()).into_owned(), self.code)
             }
-            Target::Https => {
-                let scheme = req.headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).unwrap_or("http");
-                if scheme == "https" {
+            Target::Https(port) => {
+                // The connection's own scheme: a client's `X-Forwarded-Proto` is not trusted.
+                if ctx.tls {
                     return Flow::Continue;
                 }
                 let host = values::host(req);
@@ -106,7 +110,7 @@ impl Plugin for Redirect {
                 } else {
                     StatusCode::PERMANENT_REDIRECT
                 };
-                (format!("https://{host}{target}"), code)
+                (format!("https://{host}{port}{target}"), code)
             }
         };
         let had_query = location.contains('?');

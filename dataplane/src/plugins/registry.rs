@@ -22,6 +22,8 @@ use crate::router::Vars;
 pub struct BuildCtx<'a> {
     /// The data plane's metrics (the prometheus plugin registers its series there).
     pub metrics: &'a Metrics,
+    /// The port clients reach the HTTPS listener on, for redirects to HTTPS (none: 443).
+    pub https_port: Option<u16>,
 }
 
 /// Builds one plugin instance from its configuration (which is of the factory's own plugin).
@@ -134,12 +136,19 @@ pub struct Built {
 pub struct Registry {
     enabled: Enabled,
     metrics: Metrics,
+    https_port: Option<u16>,
 }
 
 impl Registry {
     /// A registry running `enabled`, registering metrics in `metrics`.
     pub fn new(enabled: Enabled, metrics: Metrics) -> Registry {
-        Registry { enabled, metrics }
+        Registry { enabled, metrics, https_port: None }
+    }
+
+    /// Redirects to HTTPS name `port` (when it is not 443).
+    pub fn with_https_port(mut self, port: Option<u16>) -> Registry {
+        self.https_port = port;
+        self
     }
 
     /// Builds one plugin.
@@ -152,7 +161,8 @@ impl Registry {
             None => None,
             Some(expr) => Some(Arc::new(Vars::compile(expr).map_err(|e| invalid(format!("_meta.filter: {e}")))?)),
         };
-        let plugin = (factory.build)(&source.conf, &BuildCtx { metrics: &self.metrics }).map_err(invalid)?;
+        let plugin = (factory.build)(&source.conf, &BuildCtx { metrics: &self.metrics, https_port: self.https_port })
+            .map_err(invalid)?;
         let slot = Slot {
             name: factory.name,
             priority: source.meta.priority.unwrap_or(factory.priority),

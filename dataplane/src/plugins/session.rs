@@ -71,6 +71,7 @@ impl Session {
             query: req.uri.query(),
             headers: &req.headers,
             remote_addr: self.ctx.client.ip(),
+            tls: self.ctx.tls,
         };
         let filtered_out = |s: &super::Slot| s.filter.as_ref().is_some_and(|f| !f.matches(&info));
         let global = self.global.slots().iter().map(|s| filtered_out(s) || (s.prefer_route && shadowed(s.name)));

@@ -24,6 +24,7 @@ pub fn info<'a>(req: &'a request::Parts, host: &'a str, ctx: &Ctx) -> RequestInf
         query: req.uri.query(),
         headers: &req.headers,
         remote_addr: ctx.client.ip(),
+        tls: ctx.tls,
     }
 }
 
@@ -56,6 +57,7 @@ pub fn render_late(template: &Template, ctx: &Ctx) -> String {
         query: ctx.uri.query(),
         headers: &empty,
         remote_addr: ctx.client.ip(),
+        tls: ctx.tls,
     };
     template.render(&info, &scope(ctx, None), verbatim).into_owned()
 }

@@ -175,6 +175,7 @@ mod tests {
             query: Some("x=1"),
             headers: &headers,
             remote_addr: "10.0.0.1".parse().unwrap(),
+            tls: false,
         };
         Template::compile(text, true).unwrap().render(&req, scope, verbatim).into_owned()
     }

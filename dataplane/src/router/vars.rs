@@ -176,7 +176,7 @@ enum Var {
     Args,
     /// `?` when there is a query string, else empty.
     IsArgs,
-    /// The scheme the client used (plain HTTP until the TLS listener exists).
+    /// The scheme the client used.
     Scheme,
     Header(HeaderName),
     Arg(Box<str>),
@@ -345,7 +345,7 @@ impl Var {
             }),
             Var::Args => Some(Cow::Borrowed(req.query.unwrap_or(""))),
             Var::IsArgs => Some(Cow::Borrowed(if req.query.is_some() { "?" } else { "" })),
-            Var::Scheme => Some(Cow::Borrowed("http")),
+            Var::Scheme => Some(Cow::Borrowed(if req.tls { "https" } else { "http" })),
             Var::Header(name) => req.headers.get(name).and_then(|v| v.to_str().ok()).map(Cow::Borrowed),
             Var::Arg(name) => query_args(req.query).find(|(k, _)| *k == &**name).map(|(_, v)| Cow::Borrowed(v)),
             Var::Cookie(name) => cookies(req).find(|(k, _)| *k == &**name).map(|(_, v)| Cow::Borrowed(v)),
@@ -405,6 +405,7 @@ mod tests {
             query,
             headers,
             remote_addr: "10.1.2.3".parse().unwrap(),
+            tls: false,
         }
     }
 

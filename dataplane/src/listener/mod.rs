@@ -1,4 +1,5 @@
-//! Accept loops with graceful shutdown, shared by the proxy and admin listeners.
+//! Listeners: accept loops with graceful shutdown (the plain and HTTPS proxy listeners and the admin listener),
+//! the TLS handshake with certificates chosen by SNI, and HTTP/1.1 and HTTP/2 serving over either.
 //!
 //! Every connection task holds a clone of the shutdown receiver; when shutdown is signalled, accept loops stop and
 //! tell their connections (through a [`StopSignal`]), and each connection finishes its in-flight requests (HTTP/1
@@ -18,19 +19,70 @@ use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+pub mod certs;
+pub mod tls;
+
 /// How long a client may take to send request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 streams a client may have open on one connection.
+const MAX_CONCURRENT_STREAMS: u32 = 256;
+/// The largest HTTP/2 header list accepted (as the HTTP/1 head limit).
+const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+/// HTTP/2 streams a client may reset before the server has accepted them; more is a rapid-reset attack
+/// (CVE-2023-44487) and ends the connection.
+const MAX_PENDING_RESETS: usize = 20;
 
-/// Serves HTTP/1.1 and h2c on `listener` until `shutdown` becomes true. `connection` is called once per accepted
-/// connection with the client's address and returns that connection's request handler, so per-client work (such
-/// as formatting its address) is done once, not per request.
-pub(crate) async fn serve<M, H, Fut, B>(listener: TcpListener, connection: M, mut shutdown: watch::Receiver<bool>)
-where
-    M: Fn(SocketAddr) -> H + Send + Sync + 'static,
+/// How a connection reached the data plane, known once its handshake is done.
+#[derive(Debug, Clone, Default)]
+pub struct Transport {
+    /// Whether it is TLS.
+    pub tls: bool,
+    /// The server name the client asked for (TLS only), lowercase.
+    pub sni: Option<Box<str>>,
+    /// Whether the client presented a verified certificate (downstream mutual TLS).
+    pub client_verified: bool,
+}
+
+/// What happens between accepting a TCP connection and serving HTTP on it.
+pub(crate) trait Handshake: Send + Sync + 'static {
+    /// The stream HTTP is served on.
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+
+    /// Completes the handshake; `None` drops the connection (the handshake failed and was logged).
+    fn handshake(
+        &self,
+        tcp: TcpStream,
+        remote: SocketAddr,
+    ) -> impl Future<Output = Option<(Self::Stream, Transport)>> + Send;
+}
+
+/// Plain TCP: HTTP/1.1, or HTTP/2 with prior knowledge (h2c).
+pub(crate) struct Plain;
+
+impl Handshake for Plain {
+    type Stream = TcpStream;
+
+    async fn handshake(&self, tcp: TcpStream, _: SocketAddr) -> Option<(TcpStream, Transport)> {
+        Some((tcp, Transport::default()))
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 on `listener`, after `handshake`, until `shutdown` becomes true. `connection` is
+/// called once per connection, after its handshake, with the client's address and the transport, and returns that
+/// connection's request handler, so per-client work (such as formatting its address) is done once, not per request.
+pub(crate) async fn serve<T, M, H, Fut, B>(
+    listener: TcpListener,
+    handshake: T,
+    connection: M,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    T: Handshake,
+    M: Fn(SocketAddr, &Transport) -> H + Send + Sync + 'static,
     H: Fn(Request<Incoming>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
     B: Body + Send + 'static,
@@ -39,8 +91,14 @@ where
 {
     let mut builder = Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS);
     let builder = Arc::new(builder);
+    let (handshake, connection) = (Arc::new(handshake), Arc::new(connection));
     let signal = Arc::new(StopSignal::default());
     loop {
         let (stream, remote) = tokio::select! {
@@ -56,10 +114,13 @@ where
             _ = stopped(&mut shutdown) => break,
         };
         let _ = stream.set_nodelay(true);
-        let (builder, handler, held) = (builder.clone(), connection(remote), shutdown.clone());
+        let (builder, handshake, connection, held) =
+            (builder.clone(), handshake.clone(), connection.clone(), shutdown.clone());
         let (signal, waker) = (signal.clone(), signal.subscribe());
         tokio::spawn(async move {
-            let svc = service_fn(handler);
+            // In the connection's own task, so a slow handshake never holds up the accept loop.
+            let Some((stream, transport)) = handshake.handshake(stream, remote).await else { return };
+            let svc = service_fn(connection(remote, &transport));
             let conn = builder.serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             let mut stopping = false;
