@@ -6,12 +6,14 @@ mod etcd;
 mod http;
 mod process;
 mod tls;
+mod tls_client;
 
 pub use echo::EchoServer;
 pub use etcd::Etcd;
 pub use http::{Reply, get, request};
 pub use process::{Child, workspace_bin};
 pub use tls::{CA_PEM, CLIENT_CERT_PEM, CLIENT_KEY_PEM, ClientAuth, OTHER_CA_PEM, TlsEchoServer};
+pub use tls_client::{TlsClient, TlsClientOptions, TlsConnection};
 
 use std::future::Future;
 use std::net::TcpListener;
