@@ -153,6 +153,9 @@ async fn proxy(
         (entry, global, plugins.then(|| config.consumers.clone()))
     };
     let (mut parts, body) = req.into_parts();
+    // Before the plugins run: a client's `Connection` field must not be able to remove what they add (identity
+    // headers, proxy-rewrite's headers, trace context).
+    strip_hop_by_hop(&mut parts.headers);
     if let Some(consumers) = consumers {
         let meta = entry.as_ref().map(|e| e.value.meta.clone());
         let chain = entry.as_ref().map(|e| e.value.chain.clone()).unwrap_or_default();
@@ -221,7 +224,6 @@ async fn proxy(
     };
     // proxy-rewrite's `host` replaces what `pass_host` would send.
     let host_override = session.as_mut().and_then(|s| s.ctx.upstream_host.take());
-    strip_hop_by_hop(&mut parts.headers);
     // real-ip may have found the client behind a trusted proxy: the node is told about that one.
     let moved = session
         .as_ref()

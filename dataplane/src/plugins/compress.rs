@@ -78,7 +78,9 @@ impl Worth<'_> {
         };
         version >= self.http_version
             && !accepts.head
-            && !matches!(resp.status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED)
+            // nginx compresses these only: a 206's Content-Range names bytes of the original, and 204 and 304
+            // have no body.
+            && matches!(resp.status, StatusCode::OK | StatusCode::FORBIDDEN | StatusCode::NOT_FOUND)
     }
 }
 

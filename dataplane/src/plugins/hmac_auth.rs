@@ -76,18 +76,31 @@ fn mac(algorithm: &str, key: &[u8], data: &[u8]) -> Option<Vec<u8>> {
     })
 }
 
-/// The string the client signed.
-fn signing_string(key_id: &str, headers: &[String], req: &request::Parts) -> String {
-    let mut out = format!("{key_id}\n");
+/// The bytes the client signed: header values as they came (never re-encoded, so two different values cannot
+/// sign alike); `None` when a signed header is repeated, since only one of its values could be signed.
+fn signing_string(key_id: &str, headers: &[String], req: &request::Parts) -> Option<Vec<u8>> {
+    let mut out = format!("{key_id}\n").into_bytes();
     for name in headers {
-        if let Some(v) = req.headers.get(name.as_str()) {
-            out.push_str(&format!("{name}: {}\n", String::from_utf8_lossy(v.as_bytes())));
+        let mut values = req.headers.get_all(name.as_str()).iter();
+        if let Some(v) = values.next() {
+            if values.next().is_some() {
+                return None;
+            }
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.push(b'\n');
         } else if name == "@request-target" {
             let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-            out.push_str(&format!("{} {target}\n", req.method.as_str()));
+            out.extend_from_slice(format!("{} {target}\n", req.method.as_str()).as_bytes());
         }
     }
-    out
+    Some(out)
+}
+
+/// Compares two MACs in time that depends only on their lengths, so the comparison leaks nothing of the secret.
+fn same_mac(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 impl HmacAuth {
@@ -117,10 +130,12 @@ impl HmacAuth {
         let Some(Credential::HmacAuth(c)) = consumer.credential(FACTORY.name) else {
             return Err("Invalid key_id".into());
         };
-        let expected = mac(algorithm, c.secret_key.as_bytes(), signing_string(key_id, &f.headers, req).as_bytes());
+        let signed = signing_string(key_id, &f.headers, req).ok_or("a signed header is repeated")?;
+        let expected = mac(algorithm, c.secret_key.as_bytes(), &signed);
         let given = base64::engine::general_purpose::STANDARD.decode(signature).ok();
-        if expected.is_none() || expected != given {
-            return Err("Invalid signature".into());
+        match (expected, given) {
+            (Some(expected), Some(given)) if same_mac(&expected, &given) => {}
+            _ => return Err("Invalid signature".into()),
         }
         Ok(consumer)
     }
@@ -199,6 +214,6 @@ mod tests {
         assert_eq!(f.headers, ["@request-target", "date"]);
         assert!(fields("Basic x").is_err());
         let req = http::Request::get("/hello?a=1").header("date", "D").body(()).unwrap().into_parts().0;
-        assert_eq!(signing_string("ak", &f.headers, &req), "ak\nGET /hello?a=1\ndate: D\n");
+        assert_eq!(signing_string("ak", &f.headers, &req).unwrap(), b"ak\nGET /hello?a=1\ndate: D\n");
     }
 }

@@ -102,13 +102,14 @@ struct ResponseRewrite {
     max_body: usize,
 }
 
-/// The instances whose `vars` did not hold for this request.
+/// The instances whose `vars` held for this request. Recorded when they hold rather than when they do not, so
+/// a request answered before the rewrite phase reached this plugin (a 401 from key-auth) is not rewritten.
 #[derive(Debug, Clone, Default)]
-struct Skipped(Vec<u64>);
+struct Matched(Vec<u64>);
 
 impl ResponseRewrite {
     fn applies(&self, ctx: &Ctx) -> bool {
-        !ctx.extensions.get::<Skipped>().is_some_and(|s| s.0.contains(&self.id))
+        self.vars.is_none() || ctx.extensions.get::<Matched>().is_some_and(|s| s.0.contains(&self.id))
     }
 }
 
@@ -122,9 +123,9 @@ impl Plugin for ResponseRewrite {
 
     fn rewrite(&self, ctx: &mut Ctx, req: &mut request::Parts) -> Flow {
         if let Some(vars) = &self.vars
-            && !values::any_holds(std::slice::from_ref(vars), ctx, req)
+            && values::any_holds(std::slice::from_ref(vars), ctx, req)
         {
-            ctx.extensions.get_or_insert_default::<Skipped>().0.push(self.id);
+            ctx.extensions.get_or_insert_default::<Matched>().0.push(self.id);
         }
         Flow::Continue
     }
@@ -205,37 +206,56 @@ enum Encoding {
 }
 
 /// Holds the body, then runs the filters over it.
+///
+/// A plain body longer than `max_resp_body_size` is sent unfiltered, whole. A gzip or brotli body has already lost
+/// its `Content-Encoding` (the filtered body goes out decoded), so what goes beyond the limit, compressed or
+/// decoded, is cut off: decoding is bounded, so a small compressed body cannot expand without limit in memory.
 struct Rewrite {
     filters: Filters,
     held: Vec<u8>,
     max: usize,
     encoding: Encoding,
-    /// The limit was reached: the rest of the body is dropped.
+    /// The limit was reached: a plain body passes through unfiltered, an encoded one is cut.
     full: bool,
 }
 
 impl BodyFilter for Rewrite {
     fn data(&mut self, chunk: Bytes) -> Bytes {
-        if !self.full {
-            let room = self.max.saturating_sub(self.held.len());
-            self.held.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            self.full = self.held.len() >= self.max;
+        if self.full {
+            return if matches!(self.encoding, Encoding::Identity) { chunk } else { Bytes::new() };
         }
+        let room = self.max.saturating_sub(self.held.len());
+        if chunk.len() <= room {
+            self.held.extend_from_slice(&chunk);
+            return Bytes::new();
+        }
+        self.full = true;
+        tracing::warn!(max = self.max, "response body over max_resp_body_size: response-rewrite filters skip it");
+        if matches!(self.encoding, Encoding::Identity) {
+            let mut all = std::mem::take(&mut self.held);
+            all.extend_from_slice(&chunk);
+            return Bytes::from(all);
+        }
+        self.held.extend_from_slice(&chunk[..room]);
         Bytes::new()
     }
 
     fn end(&mut self) -> Bytes {
         let raw = std::mem::take(&mut self.held);
+        if self.full && matches!(self.encoding, Encoding::Identity) {
+            return Bytes::new();
+        }
+        let (limit, cut) = (self.max as u64, self.full);
+        let bounded = |reader: &mut dyn Read| {
+            let mut out = Vec::new();
+            // A body cut at the limit ends mid-stream: what decoded before that is kept.
+            let read = reader.take(limit).read_to_end(&mut out);
+            (read.is_ok() || cut).then_some(out)
+        };
         let decoded = match self.encoding {
             Encoding::Identity => Some(raw),
-            Encoding::Gzip => {
-                let mut out = Vec::new();
-                flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut out).ok().map(|_| out)
-            }
-            Encoding::Brotli => {
-                let mut out = Vec::new();
-                brotli::Decompressor::new(&raw[..], 4096).read_to_end(&mut out).ok().map(|_| out)
-            }
+            Encoding::Gzip => bounded(&mut flate2::read::MultiGzDecoder::new(&raw[..])),
+            Encoding::Brotli => bounded(&mut brotli::Decompressor::new(&raw[..], 4096)),
         };
         let Some(body) = decoded else {
             tracing::warn!("response-rewrite could not decode the body; sending it empty");
@@ -248,5 +268,40 @@ impl BodyFilter for Rewrite {
             body = next.into_owned();
         }
         Bytes::from(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn rewrite(encoding: Encoding, max: usize) -> Rewrite {
+        let filters: Filters = Arc::new(vec![(Regex::new("a").unwrap(), "b".to_string(), true)]);
+        Rewrite { filters, held: Vec::new(), max, encoding, full: false }
+    }
+
+    #[test]
+    fn decoding_is_bounded_and_long_plain_bodies_pass_unfiltered() {
+        // 64 MiB of zeros compress to about 64 KiB: the decoded body stops at the limit.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        for _ in 0..64 {
+            gz.write_all(&[0u8; 1 << 20]).unwrap();
+        }
+        let bomb = gz.finish().unwrap();
+        let mut f = rewrite(Encoding::Gzip, 1 << 20);
+        assert!(f.data(Bytes::from(bomb)).is_empty());
+        assert_eq!(f.end().len(), 1 << 20);
+
+        let mut f = rewrite(Encoding::Identity, 4);
+        assert!(f.data(Bytes::from_static(b"aaa")).is_empty());
+        assert_eq!(f.data(Bytes::from_static(b"aa")), Bytes::from_static(b"aaaaa"));
+        assert_eq!(f.data(Bytes::from_static(b"a")), Bytes::from_static(b"a"));
+        assert!(f.end().is_empty());
+
+        let mut f = rewrite(Encoding::Identity, 4);
+        assert!(f.data(Bytes::from_static(b"aba")).is_empty());
+        assert_eq!(f.end(), Bytes::from_static(b"bbb"));
     }
 }

@@ -209,8 +209,12 @@ impl Session {
                 slot.plugin.response_header(ctx, resp);
             }
         }
+        // A response without a body (to HEAD, or 1xx, 204, 304) has nothing to filter, and keeps its length.
+        let bodiless = ctx.method == http::Method::HEAD
+            || resp.status.is_informational()
+            || matches!(resp.status, http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED);
         // Compression last, so it sees the body every other filter made.
-        for compressing in [false, true] {
+        for compressing in [false, true].into_iter().filter(|_| !bodiless) {
             for (_, slot) in slots() {
                 if slot.phases.has(Phases::RESPONSE_BODY)
                     && slot.plugin.compresses() == compressing

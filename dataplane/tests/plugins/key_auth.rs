@@ -28,7 +28,13 @@ async fn answers_like_apisix_and_tells_the_node_who_called() {
     let r = s
         .get_with(
             "/hello",
-            &[("apikey", "auth-one"), ("x-consumer-username", "admin"), ("x-credential-identifier", "x")],
+            &[
+                ("apikey", "auth-one"),
+                ("x-consumer-username", "admin"),
+                ("x-credential-identifier", "x"),
+                // Hop-by-hop names cannot take away what the gateway adds.
+                ("connection", "x-consumer-username, x-consumer-custom-id"),
+            ],
         )
         .await;
     let seen = upstream_saw(&r);

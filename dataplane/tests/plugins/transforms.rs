@@ -46,6 +46,15 @@ async fn response_rewrite_changes_status_headers_and_body() {
     assert!(r.headers.get("x-backend").is_none());
     let r = s.get("/vars?v=1").await;
     assert_eq!(upstream_saw(&r)["path"], "/vars?v=1", "the conditions do not hold: the response is the node's");
+    // A request answered before response-rewrite's rewrite phase (key-auth's 401) is not rewritten.
+    s.route(
+        "guarded",
+        json!({"uri": "/guarded", "plugins": {"key-auth": {}, "response-rewrite": {"status_code": 200,
+        "body": "ok", "vars": [["arg_v", "==", "2"]]}}}),
+    )
+    .await;
+    let r = s.get("/guarded?v=2").await;
+    assert_eq!((r.status.as_u16(), r.body.as_str()), (401, r#"{"message":"Missing API key in request"}"#));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,7 +81,8 @@ async fn redirect_answers_with_a_location() {
     assert_eq!((r.status.as_u16(), r.headers["location"].to_str().unwrap()), (301, "https://foo.com/secure?a=1"));
     let r = s.send(Method::POST, "/secure", &[]).await;
     assert_eq!(r.status, 308, "a POST is redirected without changing its method");
-    assert_eq!(s.get_with("/secure", &[("x-forwarded-proto", "https")]).await.status, 200);
+    // The connection's scheme decides, not the client's claim (tests/https.rs has the request over TLS).
+    assert_eq!(s.get_with("/secure", &[("x-forwarded-proto", "https")]).await.status, 301);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,6 +47,18 @@ fn yes() -> bool {
     true
 }
 
+/// How deep a `response_schema` may nest (JSON levels below its top).
+const MAX_SCHEMA_NESTING: usize = 16;
+
+/// The nesting depth of a JSON value: 0 for a scalar.
+fn nesting(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
+        Value::Object(fields) => 1 + fields.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 /// The media types mocking can send.
 const TYPES: [&str; 5] = ["application/xml", "application/json", "text/plain", "text/html", "text/xml"];
 
@@ -58,6 +70,13 @@ impl Schema for Mocking {
             return Err(FieldError::new("", "set response_example or response_schema"));
         }
         check::status("response_status", self.response_status)?;
+        // Each array level of a schema makes up to three values of the next, per request: the nesting is bounded
+        // so a schema cannot ask for exponentially many (not in APISIX's schema).
+        if let Some(schema) = &self.response_schema
+            && schema.values().map(nesting).max().unwrap_or(0) > MAX_SCHEMA_NESTING
+        {
+            return Err(FieldError::new("response_schema", format!("nests deeper than {MAX_SCHEMA_NESTING} levels")));
+        }
         let media = self.content_type.rsplit_once(';').map_or(self.content_type.as_str(), |(m, _)| m);
         if !TYPES.contains(&media) {
             return Err(FieldError::new("content_type", format!("unsupported content type (use one of {TYPES:?})")));

@@ -79,6 +79,10 @@ impl Schema for RequestId {
         if self.range_id.length < 6 {
             return Err(FieldError::new("range_id.length", "must be at least 6"));
         }
+        // Not in APISIX's schema: an id is made per request and sent in a header, so its size is bounded.
+        if self.range_id.length > 1024 {
+            return Err(FieldError::new("range_id.length", "must be at most 1024"));
+        }
         check::min_len("range_id.char_set", &self.range_id.char_set, 6)?;
         if !self.range_id.char_set.is_ascii() {
             return Err(FieldError::new("range_id.char_set", "must be ASCII"));

@@ -178,12 +178,14 @@ fn every_plugin_checks_its_configuration() {
         (json!({"redirect": {"uri": "/"}}), "uri"),
         (json!({"request-id": {"algorithm": "snowflake"}}), "algorithm"),
         (json!({"request-id": {"range_id": {"length": 5}}}), "range_id.length"),
+        (json!({"request-id": {"range_id": {"length": 1025}}}), "range_id.length"),
         (json!({"fault-injection": {}}), ""),
         (json!({"fault-injection": {"abort": {"http_status": 100}}}), "abort.http_status"),
         (json!({"fault-injection": {"abort": {"http_status": 200, "percentage": 101}}}), "abort.percentage"),
         (json!({"fault-injection": {"delay": {"duration": "test"}}}), "delay.duration"),
         (json!({"fault-injection": {"delay": {"duration": -1.0}}}), "delay.duration"),
         (json!({"mocking": {}}), ""),
+        (json!({"mocking": {"response_schema": {"a": deep(20)}}}), "response_schema"),
         (json!({"mocking": {"response_example": "x", "content_type": "application/yaml"}}), "content_type"),
         (json!({"gzip": {"types": []}}), "types"),
         (json!({"gzip": {"min_length": 0}}), "min_length"),
@@ -225,4 +227,9 @@ fn every_plugin_checks_its_configuration() {
             other => panic!("{config}: expected a field error, got {other:?}"),
         }
     }
+}
+
+/// An array schema nested `levels` deep.
+fn deep(levels: usize) -> Value {
+    (0..levels).fold(json!({"type": "string"}), |inner, _| json!({"type": "array", "items": inner}))
 }
