@@ -74,6 +74,7 @@ fn matching(c: &mut Criterion) {
                 query: None,
                 headers: &headers,
                 remote_addr: std::net::IpAddr::from([127, 0, 0, 1]),
+                tls: false,
             };
             black_box(compiled.router.find(&info).is_some())
         })

@@ -137,6 +137,7 @@ mod tests {
                 query: None,
                 headers: &headers,
                 remote_addr: "127.0.0.1".parse().unwrap(),
+                tls: false,
             };
             let found = compiled.router.find(&info).map(|e| e.value.route_id.to_string());
             assert_eq!(found.as_deref(), Some(format!("r{i}").as_str()), "{host}{path}");
