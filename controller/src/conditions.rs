@@ -15,6 +15,7 @@ pub fn reason(problem: &Problem) -> &'static str {
         ServiceNotFound | PortNotFound | RefNotFound => "RefNotFound",
         InvalidPath | InvalidHost | InvalidSpec | UnsupportedBackend => "InvalidSpec",
         Conflict => "Conflict",
+        HostConflict => "HostConflict",
         SyncFailed => "SyncFailed",
     }
 }

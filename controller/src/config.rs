@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use sluice_model::{Consumer, Keys, Kind, PluginConfig, Route, Upstream};
+use sluice_model::{Consumer, Keys, Kind, PluginConfig, Route, Ssl, Upstream};
 
 /// The whole desired state under the prefix, as produced by the translator.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -15,6 +15,8 @@ pub struct Config {
     pub plugin_configs: BTreeMap<String, PluginConfig>,
     /// Consumers by user name.
     pub consumers: BTreeMap<String, Consumer>,
+    /// Certificates (from Ingress TLS Secrets) by id.
+    pub ssls: BTreeMap<String, Ssl>,
 }
 
 impl Config {
@@ -24,6 +26,7 @@ impl Config {
         kv.extend(self.upstreams.iter().map(|(id, u)| (keys.key(Kind::Upstream, id), to_json(u))));
         kv.extend(self.plugin_configs.iter().map(|(id, p)| (keys.key(Kind::PluginConfig, id), to_json(p))));
         kv.extend(self.consumers.iter().map(|(id, c)| (keys.key(Kind::Consumer, id), to_json(c))));
+        kv.extend(self.ssls.iter().map(|(id, s)| (keys.key(Kind::Ssl, id), to_json(s))));
         kv.extend(self.routes.iter().map(|(id, r)| (keys.key(Kind::Route, id), to_json(r))));
         kv
     }

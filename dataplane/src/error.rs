@@ -14,6 +14,11 @@ pub enum ProxyError {
     /// No route matches.
     #[error("no route matches")]
     RouteNotFound,
+    /// The host requires a client certificate that this TLS connection's handshake did not verify (the client
+    /// asked for another name, or for none), or its certificate is refused; the client should connect again with
+    /// the host as its server name.
+    #[error("the connection's TLS handshake does not cover this host")]
+    Misdirected,
     /// The route names an object that is absent (or was rejected), or has no upstream at all.
     #[error("{0}")]
     Unresolved(Unresolved),
@@ -53,6 +58,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::RouteNotFound => StatusCode::NOT_FOUND,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Unresolved(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoNodes(_) | ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -66,6 +72,9 @@ impl ProxyError {
         match self {
             // Exactly APISIX's body, which clients and tests compare byte for byte.
             ProxyError::RouteNotFound => Bytes::from_static(br#"{"error_msg":"404 Route Not Found"}"#),
+            ProxyError::Misdirected => {
+                error_body("421 Misdirected Request: connect with this host as the TLS server name")
+            }
             ProxyError::Unresolved(reason) => error_body(&format!("503 Service Unavailable: {reason}")),
             ProxyError::NoNodes(_) | ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
                 error_body("502 Bad Gateway")

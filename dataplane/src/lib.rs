@@ -203,7 +203,7 @@ fn spawn_proxy<T: listener::Handshake>(
 ) {
     let (shared, port) = (shared.clone(), HeaderValue::from(addr.port()));
     let connection = move |remote, transport: &listener::Transport| {
-        let (shared, peer) = (shared.clone(), Arc::new(Peer::new(remote, port.clone(), transport.tls)));
+        let (shared, peer) = (shared.clone(), Arc::new(Peer::new(remote, port.clone(), transport)));
         move |req| proxy::handle(shared.clone(), peer.clone(), req)
     };
     tokio::spawn(listener::serve(socket, handshake, connection, stop));

@@ -24,6 +24,7 @@ use crate::config::{Target, UpstreamRuntime};
 use crate::error::ProxyError;
 use crate::exchange::{RequestBody, is_hop_by_hop};
 use crate::health::Observed;
+use crate::listener::Transport;
 use crate::plugins::{Ctx, Reply, Session};
 use crate::pool::{SendError, Timing, UpstreamBody};
 use crate::router::{RequestInfo, normalize_host};
@@ -47,15 +48,27 @@ pub struct Peer {
     pub port: HeaderValue,
     /// Whether the connection is TLS (`X-Forwarded-Proto: https`).
     pub tls: bool,
+    /// The server name its TLS handshake asked for, lowercase.
+    pub sni: Option<Box<str>>,
+    /// Whether its TLS handshake verified a client certificate.
+    pub client_verified: bool,
 }
 
 impl Peer {
-    /// The peer `addr` on a listener bound to `port`, over TLS or not.
-    pub fn new(addr: SocketAddr, port: HeaderValue, tls: bool) -> Peer {
-        let ip = HeaderValue::try_from(addr.ip().to_canonical().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        Peer { addr, ip, port, tls }
+    /// The peer `addr` on a listener bound to `port`, connected as `transport` says.
+    pub fn new(addr: SocketAddr, port: HeaderValue, transport: &Transport) -> Peer {
+        let Transport { tls, sni, client_verified } = transport.clone();
+        Peer { addr, ip: ip_value(addr), port, tls, sni, client_verified }
     }
+
+    /// The same connection, with the client found at `addr` (behind a trusted proxy).
+    fn moved_to(&self, addr: SocketAddr) -> Peer {
+        Peer { addr, ip: ip_value(addr), ..self.clone() }
+    }
+}
+
+fn ip_value(addr: SocketAddr) -> HeaderValue {
+    HeaderValue::try_from(addr.ip().to_canonical().to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Serves one client request; never fails (errors become JSON responses).
@@ -69,7 +82,10 @@ pub(crate) async fn handle(
         Ok(resp) => resp,
         Err(err) => {
             match &err {
-                ProxyError::RouteNotFound | ProxyError::Unresolved(_) | ProxyError::NoNodes(_) => {}
+                ProxyError::RouteNotFound
+                | ProxyError::Misdirected
+                | ProxyError::Unresolved(_)
+                | ProxyError::NoNodes(_) => {}
                 e @ (ProxyError::Connect { .. } | ProxyError::Timeout { .. } | ProxyError::Upstream { .. }) => {
                     warn!(client = %peer.addr, error = %e, "proxying failed")
                 }
@@ -142,6 +158,9 @@ async fn proxy(
             remote_addr: remote.ip(),
             tls: peer.tls,
         };
+        if peer.tls && !config.certificates.admits(&host, peer.sni.as_deref(), peer.client_verified) {
+            return Err(ProxyError::Misdirected);
+        }
         // Clone the entry out so the snapshot guard is not held while the request is in flight.
         let entry = config.router.find(&info).cloned();
         let global = match &config.global {
@@ -225,11 +244,7 @@ async fn proxy(
     // proxy-rewrite's `host` replaces what `pass_host` would send.
     let host_override = session.as_mut().and_then(|s| s.ctx.upstream_host.take());
     // real-ip may have found the client behind a trusted proxy: the node is told about that one.
-    let moved = session
-        .as_ref()
-        .map(|s| s.ctx.client)
-        .filter(|c| *c != peer.addr)
-        .map(|c| Peer::new(c, peer.port.clone(), peer.tls));
+    let moved = session.as_ref().map(|s| s.ctx.client).filter(|c| *c != peer.addr).map(|c| peer.moved_to(c));
     let forwarded = Forwarded::take(&mut parts.headers, moved.as_ref().unwrap_or(peer), original_host.as_ref());
     // When a plugin has a before-proxy phase, the forwarding fields go into the map, where it sees them; otherwise
     // they are written straight into the request head, which spares the map from growing by five fields.
@@ -665,7 +680,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "1.1.1.1".parse().unwrap());
         let host = HeaderValue::from_static("example.com:9080");
-        let peer = Peer::new("10.0.0.9:5555".parse().unwrap(), HeaderValue::from_static("9080"), false);
+        let peer = Peer::new("10.0.0.9:5555".parse().unwrap(), HeaderValue::from_static("9080"), &Transport::default());
         Forwarded::take(&mut h, &peer, Some(&host)).insert_into(&mut h);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.0.0.9");
         assert_eq!(h["x-real-ip"], "10.0.0.9");
@@ -675,7 +690,8 @@ mod tests {
         // Over TLS, with a client that claims another scheme.
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-proto", "http".parse().unwrap());
-        let peer = Peer::new("10.0.0.9:5555".parse().unwrap(), HeaderValue::from_static("9443"), true);
+        let tls = Transport { tls: true, ..Transport::default() };
+        let peer = Peer::new("10.0.0.9:5555".parse().unwrap(), HeaderValue::from_static("9443"), &tls);
         Forwarded::take(&mut h, &peer, Some(&host)).insert_into(&mut h);
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-port"], "9443");

@@ -21,6 +21,8 @@ pub struct StackConfig {
     pub etcd_ports: (u16, u16),
     /// The data plane's proxy port.
     pub http_port: u16,
+    /// The data plane's HTTPS proxy port.
+    pub https_port: u16,
     /// The data plane's admin port.
     pub dataplane_admin_port: u16,
     /// The controller's admin port.
@@ -35,6 +37,7 @@ impl StackConfig {
             log_dir,
             etcd_ports: (free_port(), free_port()),
             http_port: free_port(),
+            https_port: free_port(),
             dataplane_admin_port: free_port(),
             controller_admin_port: free_port(),
         }
@@ -92,6 +95,7 @@ impl Stack {
             &[
                 format!("--etcd-endpoints={endpoint}"),
                 format!("--http-addr=127.0.0.1:{}", config.http_port),
+                format!("--https-addr=127.0.0.1:{}", config.https_port),
                 format!("--admin-addr=127.0.0.1:{}", config.dataplane_admin_port),
             ],
             &config.log_dir,
@@ -104,6 +108,11 @@ impl Stack {
     /// The data plane's proxy address.
     pub fn http(&self) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.config.http_port))
+    }
+
+    /// The data plane's HTTPS proxy address.
+    pub fn https(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.config.https_port))
     }
 
     /// Waits until the controller has synced and the data plane has loaded its configuration.

@@ -2,8 +2,9 @@
 //! names it is served for, and optionally the client certificate authorities a client must present a certificate
 //! from (downstream mutual TLS).
 //!
-//! The PEM blocks are checked here (a certificate chain and a key of a known type), so the controller rejects what
-//! the data plane could not load; whether the key's algorithm is usable is left to the data plane's TLS library.
+//! The PEM blocks are checked here (a certificate chain, a key of a known type, and that the key belongs to the
+//! chain's first certificate, with the TLS library the data plane serves them with), so the controller rejects
+//! what the data plane could not load.
 
 use std::collections::BTreeMap;
 
@@ -155,6 +156,14 @@ pub enum InvalidSsl {
         /// `key` or `keys[i]`.
         field: String,
     },
+    /// A key cannot be used by the TLS library, or does not belong to its certificate.
+    #[error("{field} does not belong to its certificate or cannot be used: {reason}")]
+    KeyMismatch {
+        /// `key` or `keys[i]`.
+        field: String,
+        /// What the TLS library said.
+        reason: String,
+    },
     /// A PEM field is longer than APISIX allows.
     #[error("{field} is longer than {MAX_PEM} characters")]
     TooLong {
@@ -240,11 +249,15 @@ impl Ssl {
             };
             check_pem(cert, &cert_field)?;
             check_pem(key, &key_field)?;
-            if certificates(cert).is_none() {
+            let Some(chain) = certificates(cert) else {
                 return Err(InvalidSsl::Certificate { field: cert_field });
-            }
-            if PrivateKeyDer::from_pem_slice(key.as_bytes()).is_err() {
+            };
+            let Ok(der) = PrivateKeyDer::from_pem_slice(key.as_bytes()) else {
                 return Err(InvalidSsl::Key { field: key_field });
+            };
+            let provider = rustls::crypto::ring::default_provider();
+            if let Err(e) = rustls::sign::CertifiedKey::from_der(chain, der, &provider) {
+                return Err(InvalidSsl::KeyMismatch { field: key_field, reason: e.to_string() });
             }
         }
         if self.kind == SslType::Server {

@@ -10,12 +10,15 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
-use sluice_model::{Route, Upstream, labels};
+use sluice_model::plugins::fault_injection::{Abort, FaultInjection, Scalar};
+use sluice_model::plugins::redirect::Redirect;
+use sluice_model::plugins::{Meta, Plugin, Plugins};
+use sluice_model::{PluginConf, Route, Upstream, labels};
 
 use super::backend::{BackendRef, Index, PortRef};
 use super::hosts::{self, Host};
-use super::plugins;
-use super::{ObjectRef, Problem, Reason, ids};
+use super::secrets::Secrets;
+use super::{ObjectRef, Problem, Reason, ids, plugins, tls};
 use crate::resources::{Resources, name, namespace};
 
 const PRIORITY_EXACT: i64 = 1;
@@ -26,6 +29,7 @@ const PRIORITY_DEFAULT_BACKEND: i64 = -1;
 pub(super) struct Output {
     pub object: ObjectRef,
     pub routes: Vec<Route>,
+    pub ssls: Vec<sluice_model::Ssl>,
     pub problems: Vec<Problem>,
 }
 
@@ -46,11 +50,13 @@ pub(super) fn translate(
     ing: &Ingress,
     index: &Index,
     resources: &Resources,
+    secrets: &Secrets,
+    claims: &mut tls::Claims,
     upstreams: &mut BTreeMap<String, Upstream>,
 ) -> Output {
     let (ns, ing_name) = (namespace(&ing.metadata), name(&ing.metadata));
     let object = ObjectRef { kind: "Ingress".into(), namespace: ns.into(), name: ing_name.into() };
-    let mut out = Output { object, routes: Vec::new(), problems: Vec::new() };
+    let mut out = Output { object, routes: Vec::new(), ssls: Vec::new(), problems: Vec::new() };
     let Some(spec) = &ing.spec else { return out };
     let annotation = ing.metadata.annotations.as_ref().and_then(|a| a.get(PLUGIN_CONFIG_ANNOTATION));
     let plugin_config_id = annotation.map(|pc| {
@@ -62,6 +68,9 @@ pub(super) fn translate(
     });
     let mut targets = Vec::new();
     let hosts: Vec<_> = spec.rules.iter().flatten().map(|r| r.host.as_deref().map(hosts::parse)).collect();
+    let valid_hosts: Vec<Host> = hosts.iter().flatten().filter_map(|h| h.as_ref().ok().cloned()).collect();
+    let tls = tls::translate(ing, &valid_hosts, secrets, claims);
+    out.problems.extend(tls.problems.iter().cloned());
     for (i, rule) in spec.rules.iter().flatten().enumerate() {
         let host = match &hosts[i] {
             None => None,
@@ -117,6 +126,11 @@ pub(super) fn translate(
             }
             Err(p) => out.problems.push(Problem { reason: p.reason, message: format!("{}: {}", t.what, p.message) }),
         }
+        let plugins = match (tls.unserved, tls.redirects(t.host.as_ref())) {
+            (true, _) => Some(unserved()),
+            (false, true) => Some(https_redirect()),
+            (false, false) => None,
+        };
         let (hosts, host_var) = hosts::matcher(t.host.as_slice());
         let (uri, uris) = match <[String; 1]>::try_from(t.uris) {
             Ok([one]) => (Some(one), None),
@@ -131,12 +145,42 @@ pub(super) fn translate(
             vars: host_var.map(|v| vec![v]),
             priority: t.priority,
             plugin_config_id: plugin_config_id.clone(),
+            plugins,
             upstream_id: Some(resolved.upstream_id),
             labels: labels::owner("Ingress", ns, ing_name),
             ..Route::default()
         });
     }
+    out.ssls = tls.ssls;
     out
+}
+
+/// The route plugin that sends plain-HTTP requests to the same URL over HTTPS.
+fn https_redirect() -> Plugins {
+    let conf = Redirect {
+        ret_code: 301,
+        uri: None,
+        regex_uri: None,
+        http_to_https: Some(true),
+        encode_uri: false,
+        append_query_string: false,
+    };
+    Plugins::from_iter([Plugin { conf: PluginConf::Redirect(conf), meta: Meta::default() }])
+}
+
+/// The route plugin that answers 503 for an Ingress whose client certificate verification cannot be set up.
+fn unserved() -> Plugins {
+    let body =
+        r#"{"error_msg":"503 Service Unavailable: the Ingress's client certificate verification cannot be set up"}"#;
+    let abort = Abort {
+        http_status: 503,
+        body: Some(body.to_string()),
+        headers: Some(BTreeMap::from([("content-type".to_string(), Scalar::Text("application/json".into()))])),
+        percentage: None,
+        vars: None,
+    };
+    let conf = FaultInjection { abort: Some(abort), delay: None };
+    Plugins::from_iter([Plugin { conf: PluginConf::FaultInjection(conf), meta: Meta::default() }])
 }
 
 /// The APISIX paths and priority for one Ingress path.

@@ -14,6 +14,7 @@ mod plugins;
 mod policy;
 mod secrets;
 mod status;
+mod tls;
 
 use std::fmt;
 
@@ -25,6 +26,7 @@ use crate::resources::Resources;
 pub use class::DEFAULT_CONTROLLER_NAME;
 pub use ingress::PLUGIN_CONFIG_ANNOTATION;
 pub use status::Publish;
+pub use tls::{CLIENT_CA_ANNOTATION, CLIENT_DEPTH_ANNOTATION, SSL_REDIRECT_ANNOTATION};
 
 /// Settings that shape translation but come from flags, not from Kubernetes objects.
 #[derive(Debug, Clone)]
@@ -88,6 +90,8 @@ pub enum Reason {
     Conflict,
     /// Writing to etcd failed; retried.
     SyncFailed,
+    /// A host is already served by an older object (for TLS, with another certificate).
+    HostConflict,
 }
 
 impl Reason {
@@ -103,6 +107,7 @@ impl Reason {
             Reason::RefNotFound => "RefNotFound",
             Reason::Conflict => "Conflict",
             Reason::SyncFailed => "SyncFailed",
+            Reason::HostConflict => "HostConflict",
         }
     }
 
@@ -159,9 +164,11 @@ pub fn translate(resources: &Resources, options: &Options) -> Translation {
             &b.metadata.name,
         ))
     });
+    let mut claims = tls::Claims::default();
     for ing in ingresses {
-        let out = ingress::translate(ing, &index, resources, &mut config.upstreams);
+        let out = ingress::translate(ing, &index, resources, &secrets, &mut claims, &mut config.upstreams);
         config.routes.extend(out.routes.into_iter().map(|r| (r.id.clone().unwrap_or_default(), r)));
+        config.ssls.extend(out.ssls.into_iter().map(|s| (s.id.clone().unwrap_or_default(), s)));
         statuses.push(StatusUpdate {
             object: out.object,
             generation: ing.metadata.generation,

@@ -80,8 +80,8 @@ struct SslObject {
     revision: i64,
     /// The names it is served for, as written.
     names: Vec<String>,
-    /// Its server configuration; `None` for a client certificate or a disabled object, which serve no name.
-    config: Option<Arc<rustls::ServerConfig>>,
+    /// What it serves; `None` for a client certificate or a disabled object, which serve no name.
+    config: Option<Served>,
 }
 
 #[derive(Debug)]
@@ -538,7 +538,13 @@ impl State {
 
     fn put_ssl(&mut self, id: &Arc<str>, revision: i64, ssl: &sluice_model::Ssl) -> Result<(), Rejected> {
         let serves = ssl.kind == sluice_model::ssl::SslType::Server && ssl.status.is_enabled();
-        let config = if serves { Some(certs::build(ssl).map_err(|e| Rejected::Invalid(e.to_string()))?) } else { None };
+        let config = match serves {
+            true => Some(Served::Config {
+                config: certs::build(ssl).map_err(|e| Rejected::Invalid(e.to_string()))?,
+                client_auth: ssl.client.is_some(),
+            }),
+            false => None,
+        };
         let names = ssl.server_names().into_iter().map(str::to_string).collect();
         if self.broken.contains(&(Kind::Ssl, id.clone())) {
             self.broken_snis.remove(id);
@@ -551,7 +557,7 @@ impl State {
     /// The certificate table from the current ssl objects.
     fn certificates(&self) -> Certificates {
         let served = |id: &Arc<str>| match self.ssls.get(id) {
-            Some(SslObject { config: Some(config), .. }) => Some(Served::Config(config.clone())),
+            Some(SslObject { config: Some(served), .. }) => Some(served.clone()),
             Some(_) => None,
             None => self.broken_snis.contains_key(id).then_some(Served::Refused),
         };
@@ -559,7 +565,7 @@ impl State {
         for obj in self.ssls.values() {
             if let Some(config) = &obj.config {
                 for name in &obj.names {
-                    table.insert(name, Served::Config(config.clone()));
+                    table.insert(name, config.clone());
                 }
             }
         }

@@ -407,7 +407,7 @@ fn served(compiled: &Compiled, sni: Option<&str>) -> &'static str {
     match compiled.certificates.select(sni) {
         None => "none",
         Some(Served::Refused) => "refused",
-        Some(Served::Config(_)) => "config",
+        Some(Served::Config { .. }) => "config",
     }
 }
 

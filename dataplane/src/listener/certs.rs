@@ -36,7 +36,12 @@ const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 #[derive(Debug, Clone)]
 pub enum Served {
     /// A usable certificate configuration.
-    Config(Arc<ServerConfig>),
+    Config {
+        /// The rustls configuration.
+        config: Arc<ServerConfig>,
+        /// Whether it requires a client certificate (downstream mutual TLS).
+        client_auth: bool,
+    },
     /// The object claiming this name was rejected with no good version: handshakes are refused.
     Refused,
 }
@@ -48,18 +53,41 @@ pub struct Certificates {
     /// Keyed by the name after `*.`.
     wildcard: HashMap<Box<str>, Served>,
     default: Option<Served>,
+    /// Whether any entry requires a client certificate or refuses: only then must a request's host be checked
+    /// against its connection's handshake.
+    strict: bool,
 }
 
 impl Certificates {
     /// An empty table; `default` is served when no name matches (or the client sent none).
     pub fn new(default: Option<Served>) -> Certificates {
-        Certificates { exact: HashMap::new(), wildcard: HashMap::new(), default }
+        let strict = default.as_ref().is_some_and(Served::is_strict);
+        Certificates { exact: HashMap::new(), wildcard: HashMap::new(), default, strict }
+    }
+
+    /// Whether a request for `host` may be answered on a TLS connection whose handshake asked for `sni` (and
+    /// verified a client certificate or not). A client can ask for one name in the handshake and another in
+    /// `Host`: when the host's own entry requires a client certificate, the request is admitted only on a
+    /// connection verified by that same entry; when the host's entry refuses handshakes, never.
+    pub fn admits(&self, host: &str, sni: Option<&str>, client_verified: bool) -> bool {
+        if !self.strict {
+            return true;
+        }
+        match self.select(Some(host)) {
+            None | Some(Served::Config { client_auth: false, .. }) => true,
+            Some(Served::Refused) => false,
+            Some(Served::Config { config: for_host, client_auth: true }) => {
+                client_verified
+                    && matches!(self.select(sni), Some(Served::Config { config, .. }) if Arc::ptr_eq(config, for_host))
+            }
+        }
     }
 
     /// Serves `served` for `name` (`*.` for a wildcard). The first claim of a name wins, except that a refusal
     /// always wins: the stricter of two claims is kept.
     pub fn insert(&mut self, name: &str, served: Served) {
         let name = normalize(name);
+        self.strict |= served.is_strict();
         let (map, key) = match name.strip_prefix("*.") {
             Some(rest) => (&mut self.wildcard, rest.into()),
             None => (&mut self.exact, name.as_str().into()),
@@ -95,6 +123,13 @@ impl Certificates {
     /// Whether no name is configured (a default may still be).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Served {
+    /// Whether this entry narrows who may be served: it requires a client certificate or refuses.
+    fn is_strict(&self) -> bool {
+        matches!(self, Served::Refused | Served::Config { client_auth: true, .. })
     }
 }
 
@@ -277,15 +312,38 @@ mod tests {
     use super::*;
 
     fn config() -> Served {
-        Served::Config(refusing().unwrap())
+        Served::Config { config: refusing().unwrap(), client_auth: false }
     }
 
     fn kind(found: Option<&Served>) -> &'static str {
         match found {
             None => "none",
             Some(Served::Refused) => "refused",
-            Some(Served::Config(_)) => "config",
+            Some(Served::Config { .. }) => "config",
         }
+    }
+
+    #[test]
+    fn hosts_are_admitted_on_connections_their_entry_verified() {
+        let open = config();
+        let mtls = Served::Config { config: refusing().unwrap(), client_auth: true };
+        let other_mtls = Served::Config { config: Arc::new((*refusing().unwrap()).clone()), client_auth: true };
+        let mut table = Certificates::new(Some(open.clone()));
+        // Nothing strict configured: every request is admitted without a lookup.
+        assert!(table.admits("secure.test", Some("open.test"), false));
+        table.insert("open.test", open);
+        table.insert("secure.test", mtls);
+        table.insert("*.secure.test", other_mtls);
+        table.insert("broken.test", Served::Refused);
+        assert!(table.admits("open.test", Some("open.test"), false));
+        assert!(table.admits("unknown.test", None, false));
+        assert!(table.admits("secure.test", Some("Secure.Test"), true));
+        // Verified by another entry, not verified, or asked for in Host only: misdirected.
+        assert!(!table.admits("secure.test", Some("a.secure.test"), true));
+        assert!(!table.admits("secure.test", Some("secure.test"), false));
+        assert!(!table.admits("secure.test", Some("open.test"), false));
+        assert!(!table.admits("secure.test", None, false));
+        assert!(!table.admits("broken.test", Some("open.test"), false));
     }
 
     #[test]

@@ -72,7 +72,7 @@ impl Tls {
         })?;
         let sni: Option<Box<str>> = start.client_hello().server_name().map(|s| s.to_ascii_lowercase().into());
         let chosen = match self.shared.config.load().certificates.select(sni.as_deref()) {
-            Some(Served::Config(config)) => Ok(config.clone()),
+            Some(Served::Config { config, .. }) => Ok(config.clone()),
             Some(Served::Refused) | None => Err(()),
         };
         let config = match chosen {

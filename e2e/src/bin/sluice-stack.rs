@@ -18,6 +18,9 @@ struct Args {
     /// The data plane's proxy port (0 picks a free one).
     #[arg(long, default_value_t = 9080)]
     http_port: u16,
+    /// The data plane's HTTPS port (0 picks a free one).
+    #[arg(long, default_value_t = 9443)]
+    https_port: u16,
     /// Check the example routes, print the results and exit instead of running until Ctrl-C.
     #[arg(long)]
     check: bool,
@@ -40,14 +43,27 @@ struct Example {
     status: u16,
     /// The backend expected to answer (by name prefix); `None` when the data plane itself answers.
     backend: Option<&'static str>,
+    /// Sent over HTTPS, trusting the example CA.
+    tls: bool,
 }
 
 const fn example(host: Option<&'static str>, path: &'static str, backend: &'static str) -> Example {
-    Example { host, path, headers: &[], status: 200, backend: Some(backend) }
+    Example { host, path, headers: &[], status: 200, backend: Some(backend), tls: false }
+}
+
+/// The CA that signed the example certificate (`config/examples/21-ingress-tls.yaml`), relative to the manifests.
+const EXAMPLE_CA: &str = "tls/example-ca.crt";
+
+/// Where the stack listens, and what an HTTPS example trusts.
+struct Target {
+    http: std::net::SocketAddr,
+    https: std::net::SocketAddr,
+    tls: sluice_testkit::TlsClient,
+    ca_path: PathBuf,
 }
 
 /// Example requests, one per feature the examples show.
-const EXAMPLES: [Example; 8] = [
+const EXAMPLES: [Example; 10] = [
     example(None, "/web/hello", "web-"),
     example(None, "/api/health", "api-1"),
     example(Some("shop.example.test"), "/cart", "api-1"),
@@ -55,22 +71,37 @@ const EXAMPLES: [Example; 8] = [
     example(Some("two.levels.apps.example.test"), "/", "fallback-1"),
     example(None, "/anything-else", "fallback-1"),
     // key-auth on the ApiRoute's `orders` rule: refused without alice's key, never answered by the fallback.
-    Example { host: Some("store.example.test"), path: "/orders", headers: &[], status: 401, backend: None },
+    Example { host: Some("store.example.test"), path: "/orders", headers: &[], status: 401, backend: None, tls: false },
     Example {
         host: Some("store.example.test"),
         path: "/orders",
         headers: &[("apikey", "alice-example-key")],
         status: 200,
         backend: Some("api-1"),
+        tls: false,
+    },
+    // The Ingress with TLS: served over HTTPS with its Secret's certificate, and plain HTTP is redirected there.
+    Example { tls: true, ..example(Some("secure.example.test"), "/account", "api-1") },
+    Example {
+        host: Some("secure.example.test"),
+        path: "/account",
+        headers: &[],
+        status: 301,
+        backend: None,
+        tls: false,
     },
 ];
 
 impl Example {
-    async fn ask(&self, http: std::net::SocketAddr) -> anyhow::Result<(sluice_testkit::Reply, bool)> {
+    async fn ask(&self, target: &Target) -> anyhow::Result<(sluice_testkit::Reply, bool)> {
         let host = self.host.unwrap_or("localhost");
-        let reply =
-            sluice_testkit::request(http, http::Method::GET, host, self.path, self.headers, bytes::Bytes::new())
-                .await?;
+        let reply = if self.tls {
+            let mut conn = target.tls.connect(target.https, Some(host)).await?;
+            conn.send(http::Method::GET, host, self.path, self.headers).await?
+        } else {
+            let body = bytes::Bytes::new();
+            sluice_testkit::request(target.http, http::Method::GET, host, self.path, self.headers, body).await?
+        };
         let backend = reply.backend();
         let ok = reply.status.as_u16() == self.status
             && match self.backend {
@@ -80,15 +111,25 @@ impl Example {
         Ok((reply, ok))
     }
 
-    fn curl(&self, http: std::net::SocketAddr) -> String {
+    fn curl(&self, target: &Target) -> String {
         let mut flags = String::new();
-        if let Some(h) = self.host {
-            flags.push_str(&format!("-H 'Host: {h}' "));
-        }
         for (k, v) in self.headers {
             flags.push_str(&format!("-H '{k}: {v}' "));
         }
-        format!("curl -s {flags}http://{http}{}", self.path)
+        if self.tls {
+            // curl must send the name as SNI and check the certificate against it: resolve it to the listener.
+            let host = self.host.unwrap_or("localhost");
+            let (ip, port) = (target.https.ip(), target.https.port());
+            let ca = target.ca_path.display();
+            return format!(
+                "curl -s --cacert {ca} --resolve {host}:{port}:{ip} {flags}https://{host}:{port}{}",
+                self.path
+            );
+        }
+        if let Some(h) = self.host {
+            flags.push_str(&format!("-H 'Host: {h}' "));
+        }
+        format!("curl -s {flags}http://{}{}", target.http, self.path)
     }
 }
 
@@ -100,22 +141,29 @@ async fn main() -> anyhow::Result<()> {
         echoes.push(EchoServer::bind(name, addr.parse()?).await?);
     }
     let log_dir = PathBuf::from(".local/logs");
+    let port = |p: u16| if p == 0 { sluice_testkit::free_port() } else { p };
     let config = StackConfig {
-        http_port: if args.http_port == 0 { sluice_testkit::free_port() } else { args.http_port },
+        http_port: port(args.http_port),
+        https_port: port(args.https_port),
         ..StackConfig::on_free_ports(
             std::fs::canonicalize(&args.manifests)?,
             std::fs::canonicalize(".")?.join(&log_dir),
         )
     };
     let stack = Stack::start(config).await?;
-    let http = stack.http();
-    println!("sluice is running: etcd {}, data plane http://{http}", stack.etcd.endpoint());
+    let ca_path = args.manifests.join(EXAMPLE_CA);
+    let roots = vec![std::fs::read_to_string(&ca_path)?];
+    let tls = sluice_testkit::TlsClient::new(sluice_testkit::TlsClientOptions { roots, ..Default::default() })?;
+    let target = Target { http: stack.http(), https: stack.https(), tls, ca_path };
+    let (http, https) = (target.http, target.https);
+    println!("sluice is running: etcd {}, data plane http://{http} and https://{https}", stack.etcd.endpoint());
     println!("logs: {}/", log_dir.display());
     // Both components report ready once they have synced, but the data plane applies the controller's writes to
     // etcd a few milliseconds later (on its configuration thread): give the examples a moment to converge.
+    let target = &target;
     sluice_testkit::eventually(Duration::from_secs(10), || async move {
         for example in &EXAMPLES {
-            if !example.ask(http).await.is_ok_and(|(_, ok)| ok) {
+            if !example.ask(target).await.is_ok_and(|(_, ok)| ok) {
                 return false;
             }
         }
@@ -124,12 +172,17 @@ async fn main() -> anyhow::Result<()> {
     .await;
     let mut failures = 0;
     for example in &EXAMPLES {
-        let (reply, ok) = example.ask(http).await?;
+        let (reply, ok) = example.ask(target).await?;
         failures += usize::from(!ok);
-        let from = reply.backend().map(|b| format!("from {b}")).unwrap_or_else(|| reply.body.trim().to_string());
+        let location = reply.headers.get(http::header::LOCATION).and_then(|l| l.to_str().ok());
+        let from = match (reply.backend(), location) {
+            (Some(b), _) => format!("from {b}"),
+            (None, Some(to)) => format!("to {to}"),
+            (None, None) => reply.body.trim().to_string(),
+        };
         println!(
             "{}    # -> {} {from} {}",
-            example.curl(http),
+            example.curl(target),
             reply.status.as_u16(),
             if ok { "(ok)" } else { "(UNEXPECTED)" }
         );
