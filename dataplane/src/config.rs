@@ -116,6 +116,8 @@ pub struct Target {
     pub warned: AtomicBool,
     /// The plugins the request runs through (the route's, its plugin config's and its service's, merged).
     pub chain: Chain,
+    /// Whether `Upgrade` requests (WebSocket) are passed to the node (`enable_websocket`).
+    pub websocket: bool,
 }
 
 impl Target {

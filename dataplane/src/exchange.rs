@@ -105,6 +105,8 @@ pub struct Connection {
     write_buf: Vec<u8>,
     /// Scratch space for parsing response heads, kept so parsing does not allocate.
     spans: Vec<(HeaderName, usize, usize)>,
+    /// Whether the request in flight asked to switch protocols, so a 101 answer is expected rather than an error.
+    upgrading: bool,
 }
 
 impl Connection {
@@ -115,7 +117,18 @@ impl Connection {
             read_buf: BytesMut::with_capacity(READ_ROOM),
             write_buf: Vec::with_capacity(1024),
             spans: Vec::with_capacity(16),
+            upgrading: false,
         }
+    }
+
+    /// Says whether the next request asks to switch protocols (`Upgrade`), which allows a 101 answer.
+    pub fn set_upgrading(&mut self, upgrading: bool) {
+        self.upgrading = upgrading;
+    }
+
+    /// The stream and whatever the node sent after the head that switched protocols.
+    pub fn into_io(self) -> (Stream, BytesMut) {
+        (self.stream, self.read_buf)
     }
 
     /// Whether an idle connection can carry another request: nothing arrived since its last response and the node
@@ -241,7 +254,7 @@ impl Connection {
                 self.read_buf.advance(len);
                 continue;
             }
-            if code == 101 {
+            if code == 101 && !self.upgrading {
                 return Err(Error::Head("unexpected 101 Switching Protocols".into()));
             }
             let status = StatusCode::from_u16(code).map_err(|e| Error::Head(e.to_string()))?;
@@ -253,6 +266,10 @@ impl Connection {
                 let value =
                     HeaderValue::from_maybe_shared(head.slice(start..end)).map_err(|e| Error::Head(e.to_string()))?;
                 if is_hop_by_hop(&name) {
+                    if code == 101 && name == header::UPGRADE {
+                        // The protocol switched to: the client must be told, so it is passed on.
+                        headers.append(name.clone(), value.clone());
+                    }
                     framing.note(&name, value);
                 } else {
                     headers.append(name, value);
@@ -356,8 +373,17 @@ impl Head {
         head_request: bool,
     ) -> Result<Head, Error> {
         let mut keep_alive = !hop.close && (version == Version::HTTP_11 || hop.keep_alive);
-        for named in hop.named {
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        for named in hop.named.into_iter().filter(|n| !(switching && n == header::UPGRADE)) {
             headers.remove(named);
+        }
+        if switching {
+            // The connection now carries another protocol: no HTTP body, and never back to the pool.
+            let mut parts = http::Response::new(()).into_parts().0;
+            parts.status = status;
+            parts.version = version;
+            parts.headers = headers;
+            return Ok(Head { parts, framing: Framing::Done, keep_alive: false });
         }
         let framing = if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
             Framing::Done

@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod router;
 pub mod source;
 pub mod tls;
+pub mod tunnel;
 
 use std::future::Future;
 use std::net::SocketAddr;

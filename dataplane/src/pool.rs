@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::uri::Authority;
-use http::{Method, Response};
+use http::{Method, Response, StatusCode};
 use hyper::body::{Body, Frame, SizeHint};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -247,6 +247,9 @@ impl NodePool {
     /// are fields written after the request's own. A pooled
     /// connection the node closed meanwhile is replaced by a fresh one transparently when nothing of the request
     /// could have been acted on: it was not sent, or it has no body and an idempotent method (as nginx retries).
+    /// `upgrade` says the request asks to switch protocols: a 101 answer then hands the connection to the caller
+    /// ([`UpstreamBody::into_upgraded`]).
+    #[allow(clippy::too_many_arguments)]
     pub async fn send(
         self: &Arc<Self>,
         parts: &http::request::Parts,
@@ -254,6 +257,7 @@ impl NodePool {
         extra: &[(&'static str, &[u8])],
         server_name: Option<&str>,
         timing: Timing,
+        upgrade: bool,
     ) -> Result<Response<UpstreamBody>, SendError> {
         let Timing { started: now, connect, deadline } = timing;
         let server_name = self.tls.as_ref().map(|_| server_name.filter(|n| !n.is_empty()).unwrap_or(&self.host));
@@ -267,9 +271,14 @@ impl NodePool {
         loop {
             let mut received = false;
             conn.arm(deadline);
+            conn.connection.set_upgrading(upgrade);
             let error = match exchange_head(&mut conn, &mut upload, head_request, &mut received).await {
                 Ok(head) => {
                     conn.served += 1;
+                    if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                        let body = UpstreamBody::switched(self.clone(), conn, upload);
+                        return Ok(Response::from_parts(head.parts, body));
+                    }
                     let body = UpstreamBody::new(self.clone(), conn, upload, head.framing, head.keep_alive);
                     return Ok(Response::from_parts(head.parts, body));
                 }
@@ -421,6 +430,17 @@ impl UpstreamBody {
             body.finish();
         }
         body
+    }
+
+    /// The body of a 101 answer: none, and the connection is kept for [`UpstreamBody::into_upgraded`].
+    fn switched(pool: Arc<NodePool>, conn: Box<Conn>, upload: Upload) -> Self {
+        UpstreamBody { pool, conn: Some(conn), upload, framing: Framing::Done, keep_alive: false, buffered: None }
+    }
+
+    /// After a 101 answer: the connection's stream and what the node sent after the head, for the tunnel between
+    /// client and node. `None` for any other answer.
+    pub fn into_upgraded(mut self) -> Option<(Stream, BytesMut)> {
+        self.conn.take().map(|conn| conn.connection.into_io())
     }
 
     /// The body has been read to its end: the connection is handed back if it can carry another request.

@@ -29,6 +29,7 @@ use crate::plugins::{Ctx, Reply, Session};
 use crate::pool::{SendError, Timing, UpstreamBody};
 use crate::router::{RequestInfo, normalize_host};
 use crate::tls::server_name;
+use crate::tunnel;
 
 pub use crate::pool::Pool;
 
@@ -142,7 +143,7 @@ fn request_host<'a>(headers: &'a HeaderMap, uri: &'a Uri) -> &'a str {
 async fn proxy(
     shared: &Shared,
     peer: &Peer,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     session: &mut Option<Box<Session>>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let remote = peer.addr;
@@ -171,6 +172,11 @@ async fn proxy(
         let plugins = global.is_some() || entry.as_ref().is_some_and(|e| !e.value.chain.is_empty());
         (entry, global, plugins.then(|| config.consumers.clone()))
     };
+    // A WebSocket (or other protocol switch) on a route that allows it: the client's connection is taken over once
+    // the node agrees. Everywhere else the `Upgrade` field is dropped with the other hop-by-hop fields.
+    let upgrade =
+        entry.as_ref().filter(|e| e.value.websocket).and_then(|_| tunnel::requested(req.version(), req.headers()));
+    let on_upgrade = upgrade.is_some().then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     // Before the plugins run: a client's `Connection` field must not be able to remove what they add (identity
     // headers, proxy-rewrite's headers, trace context).
@@ -258,6 +264,10 @@ async fn proxy(
     if parts.uri.authority().is_some() || parts.uri.path_and_query().is_none() {
         parts.uri = Uri::from(parts.uri.path_and_query().cloned().unwrap_or(PathAndQuery::from_static("/")));
     }
+    if let Some(protocol) = &upgrade {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol.clone());
+    }
     // A request without a body can be sent again to another node if the first cannot be reached.
     let replayable = body.is_end_stream();
     let max_tries = if replayable { upstream.max_tries } else { 1 };
@@ -284,7 +294,8 @@ async fn proxy(
         let sent = Instant::now();
         let first_attempt = *first_attempt.get_or_insert(sent);
         let timing = Timing { started: sent, connect: target.timeouts.connect, deadline: sent + limit };
-        let exchange = target_node.pool.send(&parts, body.take(), &extra[..used], sni.as_deref(), timing);
+        let exchange =
+            target_node.pool.send(&parts, body.take(), &extra[..used], sni.as_deref(), timing, upgrade.is_some());
         match exchange.await {
             Ok(resp) => {
                 let latency = sent.elapsed();
@@ -295,6 +306,9 @@ async fn proxy(
                     s.ctx.node = Some(target_node.address.clone());
                     s.ctx.upstream_status = Some(resp.status());
                     s.ctx.upstream_latency = Some(latency);
+                }
+                if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    return switched(resp, on_upgrade, target, session.take(), in_flight);
                 }
                 return Ok(response(resp, target, session.take(), in_flight));
             }
@@ -411,6 +425,28 @@ fn response(
     }
     let body = ReadTimeoutBody::new(body, target.timeouts.read, session, in_flight);
     Response::from_parts(parts, Either::Left(body))
+}
+
+/// Answers the client with the node's 101 and joins the two connections once hyper hands the client's over.
+fn switched(
+    resp: Response<UpstreamBody>,
+    client: Option<hyper::upgrade::OnUpgrade>,
+    target: &Target,
+    mut session: Option<Box<Session>>,
+    in_flight: Option<InFlight>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let (mut parts, body) = resp.into_parts();
+    // The pool accepts a 101 only for a request that asked to switch, which is when `client` is set.
+    let (Some(client), Some((node, early))) = (client, body.into_upgraded()) else {
+        let reason = "a 101 answer to a request that did not ask to switch protocols".to_string();
+        return Err(ProxyError::Upstream { node: "unknown".into(), reason });
+    };
+    if let Some(s) = session.as_mut() {
+        s.response_header(&mut parts);
+    }
+    parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    tunnel::spawn(client, node, early, target.timeouts.read, in_flight);
+    Ok(Response::from_parts(parts, Either::Right(Full::new(Bytes::new()))))
 }
 
 /// Removes the fields meaningful only for the client's connection (RFC 9110 section 7.6.1), and those its

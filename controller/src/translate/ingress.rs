@@ -45,6 +45,9 @@ struct Target<'a> {
 
 /// The annotation naming a PluginConfig whose plugins apply to every path of the Ingress.
 pub const PLUGIN_CONFIG_ANNOTATION: &str = "sluice.dev/plugin-config-name";
+/// The annotation that stops WebSocket upgrades on the Ingress's paths (`"false"`); they are on by default, as in
+/// ingress-nginx.
+pub const WEBSOCKET_ANNOTATION: &str = "sluice.dev/enable-websocket";
 
 pub(super) fn translate(
     ing: &Ingress,
@@ -66,6 +69,8 @@ pub(super) fn translate(
         }
         plugins::config_id(ns, pc)
     });
+    let websocket = ing.metadata.annotations.as_ref().and_then(|a| a.get(WEBSOCKET_ANNOTATION)).map(String::as_str)
+        != Some("false");
     let mut targets = Vec::new();
     let hosts: Vec<_> = spec.rules.iter().flatten().map(|r| r.host.as_deref().map(hosts::parse)).collect();
     let valid_hosts: Vec<Host> = hosts.iter().flatten().filter_map(|h| h.as_ref().ok().cloned()).collect();
@@ -146,6 +151,7 @@ pub(super) fn translate(
             priority: t.priority,
             plugin_config_id: plugin_config_id.clone(),
             plugins,
+            enable_websocket: Some(websocket),
             upstream_id: Some(resolved.upstream_id),
             labels: labels::owner("Ingress", ns, ing_name),
             ..Route::default()

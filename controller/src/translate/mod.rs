@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::resources::Resources;
 
 pub use class::DEFAULT_CONTROLLER_NAME;
-pub use ingress::PLUGIN_CONFIG_ANNOTATION;
+pub use ingress::{PLUGIN_CONFIG_ANNOTATION, WEBSOCKET_ANNOTATION};
 pub use status::Publish;
 pub use tls::{CLIENT_CA_ANNOTATION, CLIENT_DEPTH_ANNOTATION, SSL_REDIRECT_ANNOTATION};
 

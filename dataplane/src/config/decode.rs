@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use sluice_model::{
-    Consumer, Kind, Plugins, Route, Service, Ssl, Status, Timeout, decode_consumer, decode_global_rule,
-    decode_plugin_config, decode_route, decode_service, decode_ssl,
+    Consumer, Kind, Plugins, Route, Ssl, Status, Timeout, decode_consumer, decode_global_rule, decode_plugin_config,
+    decode_route, decode_service, decode_ssl,
 };
 
 use super::upstream::UpstreamSpec;
@@ -47,6 +47,8 @@ pub(super) struct RouteDef {
     /// The first path and host patterns, for metrics labels.
     pub(super) matched: (Arc<str>, Arc<str>),
     pub(super) plugins: Plugins,
+    /// `enable_websocket` as written (unset: the service's decides).
+    pub(super) websocket: Option<bool>,
 }
 
 /// A checked service.
@@ -57,6 +59,8 @@ pub(super) struct ServiceDef {
     pub(super) inline: Option<UpstreamSpec>,
     pub(super) name: Option<Arc<str>>,
     pub(super) plugins: Plugins,
+    /// `enable_websocket` as written.
+    pub(super) websocket: Option<bool>,
 }
 
 /// One decoded object of a served kind.
@@ -146,34 +150,24 @@ fn route(id: &str, value: &[u8]) -> Result<RouteDef, Rejected> {
         name: route.name.as_deref().map(Arc::from),
         matched,
         plugins: route.plugins.unwrap_or_default(),
+        websocket: route.enable_websocket,
     })
 }
 
 fn service(value: &[u8]) -> Result<ServiceDef, Rejected> {
     let service = decode_service(value)?;
-    check_service(&service)?;
     let hosts = Hosts::compile(service.hosts.iter().flatten().map(String::as_str))?;
     let inline = service.upstream.as_ref().map(UpstreamSpec::from_model).transpose()?;
     let upstream_id = service.upstream_id.as_deref().map(Arc::from);
     let name = service.name.as_deref().map(Arc::from);
-    Ok(ServiceDef { hosts, upstream_id, inline, name, plugins: service.plugins.unwrap_or_default() })
+    let websocket = service.enable_websocket;
+    Ok(ServiceDef { hosts, upstream_id, inline, name, plugins: service.plugins.unwrap_or_default(), websocket })
 }
 
-/// Checks the route-level fields the proxy does not implement yet, and conflicting ones.
+/// Checks conflicting route-level fields.
 fn check_route(route: &Route) -> Result<(), Rejected> {
-    let unsupported = |what: &str| Err(Rejected::Unsupported(what.to_string()));
-    if route.enable_websocket == Some(true) {
-        return unsupported("enable_websocket");
-    }
     if route.upstream.is_some() && route.upstream_id.is_some() {
         return Err(Rejected::Conflict("upstream and upstream_id are both set".into()));
-    }
-    Ok(())
-}
-
-fn check_service(service: &Service) -> Result<(), Rejected> {
-    if service.enable_websocket == Some(true) {
-        return Err(Rejected::Unsupported("enable_websocket".into()));
     }
     Ok(())
 }

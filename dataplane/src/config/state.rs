@@ -45,6 +45,8 @@ struct RouteObject {
     /// The first path and host patterns, for metrics labels.
     matched: (Arc<str>, Arc<str>),
     plugins: Vec<Built>,
+    /// `enable_websocket` as written.
+    websocket: Option<bool>,
     /// Set when this is the stand-in of a rejected route that never had a good version: it answers 503.
     rejected: bool,
     /// The objects the current entry was resolved from.
@@ -67,6 +69,7 @@ struct ServiceObject {
     inline: Option<Arc<UpstreamRuntime>>,
     name: Option<Arc<str>>,
     plugins: Vec<Built>,
+    websocket: Option<bool>,
 }
 
 #[derive(Debug)]
@@ -342,6 +345,7 @@ impl State {
                 name: None,
                 matched: (Arc::from(""), Arc::from("")),
                 plugins: Vec::new(),
+                websocket: None,
                 rejected: true,
                 deps: Vec::new(),
                 entry: None,
@@ -468,6 +472,7 @@ impl State {
             name: def.name,
             matched: def.matched,
             plugins,
+            websocket: def.websocket,
             rejected: false,
             deps: Vec::new(),
             entry: None,
@@ -514,8 +519,9 @@ impl State {
         let plugins = self.build(&def.plugins, &old_plugins)?;
         let old_inline = self.services.get(id).and_then(|o| o.inline.clone());
         let inline = self.inline_upstream(&format!("service {id}"), def.inline, old_inline)?;
-        let ServiceDef { hosts, upstream_id, name, .. } = def;
-        self.services.insert(id.clone(), ServiceObject { revision, hosts, upstream_id, inline, name, plugins });
+        let ServiceDef { hosts, upstream_id, name, websocket, .. } = def;
+        let service = ServiceObject { revision, hosts, upstream_id, inline, name, plugins, websocket };
+        self.services.insert(id.clone(), service);
         self.mark_dependents(Kind::Service, id);
         Ok(())
     }
@@ -719,7 +725,9 @@ impl State {
             matched_host: obj.matched.1.clone(),
         });
         let timeouts = Timeouts::from_model(obj.timeout.or(upstream.as_ref().ok().and_then(|u| u.timeout())));
-        let target = Target { route_id: id.clone(), meta, upstream, timeouts, warned: false.into(), chain };
+        // As APISIX: the route's own setting, else its service's.
+        let websocket = obj.websocket.or(service.and_then(|s| s.websocket)).unwrap_or(false);
+        let target = Target { route_id: id.clone(), meta, upstream, timeouts, warned: false.into(), chain, websocket };
         let entry = Arc::new(Entry { rule, value: target });
 
         let Some(obj) = self.routes.get_mut(id) else { return };

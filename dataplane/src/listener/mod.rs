@@ -121,7 +121,7 @@ pub(crate) async fn serve<T, M, H, Fut, B>(
             // In the connection's own task, so a slow handshake never holds up the accept loop.
             let Some((stream, transport)) = handshake.handshake(stream, remote).await else { return };
             let svc = service_fn(connection(remote, &transport));
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             let mut stopping = false;
             let result = std::future::poll_fn(|cx| {
