@@ -302,7 +302,10 @@ def test_default_scaling_and_disruption_budgets() -> None:
         )
     svc = rendered.one("Service", "sluice-dataplane")
     assert svc["spec"]["type"] == "LoadBalancer"
-    assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    assert svc["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+        {"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"},
+    ]
     ctl = args_of(container(rendered.one("Deployment", "sluice-controller"), "controller"))
     assert ctl["--publish-service"] == f"{NAMESPACE}/sluice-dataplane"
     ingress_class = rendered.one("IngressClass", "sluice")
@@ -491,3 +494,24 @@ def test_default_rendering_matches_golden() -> None:
             "the default rendering differs from charts/tests/golden/default.yaml; if intended, run\n"
             "SLUICE_UPDATE_GOLDEN=1 .local/venv/bin/python -m pytest charts/tests\n" + diff[:6000]
         )
+
+
+def test_https_listener_is_wired_through_to_the_service() -> None:
+    values: dict[str, Any] = {}
+    c = container(dataplane(values), "dataplane")
+    args = args_of(c)
+    assert args["--https-addr"] == "0.0.0.0:9443"
+    # Redirects to HTTPS name the port clients reach, not the pod's.
+    assert args["--https-public-port"] == "443"
+    assert {"name": "https", "containerPort": 9443, "protocol": "TCP"} in c["ports"]
+    svc = render(values).one("Service", "sluice-dataplane")
+    https = next(p for p in svc["spec"]["ports"] if p["name"] == "https")
+    assert (https["port"], https["targetPort"]) == (443, "https")
+    # A default certificate, and the listener switched off.
+    with_default = {"dataplane": {"defaultSsl": "wildcard"}}
+    assert args_of(container(dataplane(with_default), "dataplane"))["--default-ssl"] == "wildcard"
+    off = {"dataplane": {"httpsPort": 0}}
+    chart().validate_schema(off)
+    assert args_of(container(dataplane(off), "dataplane"))["--https-addr"] == "off"
+    svc = render(off).one("Service", "sluice-dataplane")
+    assert [p["name"] for p in svc["spec"]["ports"]] == ["http"]

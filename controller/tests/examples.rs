@@ -13,7 +13,8 @@ fn examples_translate_cleanly() {
     assert!(problems.is_empty(), "{problems:?}");
     assert!(out.statuses.iter().any(|s| s.object.kind == "Ingress"), "the demo Ingress is ours");
     let ingress_routes = out.config.routes.keys().filter(|id| id.starts_with("ing.")).count();
-    assert_eq!(ingress_routes, 5, "four rule paths and the default backend");
+    assert_eq!(ingress_routes, 6, "the demo's four rule paths and default backend, and the TLS example's path");
+    assert_eq!(out.config.ssls.len(), 1, "the TLS example's certificate");
     for kind in ["ApiRoute", "Upstream", "PluginConfig", "Consumer"] {
         assert!(out.statuses.iter().any(|s| s.object.kind == kind), "an example {kind} is translated");
     }

@@ -54,7 +54,7 @@ fn rejects_each_rule() {
     assert_eq!(with("key", json!(cert)), InvalidSsl::Key { field: "key".into() });
     // Another certificate's key: caught here, so the controller refuses it before any data plane does.
     let (_, other_key) = pair();
-    assert!(matches!(with("key", json!(other_key)), InvalidSsl::KeyMismatch { field } if field == "key"));
+    assert!(matches!(with("key", json!(other_key)), InvalidSsl::KeyMismatch { field, .. } if field == "key"));
     assert_eq!(with("key", json!("x".repeat(MAX_PEM + 1))), InvalidSsl::TooLong { field: "key".into() });
     let mut two = base.clone();
     two["certs"] = json!([cert]);
