@@ -14,7 +14,7 @@ cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace
 echo "== local stack check (the README's first command, non-interactive)"
-target/debug/sluice-stack --manifests config/examples --http-port 0 --check
+target/debug/sluice-stack --manifests config/examples --http-port 0 --https-port 0 --check
 echo "== chart and packaging tests"
 .local/venv/bin/python -m pytest -q charts/tests
 echo "== kind end-to-end suite"
