@@ -88,6 +88,39 @@ impl ProxyError {
         self.reply().map(Full::new)
     }
 
+    /// The gRPC status code for a gRPC client (as gRPC's HTTP mapping gives it, with the data plane's own timeout
+    /// as `DEADLINE_EXCEEDED`).
+    pub fn grpc_status(&self) -> u8 {
+        match self {
+            ProxyError::RouteNotFound => 12, // UNIMPLEMENTED
+            ProxyError::Misdirected => 2,    // UNKNOWN
+            ProxyError::Unresolved(_)
+            | ProxyError::NoNodes(_)
+            | ProxyError::Connect { .. }
+            | ProxyError::Upstream { .. } => 14, // UNAVAILABLE
+            ProxyError::Timeout { .. } => 4, // DEADLINE_EXCEEDED
+        }
+    }
+
+    /// The answer for a gRPC client: HTTP 200 with `grpc-status` and `grpc-message` and no body (a trailers-only
+    /// response), which is how gRPC clients read an error; an HTTP error status would surface as a transport
+    /// failure instead of the reason.
+    pub fn grpc_reply(&self) -> Response<Bytes> {
+        let mut resp = Response::new(Bytes::new());
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from(u16::from(self.grpc_status())));
+        let message = match self {
+            // The same words as the HTTP body, without the JSON.
+            ProxyError::RouteNotFound => "404 Route Not Found".to_string(),
+            e => format!("{} {}: {e}", e.status().as_u16(), e.status().canonical_reason().unwrap_or("")),
+        };
+        if let Ok(value) = HeaderValue::from_str(&grpc_message(&message)) {
+            headers.insert("grpc-message", value);
+        }
+        resp
+    }
+
     /// The whole response, its body in one piece (as plugins' response phases take it).
     pub fn reply(&self) -> Response<Bytes> {
         let mut resp = Response::new(self.body());
@@ -97,6 +130,29 @@ impl ProxyError {
     }
 }
 
+/// Whether a request is a gRPC call (`content-type: application/grpc`, with or without a `+format` suffix).
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|ct| {
+        let ct = ct.as_bytes();
+        ct.len() >= 16
+            && ct[..16].eq_ignore_ascii_case(b"application/grpc")
+            && matches!(ct.get(16), None | Some(b'+' | b';'))
+    })
+}
+
+/// `grpc-message` is percent-encoded: bytes outside printable ASCII, and `%` itself.
+fn grpc_message(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn error_body(msg: &str) -> Bytes {
     Bytes::from(serde_json::json!({ "error_msg": msg }).to_string())
 }
@@ -104,6 +160,28 @@ fn error_body(msg: &str) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_clients_get_statuses_in_headers() {
+        let mut h = http::HeaderMap::new();
+        for (ct, grpc) in [
+            ("application/grpc", true),
+            ("application/grpc+proto", true),
+            ("Application/GRPC; charset=x", true),
+            ("application/grpc-web", false),
+            ("application/json", false),
+        ] {
+            h.insert(header::CONTENT_TYPE, ct.parse().unwrap());
+            assert_eq!(is_grpc(&h), grpc, "{ct}");
+        }
+        let reply = ProxyError::RouteNotFound.grpc_reply();
+        assert_eq!(reply.status(), StatusCode::OK);
+        assert_eq!(reply.headers()["grpc-status"], "12");
+        assert_eq!(reply.headers()["grpc-message"], "404 Route Not Found");
+        let timeout = ProxyError::Timeout { node: "10.0.0.1:80".into(), seconds: 1.5 };
+        assert_eq!(timeout.grpc_reply().headers()["grpc-status"], "4");
+        assert_eq!(grpc_message("50% ü"), "50%25 %C3%BC");
+    }
 
     #[test]
     fn maps_errors_to_statuses_and_bodies() {

@@ -53,6 +53,9 @@ pub enum Error {
     /// The client's request body failed while it was being sent on.
     #[error("reading the client's request body: {0}")]
     Client(hyper::Error),
+    /// The HTTP/2 exchange with the node failed (the connection, or the stream was reset).
+    #[error("HTTP/2: {0}")]
+    Http2(hyper::Error),
 }
 
 /// A connection's byte stream: plain TCP, or TLS over it.

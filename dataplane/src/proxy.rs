@@ -79,6 +79,8 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let mut session = None;
+    // Read before the request moves: a gRPC client gets the data plane's own errors as gRPC statuses.
+    let grpc = crate::error::is_grpc(req.headers());
     let resp = match proxy(&shared, &peer, req, &mut session).await {
         Ok(resp) => resp,
         Err(err) => {
@@ -92,9 +94,10 @@ pub(crate) async fn handle(
                 }
             }
             // Plugins see the data plane's own answers too; their log phase runs as `session` drops here.
+            let answer = if grpc { err.grpc_reply() } else { err.reply() };
             let reply = match session.as_mut() {
-                Some(s) => s.reply(err.reply()),
-                None => err.reply(),
+                Some(s) => s.reply(answer),
+                None => answer,
             };
             full(reply)
         }

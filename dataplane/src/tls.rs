@@ -28,6 +28,8 @@ pub struct TlsSettings {
     pub client_key: Option<String>,
     /// Whether the node's certificate must chain to a trusted root and name the server (default false).
     pub verify: bool,
+    /// Offer HTTP/2 alone by ALPN (`scheme: grpcs`), instead of HTTP/1.1.
+    pub h2: bool,
 }
 
 impl std::fmt::Debug for TlsSettings {
@@ -35,6 +37,7 @@ impl std::fmt::Debug for TlsSettings {
         // Never print the private key.
         f.debug_struct("TlsSettings")
             .field("verify", &self.verify)
+            .field("h2", &self.h2)
             .field("client_cert", &self.client_cert.is_some())
             .finish()
     }
@@ -141,8 +144,8 @@ impl TlsClient {
             }
             _ => builder.with_no_client_auth(),
         };
-        // The proxy speaks HTTP/1.1 to nodes; say so, so a node that prefers h2 does not pick it.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // Say which protocol the proxy will speak, so a node that prefers another does not pick it.
+        config.alpn_protocols = vec![if settings.h2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
         Ok(TlsClient { settings: settings.clone(), connector: TlsConnector::from(Arc::new(config)) })
     }
 
@@ -218,7 +221,7 @@ mod tests {
         assert!(TlsSettings::parse(Some(&json!({"verify": "yes"}))).is_err());
         assert!(TlsSettings::parse(Some(&json!({"client_cert_id": "1"}))).is_err());
         assert!(TlsSettings::parse(Some(&json!({"sni": "x"}))).is_err());
-        let bad = TlsSettings { client_cert: Some("nope".into()), client_key: Some("nope".into()), verify: false };
+        let bad = TlsSettings { client_cert: Some("nope".into()), client_key: Some("nope".into()), ..Default::default() };
         assert!(TlsClient::new(&bad, &Trust::default()).unwrap_err().contains("client_cert"));
         assert!(TlsClient::new(&TlsSettings::default(), &Trust::default()).is_ok());
     }

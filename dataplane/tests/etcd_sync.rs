@@ -117,7 +117,7 @@ async fn rejects_bad_objects_alone() {
         json!({"uri": "/plug", "plugins": {"nope": {}}, "upstream": {"nodes": nodes}}),
     )
     .await;
-    put(&mut c, "/sluice/upstreams/grpc", json!({"scheme": "grpc", "nodes": nodes})).await;
+    put(&mut c, "/sluice/upstreams/stream", json!({"scheme": "tcp", "nodes": nodes})).await;
     put(&mut c, "/sluice/routes/good", json!({"uri": "/good", "upstream": {"nodes": nodes}})).await;
     put(&mut c, "/sluice/routes/catch-all", json!({"uri": "/*", "upstream": {"nodes": nodes}})).await;
     put(&mut c, "/sluice/ssls/ignored", json!({"whatever": true})).await;

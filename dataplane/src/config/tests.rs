@@ -103,7 +103,7 @@ fn rejects_bad_objects_once_and_alone() {
         bad.clone(),
         raw("/sluice/routes/plug", json!({"uri": "/p", "plugins": {"nope": {}}, "upstream_id": "u"}), 3),
         raw("/sluice/routes/ok", json!({"uri": "/ok", "upstream_id": "u"}), 4),
-        raw("/sluice/upstreams/u", json!({"scheme": "grpc", "nodes": {}}), 5),
+        raw("/sluice/upstreams/u", json!({"scheme": "tls", "nodes": {}}), 5),
         raw("/sluice/routes/param", json!({"uri": "/u/:id", "upstream_id": "u"}), 6),
         raw("/sluice/ssls/s", json!({}), 7),
         raw("/elsewhere/routes/x", json!({}), 8),
@@ -228,7 +228,7 @@ fn an_upstream_change_touches_only_its_routes() {
 fn listing() -> Vec<RawObject> {
     let mut objects = vec![
         raw("/sluice/upstreams/u", json!({"nodes": {"127.0.0.1:1": 1}}), 2),
-        raw("/sluice/upstreams/grpc", json!({"scheme": "grpc", "nodes": {}}), 3),
+        raw("/sluice/upstreams/grpc", json!({"scheme": "tls", "nodes": {}}), 3),
         raw("/sluice/services/s", json!({"upstream_id": "u", "hosts": ["svc.com"]}), 4),
         raw("/sluice/services/plug", json!({"plugins": {"nope": {}}}), 5),
         raw("/sluice/plugin_configs/pc", json!({"plugins": {}}), 6),

@@ -13,7 +13,7 @@ use super::Rejected;
 use crate::balancer::{self, Balancer, NodeSpec};
 use crate::health::{Checks, Observed, PassiveState, ProbeKind};
 use crate::metrics::{Metrics, UpstreamMetrics};
-use crate::pool::{NodePool, Pool, Pools};
+use crate::pool::{NodePool, Pool, Pools, Protocol};
 use crate::router::template::{Scope, Template, verbatim};
 use crate::router::{RequestInfo, Variable};
 use crate::tls::{TlsClient, TlsSettings, server_name};
@@ -39,22 +39,27 @@ pub struct UpstreamSpec {
     retry_timeout: Option<f64>,
     checks: Option<Checks>,
     pool: Pool,
-    /// TLS settings; `Some` exactly when the scheme is `https`.
+    /// TLS settings; `Some` exactly when the scheme is `https` or `grpcs`.
     tls: Option<TlsSettings>,
+    /// HTTP/1.1, or HTTP/2 for `grpc` and `grpcs`.
+    protocol: Protocol,
 }
 
 impl UpstreamSpec {
     /// Checks that an upstream uses only supported features and extracts what the proxy needs.
     pub fn from_model(up: &Upstream) -> Result<UpstreamSpec, Rejected> {
         let unsupported = |what: String| Err(Rejected::Unsupported(what));
-        let tls = match up.scheme {
-            Scheme::Http => None,
-            Scheme::Https => {
-                Some(TlsSettings::parse(up.tls.as_ref()).map_err(|e| match e.strip_prefix("tls.client_cert_id") {
-                    Some(_) => Rejected::Unsupported(e),
-                    None => Rejected::Invalid(e),
-                })?)
-            }
+        let settings = || {
+            TlsSettings::parse(up.tls.as_ref()).map_err(|e| match e.strip_prefix("tls.client_cert_id") {
+                Some(_) => Rejected::Unsupported(e),
+                None => Rejected::Invalid(e),
+            })
+        };
+        let (tls, protocol) = match up.scheme {
+            Scheme::Http => (None, Protocol::Http1),
+            Scheme::Https => (Some(settings()?), Protocol::Http1),
+            Scheme::Grpc => (None, Protocol::Http2),
+            Scheme::Grpcs => (Some(TlsSettings { h2: true, ..settings()? }), Protocol::Http2),
             other => return unsupported(format!("upstream scheme {other}")),
         };
         let checks = up.checks.as_ref().map(Checks::parse).transpose().map_err(Rejected::Invalid)?;
@@ -81,6 +86,7 @@ impl UpstreamSpec {
             checks,
             pool: up.keepalive_pool.as_ref().map(keepalive_pool).transpose()?.unwrap_or_default(),
             tls,
+            protocol,
         };
         // Check the hash key now, so a bad one rejects the upstream instead of failing on the request path.
         HashKey::compile(&spec)?;
@@ -261,7 +267,7 @@ impl UpstreamRuntime {
             let host_text = if *port == default_port { bracketed } else { address.clone() };
             let host_header = HeaderValue::try_from(host_text)
                 .map_err(|e| Rejected::Unsupported(format!("node host {host} ({e})")))?;
-            let pool = pools.node(&authority, spec.pool, tls.clone());
+            let pool = pools.node(&authority, spec.pool, tls.clone(), spec.protocol);
             let tls_name = tls.as_ref().and_then(|_| server_name(&host_header)).map(Cow::into_owned);
             nodes.push(NodeRuntime { address: Arc::from(authority.as_str()), authority, host_header, pool, tls_name });
             balanced.push(NodeSpec { address, weight: *weight, priority: *priority });
@@ -284,8 +290,9 @@ impl UpstreamRuntime {
         let passive = spec.checks.as_ref().and_then(|c| c.passive.clone()).map(|p| PassiveState::new(p, nodes.len()));
         let probe_tls = match spec.checks.as_ref().and_then(|c| c.active.as_ref()) {
             Some(active) if active.kind == ProbeKind::Https => {
-                let settings =
-                    TlsSettings { verify: active.https_verify_certificate, ..spec.tls.clone().unwrap_or_default() };
+                // Probes speak HTTP/1.1, also to gRPC nodes.
+                let base = spec.tls.clone().unwrap_or_default();
+                let settings = TlsSettings { verify: active.https_verify_certificate, h2: false, ..base };
                 Some(pools.tls(&settings).map_err(Rejected::Invalid)?)
             }
             _ => None,
@@ -369,7 +376,9 @@ mod tests {
         let spec = |v: serde_json::Value| UpstreamSpec::from_model(&serde_json::from_value(v).unwrap());
         assert!(spec(json!({"nodes": {"a:1": 1}})).is_ok());
         assert!(spec(json!({"scheme": "https", "nodes": {"a:1": 1}})).is_ok());
-        assert!(spec(json!({"scheme": "grpc", "nodes": {"a:1": 1}})).is_err());
+        assert!(spec(json!({"scheme": "grpc", "nodes": {"a:1": 1}})).is_ok_and(|s| s.protocol == Protocol::Http2));
+        assert!(spec(json!({"scheme": "grpcs", "nodes": {"a:1": 1}})).is_ok_and(|s| s.tls.is_some_and(|t| t.h2)));
+        assert!(spec(json!({"scheme": "tls", "nodes": {"a:1": 1}})).is_err(), "stream proxying is not supported");
         assert!(spec(json!({"scheme": "https", "tls": {"client_cert": "x"}, "nodes": {"a:1": 1}})).is_err());
         assert!(spec(json!({"type": "least_conn", "nodes": {"a:1": 1}})).is_ok());
         assert!(spec(json!({"type": "ewma", "nodes": {"a:1": 1}})).is_ok());

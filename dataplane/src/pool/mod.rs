@@ -6,6 +6,11 @@
 //! churn), its unchanged nodes keep their warm connections. A request takes the most recently used idle connection
 //! (the one least likely to have been closed by the node), sends on it directly, and returns it from the response
 //! body once the body has ended; nothing on this path goes through a shared client or a per-request task.
+//!
+//! Nodes of `scheme: grpc` and `grpcs` speak HTTP/2 instead ([`http2`]): one connection per node carries every
+//! request as a stream. Both transports sit behind [`NodePool::send`] and [`UpstreamBody`].
+
+mod http2;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -67,6 +72,9 @@ pub enum ConnectError {
     /// The node closed a new connection before it could carry the request.
     #[error("the node closed the connection at once")]
     Closed,
+    /// The HTTP/2 connection preface or settings exchange failed.
+    #[error("HTTP/2 handshake: {0}")]
+    Http2(String),
 }
 
 /// When an attempt started and how long its parts may take.
@@ -94,12 +102,23 @@ pub enum SendError {
     Timeout,
 }
 
-/// Identifies a node pool: the address, the pool settings and the TLS settings (none for plain HTTP).
+/// The HTTP version spoken to a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Protocol {
+    /// HTTP/1.1 on pooled connections (`scheme: http`, `https`).
+    #[default]
+    Http1,
+    /// HTTP/2 streams on one shared connection (`scheme: grpc`, `grpcs`).
+    Http2,
+}
+
+/// Identifies a node pool: the address, the pool settings, the TLS settings (none for plain HTTP) and the protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PoolKey {
     authority: Authority,
     pool: Pool,
     tls: Option<TlsSettings>,
+    protocol: Protocol,
 }
 
 /// Every node pool in use, and the TLS client configurations they share.
@@ -136,13 +155,20 @@ impl Pools {
 
     /// The pool of `authority` with these settings: the existing one while any upstream still uses it, else a new
     /// one.
-    pub fn node(&self, authority: &Authority, pool: Pool, tls: Option<Arc<TlsClient>>) -> Arc<NodePool> {
-        let key = PoolKey { authority: authority.clone(), pool, tls: tls.as_ref().map(|t| t.settings().clone()) };
+    pub fn node(
+        &self,
+        authority: &Authority,
+        pool: Pool,
+        tls: Option<Arc<TlsClient>>,
+        protocol: Protocol,
+    ) -> Arc<NodePool> {
+        let tls_settings = tls.as_ref().map(|t| t.settings().clone());
+        let key = PoolKey { authority: authority.clone(), pool, tls: tls_settings, protocol };
         let mut pools = self.inner.pools.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = pools.get(&key).and_then(Weak::upgrade) {
             return existing;
         }
-        let node = Arc::new(NodePool::new(authority, pool, tls));
+        let node = Arc::new(NodePool::new(authority, pool, tls, protocol));
         pools.insert(key, Arc::downgrade(&node));
         node
     }
@@ -193,9 +219,12 @@ pub struct NodePool {
     host: String,
     settings: Pool,
     tls: Option<Arc<TlsClient>>,
-    /// Oldest first; requests take from the back (most recently used).
+    protocol: Protocol,
+    /// HTTP/1.1: oldest first; requests take from the back (most recently used).
     /// Boxed, so a connection moving between the pool and a response body is a pointer.
     idle: Mutex<VecDeque<Box<Conn>>>,
+    /// HTTP/2: the shared connections, one per TLS server name.
+    shared: http2::Shared,
 }
 
 /// One HTTP/1.1 connection to a node, owned by a request while it is in use.
@@ -226,14 +255,15 @@ impl Conn {
 }
 
 impl NodePool {
-    fn new(authority: &Authority, settings: Pool, tls: Option<Arc<TlsClient>>) -> NodePool {
+    fn new(authority: &Authority, settings: Pool, tls: Option<Arc<TlsClient>>, protocol: Protocol) -> NodePool {
         let host = authority.host().trim_matches(['[', ']']).to_string();
         let port = authority.port_u16().unwrap_or(if tls.is_some() { 443 } else { 80 });
         let dial = match host.parse::<IpAddr>() {
             Ok(ip) => Dial::Addr(SocketAddr::new(ip, port)),
             Err(_) => Dial::Name(host.clone(), port),
         };
-        NodePool { dial, host, settings, tls, idle: Mutex::new(VecDeque::new()) }
+        let (idle, shared) = (Mutex::new(VecDeque::new()), http2::Shared::default());
+        NodePool { dial, host, settings, tls, protocol, idle, shared }
     }
 
     /// Whether connections to this node use TLS.
@@ -261,6 +291,9 @@ impl NodePool {
     ) -> Result<Response<UpstreamBody>, SendError> {
         let Timing { started: now, connect, deadline } = timing;
         let server_name = self.tls.as_ref().map(|_| server_name.filter(|n| !n.is_empty()).unwrap_or(&self.host));
+        if self.protocol == Protocol::Http2 {
+            return self.send_http2(parts, body, extra, server_name, timing).await;
+        }
         let head_request = parts.method == Method::HEAD;
         let mut conn = match self.take(server_name, now) {
             Some(conn) => conn,
@@ -276,11 +309,11 @@ impl NodePool {
                 Ok(head) => {
                     conn.served += 1;
                     if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                        let body = UpstreamBody::switched(self.clone(), conn, upload);
-                        return Ok(Response::from_parts(head.parts, body));
+                        let body = Http1Body::switched(self.clone(), conn, upload);
+                        return Ok(Response::from_parts(head.parts, UpstreamBody::Http1(body)));
                     }
-                    let body = UpstreamBody::new(self.clone(), conn, upload, head.framing, head.keep_alive);
-                    return Ok(Response::from_parts(head.parts, body));
+                    let body = Http1Body::new(self.clone(), conn, upload, head.framing, head.keep_alive);
+                    return Ok(Response::from_parts(head.parts, UpstreamBody::Http1(body)));
                 }
                 Err(None) => return Err(SendError::Timeout),
                 Err(Some(e)) => e,
@@ -339,7 +372,20 @@ impl NodePool {
 
     /// Opens a connection: TCP, then TLS when configured, both within `limit`.
     async fn connect(&self, limit: Duration, server_name: Option<&str>) -> Result<Box<Conn>, ConnectError> {
-        let opened = tokio::time::timeout(limit, async {
+        let opened = self.open(limit, server_name).await?;
+        Ok(Box::new(Conn {
+            connection: Connection::new(opened),
+            served: 0,
+            server_name: server_name.map(Arc::from),
+            idle_since: Instant::now(),
+            reused: false,
+            deadline: None,
+        }))
+    }
+
+    /// Opens a stream to the node: TCP, then TLS when configured, both within `limit`.
+    async fn open(&self, limit: Duration, server_name: Option<&str>) -> Result<Stream, ConnectError> {
+        tokio::time::timeout(limit, async {
             let tcp = match &self.dial {
                 Dial::Addr(addr) => TcpStream::connect(addr).await,
                 Dial::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await,
@@ -358,15 +404,7 @@ impl NodePool {
             }
         })
         .await
-        .map_err(|_| ConnectError::Timeout(limit))??;
-        Ok(Box::new(Conn {
-            connection: Connection::new(opened),
-            served: 0,
-            server_name: server_name.map(Arc::from),
-            idle_since: Instant::now(),
-            reused: false,
-            deadline: None,
-        }))
+        .map_err(|_| ConnectError::Timeout(limit))?
     }
 }
 
@@ -408,11 +446,57 @@ async fn exchange_head(
     .await
 }
 
-/// A node's response body, read from its connection as the client takes it. The connection goes back to its pool
-/// when the body has been read to its end and the request body was sent in full; otherwise it is closed (as nginx
-/// does), since the node may still be reading or writing.
+/// A node's response body, from either transport.
 #[derive(Debug)]
-pub struct UpstreamBody {
+pub enum UpstreamBody {
+    /// Read from an HTTP/1.1 connection.
+    Http1(Http1Body),
+    /// An HTTP/2 stream (trailers included).
+    Http2(hyper::body::Incoming),
+}
+
+impl UpstreamBody {
+    /// After a 101 answer: the connection's stream and what the node sent after the head, for the tunnel between
+    /// client and node. `None` for any other answer.
+    pub fn into_upgraded(self) -> Option<(Stream, BytesMut)> {
+        match self {
+            UpstreamBody::Http1(body) => body.into_upgraded(),
+            UpstreamBody::Http2(_) => None,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = exchange::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, exchange::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Http1(body) => Pin::new(body).poll_frame(cx),
+            UpstreamBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(exchange::Error::Http2),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Http1(body) => body.is_end_stream(),
+            UpstreamBody::Http2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpstreamBody::Http1(body) => body.size_hint(),
+            UpstreamBody::Http2(body) => body.size_hint(),
+        }
+    }
+}
+
+/// A node's response body, read from its HTTP/1.1 connection as the client takes it. The connection goes back to
+/// its pool when the body has been read to its end and the request body was sent in full; otherwise it is closed
+/// (as nginx does), since the node may still be reading or writing.
+#[derive(Debug)]
+pub struct Http1Body {
     pool: Arc<NodePool>,
     conn: Option<Box<Conn>>,
     upload: Upload,
@@ -422,10 +506,10 @@ pub struct UpstreamBody {
     buffered: Option<Bytes>,
 }
 
-impl UpstreamBody {
+impl Http1Body {
     fn new(pool: Arc<NodePool>, mut conn: Box<Conn>, upload: Upload, mut framing: Framing, keep_alive: bool) -> Self {
         let buffered = framing.take_buffered(&mut conn.connection);
-        let mut body = UpstreamBody { pool, conn: Some(conn), upload, framing, keep_alive, buffered };
+        let mut body = Http1Body { pool, conn: Some(conn), upload, framing, keep_alive, buffered };
         if body.framing.is_end() {
             body.finish();
         }
@@ -434,12 +518,11 @@ impl UpstreamBody {
 
     /// The body of a 101 answer: none, and the connection is kept for [`UpstreamBody::into_upgraded`].
     fn switched(pool: Arc<NodePool>, conn: Box<Conn>, upload: Upload) -> Self {
-        UpstreamBody { pool, conn: Some(conn), upload, framing: Framing::Done, keep_alive: false, buffered: None }
+        Http1Body { pool, conn: Some(conn), upload, framing: Framing::Done, keep_alive: false, buffered: None }
     }
 
-    /// After a 101 answer: the connection's stream and what the node sent after the head, for the tunnel between
-    /// client and node. `None` for any other answer.
-    pub fn into_upgraded(mut self) -> Option<(Stream, BytesMut)> {
+    /// After a 101 answer: the connection's stream and what the node sent after the head.
+    fn into_upgraded(mut self) -> Option<(Stream, BytesMut)> {
         self.conn.take().map(|conn| conn.connection.into_io())
     }
 
@@ -454,7 +537,7 @@ impl UpstreamBody {
     }
 }
 
-impl Body for UpstreamBody {
+impl Body for Http1Body {
     type Data = Bytes;
     type Error = exchange::Error;
 
@@ -502,10 +585,10 @@ mod tests {
     fn pools_are_shared_while_in_use_and_forgotten_after() {
         let pools = Pools::default();
         let a: Authority = "127.0.0.1:1".parse().unwrap();
-        let first = pools.node(&a, Pool::default(), None);
-        let again = pools.node(&a, Pool::default(), None);
+        let first = pools.node(&a, Pool::default(), None, Protocol::Http1);
+        let again = pools.node(&a, Pool::default(), None, Protocol::Http1);
         assert!(Arc::ptr_eq(&first, &again));
-        let other = pools.node(&a, Pool { size: 1, ..Pool::default() }, None);
+        let other = pools.node(&a, Pool { size: 1, ..Pool::default() }, None, Protocol::Http1);
         assert!(!Arc::ptr_eq(&first, &other), "different settings, different pool");
         assert_eq!(pools.len(), 2);
         drop((first, again, other));

@@ -1,0 +1,111 @@
+//! HTTP/2 to nodes (upstream `scheme: grpc` and `grpcs`): one connection per node (and TLS server name) carries
+//! every request as a stream, opened on first use and again once it has closed, so a thousand concurrent gRPC calls
+//! cost one connection rather than a thousand. Streams beyond the node's `SETTINGS_MAX_CONCURRENT_STREAMS` wait for
+//! a free one. hyper's HTTP/2 client does the framing: unlike HTTP/1.1, where the proxy's own exchange saves a
+//! task and a channel per request, HTTP/2 needs a connection task anyway (its streams are multiplexed).
+//!
+//! Bodies stream both ways, trailers included (gRPC puts its status in them).
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, Uri, Version};
+use hyper::client::conn::http2::{Builder, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tracing::debug;
+
+use super::{ConnectError, NodePool, SendError, Timing, UpstreamBody};
+use crate::exchange::{self, RequestBody};
+
+/// The HTTP/2 connections of one node, by TLS server name (`None` for plain `grpc`).
+#[derive(Debug, Default)]
+pub(super) struct Shared {
+    senders: tokio::sync::Mutex<Vec<Named>>,
+}
+
+/// One connection's sender and the TLS server name it was opened with.
+type Named = (Option<Arc<str>>, SendRequest<RequestBody>);
+
+impl NodePool {
+    /// Sends the request as a stream on the node's shared connection and waits for the response head until the
+    /// deadline. The head's `Host` becomes `:authority`; `extra` fields are added as headers.
+    pub(super) async fn send_http2(
+        &self,
+        parts: &http::request::Parts,
+        body: Option<RequestBody>,
+        extra: &[(&'static str, &[u8])],
+        server_name: Option<&str>,
+        timing: Timing,
+    ) -> Result<Response<UpstreamBody>, SendError> {
+        let mut sender = self.http2_sender(timing, server_name).await?;
+        let req = request(parts, body, extra, self.tls.is_some()).map_err(SendError::Http)?;
+        match tokio::time::timeout_at(timing.deadline, sender.send_request(req)).await {
+            Err(_) => Err(SendError::Timeout),
+            Ok(Err(e)) => Err(SendError::Http(exchange::Error::Http2(e))),
+            Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::Http2)),
+        }
+    }
+
+    /// A sender on the open connection for `server_name`, or on a new one opened within the connect timeout. The
+    /// lock is held while connecting, so concurrent first requests share one new connection.
+    async fn http2_sender(
+        &self,
+        timing: Timing,
+        server_name: Option<&str>,
+    ) -> Result<SendRequest<RequestBody>, ConnectError> {
+        let mut senders = self.shared.senders.lock().await;
+        senders.retain(|(_, s)| !s.is_closed());
+        if let Some((_, sender)) = senders.iter().find(|(name, _)| name.as_deref() == server_name) {
+            return Ok(sender.clone());
+        }
+        let stream = self.open(timing.connect, server_name).await?;
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder.timer(TokioTimer::new());
+        let handshake = builder.handshake::<_, RequestBody>(TokioIo::new(stream));
+        let (sender, connection) = tokio::time::timeout_at(timing.started + timing.connect, handshake)
+            .await
+            .map_err(|_| ConnectError::Timeout(timing.connect))?
+            .map_err(|e| ConnectError::Http2(e.to_string()))?;
+        let node = self.host.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(%node, error = %e, "HTTP/2 connection to node ended");
+            }
+        });
+        senders.push((server_name.map(Arc::from), sender.clone()));
+        Ok(sender)
+    }
+}
+
+/// The HTTP/2 request for `parts`: an absolute URI (scheme and `:authority` from the `Host` the node is to get),
+/// the header fields but `Host`, and the body (empty when there is none).
+fn request(
+    parts: &http::request::Parts,
+    body: Option<RequestBody>,
+    extra: &[(&'static str, &[u8])],
+    tls: bool,
+) -> Result<Request<RequestBody>, exchange::Error> {
+    let authority = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let uri = Uri::builder()
+        .scheme(if tls { "https" } else { "http" })
+        .authority(authority)
+        .path_and_query(target)
+        .build()
+        .map_err(|e| exchange::Error::Head(format!("cannot form the HTTP/2 request target: {e}")))?;
+    let mut req = Request::new(body.unwrap_or(RequestBody::Buffered(None)));
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_2;
+    let headers = req.headers_mut();
+    headers.reserve(parts.headers.len() + extra.len());
+    for (name, value) in parts.headers.iter().filter(|(name, _)| *name != header::HOST) {
+        headers.append(name.clone(), value.clone());
+    }
+    for (name, value) in extra {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
+            headers.append(name, value);
+        }
+    }
+    Ok(req)
+}
