@@ -14,6 +14,9 @@ pub enum ProxyError {
     /// No route matches.
     #[error("no route matches")]
     RouteNotFound,
+    /// The request path cannot be normalised (a broken percent-encoding).
+    #[error(transparent)]
+    BadPath(#[from] crate::router::normalize::InvalidPath),
     /// The host requires a client certificate that this TLS connection's handshake did not verify (the client
     /// asked for another name, or for none), or its certificate is refused; the client should connect again with
     /// the host as its server name.
@@ -58,6 +61,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::RouteNotFound => StatusCode::NOT_FOUND,
+            ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Unresolved(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoNodes(_) | ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
@@ -72,6 +76,7 @@ impl ProxyError {
         match self {
             // Exactly APISIX's body, which clients and tests compare byte for byte.
             ProxyError::RouteNotFound => Bytes::from_static(br#"{"error_msg":"404 Route Not Found"}"#),
+            ProxyError::BadPath(e) => error_body(&format!("400 Bad Request: {e}")),
             ProxyError::Misdirected => {
                 error_body("421 Misdirected Request: connect with this host as the TLS server name")
             }
@@ -93,6 +98,7 @@ impl ProxyError {
     pub fn grpc_status(&self) -> u8 {
         match self {
             ProxyError::RouteNotFound => 12, // UNIMPLEMENTED
+            ProxyError::BadPath(_) => 13,    // INTERNAL, as gRPC maps HTTP 400
             ProxyError::Misdirected => 2,    // UNKNOWN
             ProxyError::Unresolved(_)
             | ProxyError::NoNodes(_)

@@ -27,6 +27,7 @@ use crate::health::Observed;
 use crate::listener::Transport;
 use crate::plugins::{Ctx, Reply, Session};
 use crate::pool::{SendError, Timing, UpstreamBody};
+use crate::router::normalize::{InvalidPath, normalize};
 use crate::router::{RequestInfo, normalize_host};
 use crate::tls::server_name;
 use crate::tunnel;
@@ -86,6 +87,7 @@ pub(crate) async fn handle(
         Err(err) => {
             match &err {
                 ProxyError::RouteNotFound
+                | ProxyError::BadPath(_)
                 | ProxyError::Misdirected
                 | ProxyError::Unresolved(_)
                 | ProxyError::NoNodes(_) => {}
@@ -150,6 +152,8 @@ async fn proxy(
     session: &mut Option<Box<Session>>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let remote = peer.addr;
+    // Matched, seen by plugins and sent to the node in one normal form.
+    normalize_target(req.uri_mut())?;
     let (entry, global, consumers) = {
         let config = shared.config.load();
         let host = normalize_host(request_host(req.headers(), req.uri()));
@@ -428,6 +432,22 @@ fn response(
     }
     let body = ReadTimeoutBody::new(body, target.timeouts.read, session, in_flight);
     Response::from_parts(parts, Either::Left(body))
+}
+
+/// Replaces the request's path with its normal form (see [`crate::router::normalize`]), keeping the query.
+fn normalize_target(uri: &mut Uri) -> Result<(), InvalidPath> {
+    let normal = match normalize(uri.path())? {
+        Cow::Borrowed(_) => return Ok(()),
+        Cow::Owned(path) => path,
+    };
+    let target = match uri.query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(PathAndQuery::try_from(target).map_err(|_| InvalidPath)?);
+    *uri = Uri::from_parts(parts).map_err(|_| InvalidPath)?;
+    Ok(())
 }
 
 /// Answers the client with the node's 101 and joins the two connections once hyper hands the client's over.

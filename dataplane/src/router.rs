@@ -8,6 +8,7 @@
 //! the table is persistent ([`table`]) so one route changes in O(log n).
 
 mod net;
+pub mod normalize;
 mod path;
 mod rule;
 pub mod table;

@@ -221,7 +221,8 @@ mod tests {
         assert!(TlsSettings::parse(Some(&json!({"verify": "yes"}))).is_err());
         assert!(TlsSettings::parse(Some(&json!({"client_cert_id": "1"}))).is_err());
         assert!(TlsSettings::parse(Some(&json!({"sni": "x"}))).is_err());
-        let bad = TlsSettings { client_cert: Some("nope".into()), client_key: Some("nope".into()), ..Default::default() };
+        let bad =
+            TlsSettings { client_cert: Some("nope".into()), client_key: Some("nope".into()), ..Default::default() };
         assert!(TlsClient::new(&bad, &Trust::default()).unwrap_err().contains("client_cert"));
         assert!(TlsClient::new(&TlsSettings::default(), &Trust::default()).is_ok());
     }
