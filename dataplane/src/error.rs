@@ -14,6 +14,12 @@ pub enum ProxyError {
     /// No route matches.
     #[error("no route matches")]
     RouteNotFound,
+    /// The request target is longer than `--max-uri-bytes`.
+    #[error("the request target is longer than {0} bytes")]
+    UriTooLong(usize),
+    /// The request body is declared larger than `--max-body-bytes`.
+    #[error("the request body is larger than {0} bytes")]
+    BodyTooLarge(u64),
     /// The request path cannot be normalised (a broken percent-encoding).
     #[error(transparent)]
     BadPath(#[from] crate::router::normalize::InvalidPath),
@@ -62,6 +68,8 @@ impl ProxyError {
         match self {
             ProxyError::RouteNotFound => StatusCode::NOT_FOUND,
             ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Unresolved(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoNodes(_) | ProxyError::Connect { .. } | ProxyError::Upstream { .. } => {
@@ -77,6 +85,8 @@ impl ProxyError {
             // Exactly APISIX's body, which clients and tests compare byte for byte.
             ProxyError::RouteNotFound => Bytes::from_static(br#"{"error_msg":"404 Route Not Found"}"#),
             ProxyError::BadPath(e) => error_body(&format!("400 Bad Request: {e}")),
+            ProxyError::UriTooLong(_) => error_body("414 Request-URI Too Large"),
+            ProxyError::BodyTooLarge(_) => error_body("413 Request Entity Too Large"),
             ProxyError::Misdirected => {
                 error_body("421 Misdirected Request: connect with this host as the TLS server name")
             }
@@ -99,7 +109,7 @@ impl ProxyError {
         match self {
             ProxyError::RouteNotFound => 12, // UNIMPLEMENTED
             ProxyError::BadPath(_) => 13,    // INTERNAL, as gRPC maps HTTP 400
-            ProxyError::Misdirected => 2,    // UNKNOWN
+            ProxyError::Misdirected | ProxyError::UriTooLong(_) | ProxyError::BodyTooLarge(_) => 2, // UNKNOWN
             ProxyError::Unresolved(_)
             | ProxyError::NoNodes(_)
             | ProxyError::Connect { .. }

@@ -67,6 +67,8 @@ pub struct Options {
     pub plugins: plugins::Enabled,
     /// The access log, when one is written.
     pub access_log: Option<plugins::access_log::AccessLog>,
+    /// Limits on client connections and requests at the proxy listeners.
+    pub limits: listener::Limits,
 }
 
 impl Default for Options {
@@ -84,6 +86,7 @@ impl Default for Options {
             upstream_ca_file: None,
             plugins: plugins::Enabled::all(),
             access_log: None,
+            limits: listener::Limits::default(),
         }
     }
 }
@@ -114,6 +117,8 @@ pub(crate) struct Shared {
     metrics: Metrics,
     /// Connections to upstream nodes.
     pools: Pools,
+    /// Limits on requests at the edge.
+    limits: listener::Limits,
 }
 
 impl Shared {
@@ -153,6 +158,7 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
         ready: AtomicBool::new(false),
         metrics: Metrics::new(),
         pools: Pools::new(Trust::system(opts.upstream_ca_file.as_deref()).map_err(StartError::Trust)?),
+        limits: opts.limits,
     });
     let global = match &opts.access_log {
         Some(log) => log.start(&shared.metrics).map_err(StartError::AccessLog)?,
@@ -188,7 +194,7 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
         let shared = admin_shared.clone();
         move |req| admin::handle(shared.clone(), req)
     };
-    tokio::spawn(listener::serve(admin, listener::Plain, admin_connection, stop));
+    tokio::spawn(listener::serve(admin, listener::Plain, admin_connection, listener::Limits::default(), stop));
     let https_display = https_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     info!(%http_addr, https_addr = %https_display, %admin_addr, etcd = %opts.etcd_endpoints.join(","), prefix = %keys_display(&opts), "data plane started");
     Ok(Dataplane { http_addr, https_addr, admin_addr, grace: opts.grace, shared, shutdown, background })
@@ -202,12 +208,12 @@ fn spawn_proxy<T: listener::Handshake>(
     addr: SocketAddr,
     stop: watch::Receiver<bool>,
 ) {
-    let (shared, port) = (shared.clone(), HeaderValue::from(addr.port()));
+    let (shared, port, limits) = (shared.clone(), HeaderValue::from(addr.port()), shared.limits);
     let connection = move |remote, transport: &listener::Transport| {
         let (shared, peer) = (shared.clone(), Arc::new(Peer::new(remote, port.clone(), transport)));
         move |req| proxy::handle(shared.clone(), peer.clone(), req)
     };
-    tokio::spawn(listener::serve(socket, handshake, connection, stop));
+    tokio::spawn(listener::serve(socket, handshake, connection, limits, stop));
 }
 
 /// Closes idle upstream connections past their idle timeout, every few seconds.

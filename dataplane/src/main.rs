@@ -73,6 +73,26 @@ struct Args {
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE", default_value_t = 10.0)]
     shutdown_grace: f64,
+    /// The largest request head in bytes (request line and header fields; HTTP/2's header list), at least 8192;
+    /// larger is answered 431.
+    #[arg(long, env = "SLUICE_MAX_HEADER_BYTES", default_value_t = 65_536)]
+    max_header_bytes: usize,
+    /// The most header fields in one request; more is answered 431.
+    #[arg(long, env = "SLUICE_MAX_HEADERS", default_value_t = 100)]
+    max_headers: usize,
+    /// The longest request target (path and query) in bytes; longer is answered 414.
+    #[arg(long, env = "SLUICE_MAX_URI_BYTES", default_value_t = 8192)]
+    max_uri_bytes: usize,
+    /// The largest request body in bytes a request may declare (Content-Length); larger is answered 413. 0: no
+    /// limit (APISIX's default).
+    #[arg(long, env = "SLUICE_MAX_BODY_BYTES", default_value_t = 0)]
+    max_body_bytes: u64,
+    /// Seconds a client may take to send a request head; also how long an idle keep-alive connection is kept.
+    #[arg(long, env = "SLUICE_CLIENT_HEADER_TIMEOUT", default_value_t = 30.0)]
+    client_header_timeout: f64,
+    /// Client connections served at once per proxy listener; beyond, new connections wait to be accepted.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 65_536)]
+    max_connections: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -118,7 +138,19 @@ fn main() -> anyhow::Result<()> {
         "off" | "" => None,
         addr => Some(addr.parse::<SocketAddr>().context("--https-addr must be host:port or off")?),
     };
+    let limits = sluice_dataplane::listener::Limits {
+        max_header_bytes: args.max_header_bytes.max(sluice_dataplane::listener::limits::MIN_HEADER_BYTES),
+        max_headers: args.max_headers,
+        max_uri_bytes: args.max_uri_bytes,
+        max_body_bytes: (args.max_body_bytes > 0).then_some(args.max_body_bytes),
+        header_timeout: Duration::try_from_secs_f64(args.client_header_timeout)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .context("--client-header-timeout must be a positive number of seconds")?,
+        max_connections: args.max_connections.max(1),
+    };
     let opts = Options {
+        limits,
         https_addr,
         https_public_port: args.https_public_port,
         default_ssl: args.default_ssl,

@@ -88,6 +88,8 @@ pub(crate) async fn handle(
             match &err {
                 ProxyError::RouteNotFound
                 | ProxyError::BadPath(_)
+                | ProxyError::UriTooLong(_)
+                | ProxyError::BodyTooLarge(_)
                 | ProxyError::Misdirected
                 | ProxyError::Unresolved(_)
                 | ProxyError::NoNodes(_) => {}
@@ -152,6 +154,14 @@ async fn proxy(
     session: &mut Option<Box<Session>>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let remote = peer.addr;
+    let limits = &shared.limits;
+    if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > limits.max_uri_bytes {
+        return Err(ProxyError::UriTooLong(limits.max_uri_bytes));
+    }
+    // A declared length (Content-Length, or an HTTP/2 content-length) is known before any byte is read.
+    if let Some(max) = limits.max_body_bytes.filter(|max| req.body().size_hint().lower() > *max) {
+        return Err(ProxyError::BodyTooLarge(max));
+    }
     // Matched, seen by plugins and sent to the node in one normal form.
     normalize_target(req.uri_mut())?;
     let (entry, global, consumers) = {

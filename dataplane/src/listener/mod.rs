@@ -25,14 +25,13 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 pub mod certs;
+pub mod limits;
 pub mod tls;
 
-/// How long a client may take to send request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub use limits::Limits;
+
 /// HTTP/2 streams a client may have open on one connection.
 const MAX_CONCURRENT_STREAMS: u32 = 256;
-/// The largest HTTP/2 header list accepted (as the HTTP/1 head limit).
-const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
 /// HTTP/2 streams a client may reset before the server has accepted them; more is a rapid-reset attack
 /// (CVE-2023-44487) and ends the connection.
 const MAX_PENDING_RESETS: usize = 20;
@@ -79,6 +78,7 @@ pub(crate) async fn serve<T, M, H, Fut, B>(
     listener: TcpListener,
     handshake: T,
     connection: M,
+    limits: Limits,
     mut shutdown: watch::Receiver<bool>,
 ) where
     T: Handshake,
@@ -90,17 +90,32 @@ pub(crate) async fn serve<T, M, H, Fut, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(limits::MIN_HEADER_BYTES))
+        .max_headers(limits.max_headers);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(MAX_HEADER_LIST_SIZE)
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(MAX_PENDING_RESETS);
     let builder = Arc::new(builder);
     let (handshake, connection) = (Arc::new(handshake), Arc::new(connection));
     let signal = Arc::new(StopSignal::default());
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     loop {
+        // At the connection limit, accepting waits for a slot: new clients queue in the kernel's backlog instead
+        // of being taken on and starved.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            _ = stopped(&mut shutdown) => break,
+        };
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -118,6 +133,7 @@ pub(crate) async fn serve<T, M, H, Fut, B>(
             (builder.clone(), handshake.clone(), connection.clone(), shutdown.clone());
         let (signal, waker) = (signal.clone(), signal.subscribe());
         tokio::spawn(async move {
+            let _slot = slot;
             // In the connection's own task, so a slow handshake never holds up the accept loop.
             let Some((stream, transport)) = handshake.handshake(stream, remote).await else { return };
             let svc = service_fn(connection(remote, &transport));

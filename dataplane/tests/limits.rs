@@ -1,0 +1,100 @@
+//! Edge limits over raw sockets: oversized and too many header fields (431), an overlong target (414), a declared
+//! body over the limit (413, while one under it passes), and the connection limit (a client beyond it waits to be
+//! accepted and is served once a slot frees).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use sluice_dataplane::listener::Limits;
+use sluice_dataplane::{Dataplane, Options};
+use sluice_testkit::{EchoServer, Etcd, eventually};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Sends `head` (and `body`) on a new connection that closes after the answer; returns the status.
+async fn status_of(addr: SocketAddr, head: &str, body: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let _ = stream.write_all(body).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+async fn start(limits: Limits) -> (Etcd, EchoServer, Dataplane) {
+    let etcd = Etcd::start().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    let echo = EchoServer::start("echo").await.unwrap();
+    put(&mut client, "/sluice/routes/all", json!({"uri": "/*", "upstream": {"nodes": {echo.addr().to_string(): 1}}}))
+        .await;
+    let opts = Options {
+        etcd_endpoints: vec![etcd.endpoint()],
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        grace: Duration::from_secs(1),
+        limits,
+        ..Options::default()
+    };
+    let dp = sluice_dataplane::start(opts).await.unwrap();
+    assert!(wait_served(dp.http_addr(), "x", "/ready", Some("echo")).await);
+    (etcd, echo, dp)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_requests_get_their_status() {
+    let limits = Limits {
+        max_header_bytes: 8192,
+        max_headers: 20,
+        max_uri_bytes: 1024,
+        max_body_bytes: Some(1000),
+        ..Limits::default()
+    };
+    let (_etcd, _echo, dp) = start(limits).await;
+    let http = dp.http_addr();
+    let get =
+        |extra: String, target: String| format!("GET {target} HTTP/1.1\r\nhost: x\r\n{extra}connection: close\r\n\r\n");
+    assert_eq!(status_of(http, &get(String::new(), "/ok".into()), b"").await, 200);
+    let big_field = format!("x-big: {}\r\n", "a".repeat(10_000));
+    assert_eq!(status_of(http, &get(big_field, "/".into()), b"").await, 431);
+    let many: String = (0..30).map(|i| format!("x-f{i}: v\r\n")).collect();
+    assert_eq!(status_of(http, &get(many, "/".into()), b"").await, 431);
+    assert_eq!(status_of(http, &get(String::new(), format!("/{}", "p".repeat(1100))), b"").await, 414);
+    let post =
+        |len: usize| format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n");
+    assert_eq!(status_of(http, &post(2000), &[b'a'; 2000]).await, 413);
+    assert_eq!(status_of(http, &post(500), &[b'a'; 500]).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_wait_for_a_slot() {
+    let (_etcd, _echo, dp) = start(Limits { max_connections: 2, ..Limits::default() }).await;
+    let http = dp.http_addr();
+    // Two keep-alive connections hold both slots (wait_served's own connections have closed by now).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut conn = TcpStream::connect(http).await.unwrap();
+        conn.write_all(b"GET /hold HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = conn.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(conn);
+    }
+    // A third client connects (the kernel queues it) but is not served while both slots are taken...
+    let third = tokio::spawn(status_of_owned(http));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!third.is_finished(), "served beyond the connection limit");
+    // ...and is served as soon as one closes.
+    drop(held.pop());
+    let served = eventually(SETTLE, || async { third.is_finished() }).await;
+    assert!(served, "the waiting client was never served");
+    assert_eq!(third.await.unwrap(), 200);
+}
+
+async fn status_of_owned(addr: SocketAddr) -> u16 {
+    status_of(addr, "GET /third HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", b"").await
+}
