@@ -308,6 +308,7 @@ fn shared() -> Arc<crate::Shared> {
         ready: AtomicBool::new(false),
         metrics: crate::metrics::Metrics::new(),
         pools: Default::default(),
+        limits: Default::default(),
     })
 }
 
