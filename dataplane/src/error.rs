@@ -14,6 +14,13 @@ pub enum ProxyError {
     /// No route matches.
     #[error("no route matches")]
     RouteNotFound,
+    /// The client's request body broke off or was malformed while it was being sent on: the client's fault, so
+    /// neither logged as a node failure nor counted against the node.
+    #[error("the request body could not be read from the client: {0}")]
+    ClientBody(String),
+    /// The client stopped sending its request body for longer than `--client-body-timeout`.
+    #[error("the client stopped sending its request body")]
+    ClientTimeout,
     /// The request target is longer than `--max-uri-bytes`.
     #[error("the request target is longer than {0} bytes")]
     UriTooLong(usize),
@@ -67,8 +74,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::RouteNotFound => StatusCode::NOT_FOUND,
-            ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadPath(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::Unresolved(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -85,7 +93,9 @@ impl ProxyError {
             // Exactly APISIX's body, which clients and tests compare byte for byte.
             ProxyError::RouteNotFound => Bytes::from_static(br#"{"error_msg":"404 Route Not Found"}"#),
             ProxyError::BadPath(e) => error_body(&format!("400 Bad Request: {e}")),
+            ProxyError::ClientBody(_) => error_body("400 Bad Request: the request body could not be read"),
             ProxyError::UriTooLong(_) => error_body("414 Request-URI Too Large"),
+            ProxyError::ClientTimeout => error_body("408 Request Timeout"),
             ProxyError::BodyTooLarge(_) => error_body("413 Request Entity Too Large"),
             ProxyError::Misdirected => {
                 error_body("421 Misdirected Request: connect with this host as the TLS server name")
@@ -107,14 +117,17 @@ impl ProxyError {
     /// as `DEADLINE_EXCEEDED`).
     pub fn grpc_status(&self) -> u8 {
         match self {
-            ProxyError::RouteNotFound => 12, // UNIMPLEMENTED
-            ProxyError::BadPath(_) => 13,    // INTERNAL, as gRPC maps HTTP 400
-            ProxyError::Misdirected | ProxyError::UriTooLong(_) | ProxyError::BodyTooLarge(_) => 2, // UNKNOWN
+            ProxyError::RouteNotFound => 12,                          // UNIMPLEMENTED
+            ProxyError::BadPath(_) | ProxyError::ClientBody(_) => 13, // INTERNAL, as gRPC maps HTTP 400
+            ProxyError::Misdirected
+            | ProxyError::UriTooLong(_)
+            | ProxyError::BodyTooLarge(_)
+            | ProxyError::ClientTimeout => 2, // UNKNOWN
             ProxyError::Unresolved(_)
             | ProxyError::NoNodes(_)
             | ProxyError::Connect { .. }
             | ProxyError::Upstream { .. } => 14, // UNAVAILABLE
-            ProxyError::Timeout { .. } => 4, // DEADLINE_EXCEEDED
+            ProxyError::Timeout { .. } => 4,                          // DEADLINE_EXCEEDED
         }
     }
 

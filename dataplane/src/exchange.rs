@@ -226,59 +226,104 @@ impl Connection {
     /// Parses a buffered response head; `None` while it is incomplete. Hop-by-hop fields (RFC 9110 section 7.6.1)
     /// are read for framing and persistence but left out of the head passed on.
     fn parse_head(&mut self, head_request: bool) -> Result<Option<Head>, Error> {
-        loop {
-            // Uninitialised slots: a 100-field array is not written out for every response.
-            let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-            let spans = &mut self.spans;
-            spans.clear();
-            let (len, code, version) = {
-                let mut resp = httparse::Response::new(&mut []);
-                let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-                    &mut resp,
-                    &self.read_buf,
-                    &mut fields,
-                ) {
-                    Ok(httparse::Status::Complete(len)) => len,
-                    Ok(httparse::Status::Partial) if self.read_buf.len() > MAX_HEAD => return Err(Error::HeadTooLarge),
-                    Ok(httparse::Status::Partial) => return Ok(None),
-                    Err(e) => return Err(Error::Head(e.to_string())),
-                };
-                // Where each value lies in the buffer, so it can be sliced out once the buffer is frozen.
-                let base = self.read_buf.as_ptr() as usize;
-                for field in resp.headers.iter() {
-                    let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|e| Error::Head(e.to_string()))?;
-                    let start = field.value.as_ptr() as usize - base;
-                    spans.push((name, start, start + field.value.len()));
-                }
-                (len, resp.code.unwrap_or(0), resp.version.unwrap_or(1))
+        parse_head(&mut self.read_buf, &mut self.spans, head_request, self.upgrading)
+    }
+}
+
+/// Parses a buffered response head out of `read_buf`; `None` while it is incomplete. Hop-by-hop fields (RFC 9110
+/// section 7.6.1) are read for framing and persistence but left out of the head passed on; a 101 is accepted only
+/// when `upgrading`. `spans` is scratch space kept by the caller so parsing does not allocate.
+fn parse_head(
+    read_buf: &mut BytesMut,
+    spans: &mut Vec<(HeaderName, usize, usize)>,
+    head_request: bool,
+    upgrading: bool,
+) -> Result<Option<Head>, Error> {
+    loop {
+        // Uninitialised slots: a 100-field array is not written out for every response.
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        spans.clear();
+        let (len, code, version) = {
+            let mut resp = httparse::Response::new(&mut []);
+            let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut resp,
+                read_buf,
+                &mut fields,
+            ) {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) if read_buf.len() > MAX_HEAD => return Err(Error::HeadTooLarge),
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(e) => return Err(Error::Head(e.to_string())),
             };
-            if (100..200).contains(&code) && code != 101 {
-                // An interim answer (100 Continue, 103 Early Hints): the final one follows.
-                self.read_buf.advance(len);
-                continue;
+            // Where each value lies in the buffer, so it can be sliced out once the buffer is frozen.
+            let base = read_buf.as_ptr() as usize;
+            for field in resp.headers.iter() {
+                let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|e| Error::Head(e.to_string()))?;
+                let start = field.value.as_ptr() as usize - base;
+                spans.push((name, start, start + field.value.len()));
             }
-            if code == 101 && !self.upgrading {
-                return Err(Error::Head("unexpected 101 Switching Protocols".into()));
-            }
-            let status = StatusCode::from_u16(code).map_err(|e| Error::Head(e.to_string()))?;
-            let head = self.read_buf.split_to(len).freeze();
-            let version = if version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
-            let mut framing = FramingFields::default();
-            let mut headers = HeaderMap::with_capacity(spans.len());
-            for (name, start, end) in spans.drain(..) {
-                let value =
-                    HeaderValue::from_maybe_shared(head.slice(start..end)).map_err(|e| Error::Head(e.to_string()))?;
-                if is_hop_by_hop(&name) {
-                    if code == 101 && name == header::UPGRADE {
-                        // The protocol switched to: the client must be told, so it is passed on.
-                        headers.append(name.clone(), value.clone());
-                    }
-                    framing.note(&name, value);
-                } else {
-                    headers.append(name, value);
+            (len, resp.code.unwrap_or(0), resp.version.unwrap_or(1))
+        };
+        if (100..200).contains(&code) && code != 101 {
+            // An interim answer (100 Continue, 103 Early Hints): the final one follows.
+            read_buf.advance(len);
+            continue;
+        }
+        if code == 101 && !upgrading {
+            return Err(Error::Head("unexpected 101 Switching Protocols".into()));
+        }
+        let status = StatusCode::from_u16(code).map_err(|e| Error::Head(e.to_string()))?;
+        let head = read_buf.split_to(len).freeze();
+        let version = if version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+        let mut framing = FramingFields::default();
+        let mut headers = HeaderMap::with_capacity(spans.len());
+        for (name, start, end) in spans.drain(..) {
+            let value =
+                HeaderValue::from_maybe_shared(head.slice(start..end)).map_err(|e| Error::Head(e.to_string()))?;
+            if is_hop_by_hop(&name) {
+                if code == 101 && name == header::UPGRADE {
+                    // The protocol switched to: the client must be told, so it is passed on.
+                    headers.append(name.clone(), value.clone());
                 }
+                framing.note(&name, value);
+            } else {
+                headers.append(name, value);
             }
-            return Head::new(status, version, headers, framing, head_request).map(Some);
+        }
+        return Head::new(status, version, headers, framing, head_request).map(Some);
+    }
+}
+
+/// Feeds `data` to the response parser as a node's bytes would arrive, in reads of a size set by its first byte:
+/// the head (interim answers skipped), then the body by its framing, trailers included. For the fuzz target
+/// `exchange` and its corpus replay: any input must end in a parsed body or an error, never a panic or a loop.
+pub fn exercise(data: &[u8]) {
+    let step = usize::from(data.first().copied().unwrap_or(1).max(1));
+    for (head_request, upgrading) in [(false, false), (true, false), (false, true)] {
+        let mut buf = BytesMut::new();
+        let mut spans = Vec::new();
+        let mut rest = data;
+        let mut feed = |buf: &mut BytesMut| {
+            let n = step.min(rest.len());
+            buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            n > 0
+        };
+        let head = loop {
+            match parse_head(&mut buf, &mut spans, head_request, upgrading) {
+                Ok(Some(head)) => break Some(head),
+                Ok(None) if feed(&mut buf) => {}
+                Ok(None) | Err(_) => break None,
+            }
+        };
+        let Some(mut framing) = head.map(|h| h.framing) else { continue };
+        // Every step takes bytes, ends, or waits for more: more steps than bytes would be a loop.
+        for _ in 0..=2 * data.len() + 8 {
+            match framing.decode(&mut buf) {
+                Ok(Step::Frame(_)) => {}
+                Ok(Step::NeedMore) if feed(&mut buf) => {}
+                Ok(Step::End | Step::NeedMore) | Err(_) => break,
+            }
         }
     }
 }
@@ -673,6 +718,10 @@ pub struct Upload {
     unflushed: bool,
     /// Everything has been written and flushed.
     done: bool,
+    /// Bytes taken from the client or written to the node so far: whether the upload moves.
+    moved: u64,
+    /// Whether the upload last stopped waiting for the client's body (else for the node to take bytes).
+    waiting_on_client: bool,
 }
 
 impl Upload {
@@ -685,7 +734,19 @@ impl Upload {
             head_only: true,
             unflushed: false,
             done: false,
+            moved: 0,
+            waiting_on_client: false,
         }
+    }
+
+    /// How many bytes the upload has moved (taken from the client, written to the node); unchanged means stalled.
+    pub fn moved(&self) -> u64 {
+        self.moved
+    }
+
+    /// Whether the upload is waiting for the client's body rather than for the node to take what it has.
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting_on_client
     }
 
     /// Whether everything has been sent.
@@ -722,14 +783,17 @@ impl Upload {
             return Poll::Ready(Ok(()));
         }
         loop {
+            self.waiting_on_client = false;
             while self.written < conn.write_buf.len() {
                 let n = ready!(Pin::new(&mut conn.stream).poll_write(cx, &conn.write_buf[self.written..]))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::Error::from(io::ErrorKind::WriteZero).into()));
                 }
                 self.written += n;
+                self.moved += n as u64;
                 self.unflushed = true;
             }
+            self.waiting_on_client = true;
             let Some(body) = self.body.as_mut() else { break };
             match Pin::new(&mut **body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -738,6 +802,7 @@ impl Upload {
                         continue;
                     }
                     self.start_body_bytes(conn);
+                    self.moved += data.len() as u64;
                     if self.chunked {
                         let _ = write!(conn.write_buf, "{:x}\r\n", data.len());
                     }
@@ -755,11 +820,14 @@ impl Upload {
                     }
                 }
                 Poll::Pending => {
+                    self.waiting_on_client = false;
                     ready!(self.poll_flush(conn, cx))?;
+                    self.waiting_on_client = true;
                     return Poll::Pending;
                 }
             }
         }
+        self.waiting_on_client = false;
         ready!(self.poll_flush(conn, cx))?;
         self.done = true;
         Poll::Ready(Ok(()))

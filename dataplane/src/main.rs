@@ -90,6 +90,10 @@ struct Args {
     /// Seconds a client may take to send a request head; also how long an idle keep-alive connection is kept.
     #[arg(long, env = "SLUICE_CLIENT_HEADER_TIMEOUT", default_value_t = 30.0)]
     client_header_timeout: f64,
+    /// Seconds a client may pause while sending a request body; longer is answered 408 (not counted against the
+    /// node).
+    #[arg(long, env = "SLUICE_CLIENT_BODY_TIMEOUT", default_value_t = 60.0)]
+    client_body_timeout: f64,
     /// Client connections served at once per proxy listener; beyond, new connections wait to be accepted.
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 65_536)]
     max_connections: usize,
@@ -147,6 +151,10 @@ fn main() -> anyhow::Result<()> {
             .ok()
             .filter(|t| !t.is_zero())
             .context("--client-header-timeout must be a positive number of seconds")?,
+        body_timeout: Duration::try_from_secs_f64(args.client_body_timeout)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .context("--client-body-timeout must be a positive number of seconds")?,
         max_connections: args.max_connections.max(1),
     };
     let opts = Options {

@@ -89,6 +89,8 @@ pub(crate) async fn handle(
                 ProxyError::RouteNotFound
                 | ProxyError::BadPath(_)
                 | ProxyError::UriTooLong(_)
+                | ProxyError::ClientBody(_)
+                | ProxyError::ClientTimeout
                 | ProxyError::BodyTooLarge(_)
                 | ProxyError::Misdirected
                 | ProxyError::Unresolved(_)
@@ -310,7 +312,14 @@ async fn proxy(
         // connection too; the connect timeout alone bounds that part.
         let sent = Instant::now();
         let first_attempt = *first_attempt.get_or_insert(sent);
-        let timing = Timing { started: sent, connect: target.timeouts.connect, deadline: sent + limit };
+        let timing = Timing {
+            started: sent,
+            connect: target.timeouts.connect,
+            deadline: sent + limit,
+            send: target.timeouts.send,
+            client_body: shared.limits.body_timeout,
+            read: target.timeouts.read,
+        };
         let exchange =
             target_node.pool.send(&parts, body.take(), &extra[..used], sni.as_deref(), timing, upgrade.is_some());
         match exchange.await {
@@ -355,11 +364,19 @@ async fn proxy(
                     }
                 }
             }
+            Err(SendError::Http(crate::exchange::Error::Client(e))) => {
+                debug!(client = %peer.addr, error = %e, "the client's request body broke off");
+                return Err(ProxyError::ClientBody(e.to_string()));
+            }
             Err(SendError::Http(e)) => {
                 if let Some(s) = session.as_mut() {
                     s.ctx.node = Some(target_node.address.clone());
                 }
                 return Err(ProxyError::Upstream { node: target_node.authority.to_string(), reason: error_chain(&e) });
+            }
+            Err(SendError::ClientTimeout) => {
+                debug!(client = %peer.addr, "the client stopped sending its request body");
+                return Err(ProxyError::ClientTimeout);
             }
             Err(SendError::Timeout) => {
                 upstream.observe(node, Observed::Timeout);

@@ -29,3 +29,27 @@ fn replays_the_plugins_corpus() {
     }
     assert!(replayed >= 10, "the corpus in {} has {replayed} inputs", dir.display());
 }
+
+/// The inputs of one corpus directory.
+fn corpus(name: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(name);
+    let inputs: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect();
+    assert!(inputs.len() >= 10, "the corpus in {} has {} inputs", dir.display(), inputs.len());
+    inputs
+}
+
+#[test]
+fn replays_the_exchange_corpus() {
+    for data in corpus("exchange") {
+        sluice_dataplane::exchange::exercise(&data);
+    }
+}
+
+#[test]
+fn replays_the_paths_corpus() {
+    for data in corpus("paths") {
+        if let Ok(path) = std::str::from_utf8(&data) {
+            sluice_dataplane::router::normalize::exercise(path);
+        }
+    }
+}

@@ -98,3 +98,50 @@ async fn connections_beyond_the_limit_wait_for_a_slot() {
 async fn status_of_owned(addr: SocketAddr) -> u16 {
     status_of(addr, "GET /third HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", b"").await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_uploads_are_the_clients_time_not_the_nodes() {
+    let limits = Limits { body_timeout: Duration::from_secs(1), ..Limits::default() };
+    let (etcd, echo, dp) = start(limits).await;
+    let mut client = etcd.client().await.unwrap();
+    // A one-second read timeout: an upload that takes longer must still be answered, as the node answers at once
+    // once the body is in.
+    let route = json!({"uri": "/upload", "timeout": {"connect": 1, "send": 1, "read": 1},
+        "upstream": {"nodes": {echo.addr().to_string(): 1}}});
+    put(&mut client, "/sluice/routes/upload", route).await;
+    let http = dp.http_addr();
+    assert!(wait_served(http, "x", "/upload", Some("echo")).await);
+    let mut slow = TcpStream::connect(http).await.unwrap();
+    slow.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 12\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    for piece in [b"ab", b"cd", b"ef", b"gh", b"ij", b"kl"] {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        slow.write_all(piece).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    slow.read_to_end(&mut answer).await.unwrap();
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 200"), "a 3 s upload under a 1 s read timeout is answered: {text}");
+    assert!(text.contains("abcdefghijkl"), "the whole body reached the node: {text}");
+
+    // A client that stops sending gets 408 after the body timeout, and the node is not blamed.
+    let mut stalled = TcpStream::connect(http).await.unwrap();
+    stalled.write_all(b"POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\nabc").await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(SETTLE, async {
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&answer).contains("\r\n\r\n") {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "a stalled upload is answered");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let gateway_timeouts = metric(dp.admin_addr(), r#"sluice_http_requests_total{code="504"}"#).await;
+    assert!(gateway_timeouts.is_none_or(|t| t == 0.0), "no answer was a node timeout: {gateway_timeouts:?}");
+}

@@ -185,7 +185,7 @@ impl HashKey {
 pub struct Timeouts {
     /// Time allowed to open a connection to a node.
     pub connect: Duration,
-    /// Time allowed between two writes of the request (not enforced separately yet).
+    /// Time the node may take to accept more of a request body being uploaded.
     pub send: Duration,
     /// Time allowed to wait for the response headers, and between two reads of the response body.
     pub read: Duration,

@@ -1,6 +1,7 @@
 //! Limits at the edge, applied before a request reaches routing: the size and count of header fields (431), the
 //! length of the request target (414), the declared body size (413), how long a client may take to send a request
-//! head (which also bounds how long an idle keep-alive connection stays open), and how many client connections
+//! head (which also bounds how long an idle keep-alive connection stays open) and may pause inside a body (408),
+//! and how many client connections
 //! are served at once (beyond that, new connections wait in the kernel's accept queue).
 //!
 //! The defaults follow nginx where it has one (8 KiB request targets, unlimited bodies as APISIX's
@@ -22,6 +23,8 @@ pub struct Limits {
     pub max_body_bytes: Option<u64>,
     /// How long a client may take to send a request head, and how long an idle keep-alive connection is kept.
     pub header_timeout: Duration,
+    /// How long a client may pause while sending a request body (nginx's `client_body_timeout`). Longer: 408.
+    pub body_timeout: Duration,
     /// Client connections served at once, per listener.
     pub max_connections: usize,
 }
@@ -37,6 +40,7 @@ impl Default for Limits {
             max_uri_bytes: 8 * 1024,
             max_body_bytes: None,
             header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
             max_connections: 65_536,
         }
     }

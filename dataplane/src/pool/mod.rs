@@ -84,8 +84,14 @@ pub struct Timing {
     pub started: Instant,
     /// How long opening a connection may take.
     pub connect: Duration,
-    /// When the response head must have arrived.
+    /// When the response head must have arrived, for a request sent at once (no body, or one already read).
     pub deadline: Instant,
+    /// While a request body is uploaded: how long the node may take to accept more of it.
+    pub send: Duration,
+    /// While a request body is uploaded: how long the client may take to send more of it.
+    pub client_body: Duration,
+    /// Once an upload has ended: how long the node may take to answer.
+    pub read: Duration,
 }
 
 /// Why a request could not be exchanged on a connection.
@@ -97,9 +103,22 @@ pub enum SendError {
     /// The request was sent (or partly sent) and the exchange failed.
     #[error(transparent)]
     Http(exchange::Error),
-    /// No response head came before the deadline.
+    /// No response head came before the deadline, or the node stopped taking the request body.
     #[error("timed out waiting for the response")]
     Timeout,
+    /// The client stopped sending its request body for longer than the client body timeout: not the node's fault.
+    #[error("the client stopped sending its request body")]
+    ClientTimeout,
+}
+
+/// Why an exchange on one connection ended without a response head.
+enum Failure {
+    /// Reading or writing failed.
+    Error(exchange::Error),
+    /// The node took too long: to answer, or to take the request body.
+    NodeTimeout,
+    /// The client took too long to send its request body.
+    ClientTimeout,
 }
 
 /// The HTTP version spoken to a node.
@@ -289,7 +308,7 @@ impl NodePool {
         timing: Timing,
         upgrade: bool,
     ) -> Result<Response<UpstreamBody>, SendError> {
-        let Timing { started: now, connect, deadline } = timing;
+        let Timing { started: now, connect, deadline, .. } = timing;
         let server_name = self.tls.as_ref().map(|_| server_name.filter(|n| !n.is_empty()).unwrap_or(&self.host));
         if self.protocol == Protocol::Http2 {
             return self.send_http2(parts, body, extra, server_name, timing).await;
@@ -305,7 +324,7 @@ impl NodePool {
             let mut received = false;
             conn.arm(deadline);
             conn.connection.set_upgrading(upgrade);
-            let error = match exchange_head(&mut conn, &mut upload, head_request, &mut received).await {
+            let error = match exchange_head(&mut conn, &mut upload, head_request, &mut received, &timing).await {
                 Ok(head) => {
                     conn.served += 1;
                     if head.parts.status == StatusCode::SWITCHING_PROTOCOLS {
@@ -315,8 +334,9 @@ impl NodePool {
                     let body = Http1Body::new(self.clone(), conn, upload, head.framing, head.keep_alive);
                     return Ok(Response::from_parts(head.parts, UpstreamBody::Http1(body)));
                 }
-                Err(None) => return Err(SendError::Timeout),
-                Err(Some(e)) => e,
+                Err(Failure::NodeTimeout) => return Err(SendError::Timeout),
+                Err(Failure::ClientTimeout) => return Err(SendError::ClientTimeout),
+                Err(Failure::Error(e)) => e,
             };
             if received || matches!(error, exchange::Error::Client(_)) {
                 return Err(SendError::Http(error));
@@ -408,21 +428,27 @@ impl NodePool {
     }
 }
 
-/// Sends the request and reads the response head; `Err(None)` when the connection's deadline passes first. A write
-/// failure does not end the exchange at once: a node that answers early (413) and stops reading may have sent its
-/// answer already, and that answer is the one to pass on.
+/// Sends the request and reads the response head. A write failure does not end the exchange at once: a node that
+/// answers early (413) and stops reading may have sent its answer already, and that answer is the one to pass on.
+///
+/// Deadlines: a request sent at once keeps the connection's deadline (armed by the caller). While a body is being
+/// uploaded the deadline moves with the upload: each time bytes move it is set `send` ahead when the node is not
+/// taking bytes, `client_body` ahead when the client is not sending them; once the upload ends, `read` ahead. So a
+/// slow client upload is neither a node timeout nor counted against the node, and a node that stops reading is.
 async fn exchange_head(
     conn: &mut Conn,
     upload: &mut Upload,
     head_request: bool,
     received: &mut bool,
-) -> Result<Head, Option<exchange::Error>> {
+    timing: &Timing,
+) -> Result<Head, Failure> {
     let mut write_error = None;
+    let (mut uploading, mut stalled_once, mut moved) = (true, false, upload.moved());
     let Conn { connection, deadline, .. } = conn;
     std::future::poll_fn(|cx| {
         if write_error.is_none() {
             match upload.poll(connection, cx) {
-                Poll::Ready(Err(e @ exchange::Error::Client(_))) => return Poll::Ready(Err(Some(e))),
+                Poll::Ready(Err(e @ exchange::Error::Client(_))) => return Poll::Ready(Err(Failure::Error(e))),
                 Poll::Ready(Err(e)) => {
                     upload.abandon();
                     write_error = Some(e);
@@ -430,15 +456,33 @@ async fn exchange_head(
                 _ => {}
             }
         }
+        if uploading {
+            let rearm = if upload.is_done() || write_error.is_some() {
+                uploading = false;
+                // Only an upload that had to wait moved the deadline; one sent at once keeps the caller's.
+                stalled_once.then_some(timing.read)
+            } else {
+                let now_moved = upload.moved();
+                let rearm = !stalled_once || now_moved != moved;
+                (stalled_once, moved) = (true, now_moved);
+                rearm.then(|| if upload.waiting_on_client() { timing.client_body } else { timing.send })
+            };
+            if let (Some(limit), Some(timer)) = (rearm, deadline.as_mut()) {
+                timer.as_mut().reset(Instant::now() + limit);
+            }
+        }
         match connection.poll_head(cx, head_request, received) {
             Poll::Ready(Ok(head)) => Poll::Ready(Ok(head)),
             Poll::Ready(Err(exchange::Error::ClosedBeforeResponse)) if write_error.is_some() => {
-                Poll::Ready(Err(write_error.take()))
+                Poll::Ready(Err(write_error.take().map_or(Failure::NodeTimeout, Failure::Error)))
             }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(Some(e))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(Failure::Error(e))),
             // Checked only while waiting, so an answer that is already here costs no look at the clock.
             Poll::Pending => match deadline.as_mut().map(|d| d.as_mut().poll(cx)) {
-                Some(Poll::Ready(())) => Poll::Ready(Err(None)),
+                Some(Poll::Ready(())) if uploading && upload.waiting_on_client() => {
+                    Poll::Ready(Err(Failure::ClientTimeout))
+                }
+                Some(Poll::Ready(())) => Poll::Ready(Err(Failure::NodeTimeout)),
                 _ => Poll::Pending,
             },
         }

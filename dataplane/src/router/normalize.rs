@@ -103,6 +103,18 @@ fn remove_dots(path: &str) -> String {
     out
 }
 
+/// Normalises `path` and checks that the result is normal: normalising it again changes nothing, and it has no
+/// `//` and no dot segment. For the fuzz target `paths` and its corpus replay.
+pub fn exercise(path: &str) {
+    let Ok(once) = normalize(path) else { return };
+    let again = normalize(&once).expect("a normal path stays readable");
+    assert_eq!(once, again, "normalising is idempotent for {path:?}");
+    if once.starts_with('/') {
+        assert!(!once.contains("//"), "no empty segment in {once:?}");
+        assert!(!once.split('/').any(|s| s == "." || s == ".."), "no dot segment in {once:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
