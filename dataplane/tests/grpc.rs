@@ -1,7 +1,8 @@
-//! gRPC through the data plane with real peers (tonic's standard health service on the node, tonic clients):
-//! unary and server-streaming calls over h2c and through `scheme: grpc` and `grpcs` upstreams, statuses carried
-//! in trailers both ways, many concurrent calls multiplexed on one connection to the node, and the data plane's
-//! own errors answered as gRPC statuses.
+//! gRPC through the data plane with real peers (tonic servers: the standard health service and the testkit's echo
+//! service; tonic clients): unary, server-streaming and bidirectional calls over h2c and through `scheme: grpc`
+//! and `grpcs` upstreams, statuses carried in trailers both ways, many concurrent calls multiplexed on one
+//! connection to the node, and the data plane's own errors (no route, no node, the read timeout) answered as gRPC
+//! statuses.
 
 mod common;
 
@@ -136,4 +137,48 @@ async fn grpcs_nodes_and_gateway_errors_as_grpc_statuses() {
     })
     .await;
     assert!(unimplemented, "a call no route matches is UNIMPLEMENTED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bidirectional_streams_flow_and_deadlines_are_grpc_statuses() {
+    use sluice_testkit::grpc::pb::echo_client::EchoClient;
+    use sluice_testkit::grpc::pb::{Delay, Message};
+
+    let etcd = Etcd::start().await.unwrap();
+    let mut etcd_client = etcd.client().await.unwrap();
+    let node = sluice_testkit::GrpcEchoServer::start("echo-1").await.unwrap();
+    let upstream = json!({"scheme": "grpc", "nodes": {node.addr().to_string(): 1}});
+    put(&mut etcd_client, "/sluice/routes/echo", json!({"uri": "/sluice.test.Echo/*", "upstream": upstream})).await;
+    // The same service with a one-second read timeout, for the deadline.
+    let slow = json!({"uri": "/sluice.test.Echo/Slow", "timeout": {"connect": 1, "send": 1, "read": 1},
+        "upstream": upstream});
+    put(&mut etcd_client, "/sluice/routes/slow", slow).await;
+    let dp = ready_dataplane(&etcd.endpoint()).await;
+    let channel = Channel::from_shared(format!("http://{}", dp.http_addr())).unwrap().connect().await.unwrap();
+    let mut client = EchoClient::new(channel);
+    let served = eventually(SETTLE, || {
+        let mut c = client.clone();
+        async move { c.unary(Message { text: "hi".into() }).await.is_ok() }
+    })
+    .await;
+    assert!(served, "the gRPC route was never served");
+    assert_eq!(client.unary(Message { text: "one".into() }).await.unwrap().into_inner().text, "echo-1: one");
+
+    // Bidirectional: each message is answered before the next is sent, so nothing waits for the stream's end.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Message>(1);
+    let outgoing = futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut replies = client.chat(outgoing).await.unwrap().into_inner();
+    for text in ["first", "second", "third"] {
+        tx.send(Message { text: text.into() }).await.unwrap();
+        let reply = tokio::time::timeout(SETTLE, replies.next()).await.expect("answered while the stream is open");
+        assert_eq!(reply.unwrap().unwrap().text, format!("echo-1: {text}"));
+    }
+    drop(tx);
+    assert!(tokio::time::timeout(SETTLE, replies.next()).await.unwrap().is_none(), "the stream ends with the client's");
+
+    // A node slower than the route's read timeout: DEADLINE_EXCEEDED from the data plane.
+    let status = client.slow(Delay { millis: 5_000 }).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("504"), "{status:?}");
+    assert_eq!(client.slow(Delay { millis: 10 }).await.unwrap().into_inner().text, "echo-1: after 10 ms");
 }

@@ -3,6 +3,7 @@
 
 mod echo;
 mod etcd;
+pub mod grpc;
 mod http;
 mod process;
 mod tls;
@@ -10,6 +11,7 @@ mod tls_client;
 
 pub use echo::EchoServer;
 pub use etcd::Etcd;
+pub use grpc::GrpcEchoServer;
 pub use http::{Reply, get, request};
 pub use process::{Child, workspace_bin};
 pub use tls::{CA_PEM, CLIENT_CERT_PEM, CLIENT_KEY_PEM, ClientAuth, OTHER_CA_PEM, TlsEchoServer};
