@@ -510,6 +510,9 @@ def test_https_listener_is_wired_through_to_the_service() -> None:
     # A default certificate, and the listener switched off.
     with_default = {"dataplane": {"defaultSsl": "wildcard"}}
     assert args_of(container(dataplane(with_default), "dataplane"))["--default-ssl"] == "wildcard"
+    assert "--proxy-protocol" not in args
+    behind_nlb = {"dataplane": {"proxyProtocol": True}}
+    assert "--proxy-protocol" in args_of(container(dataplane(behind_nlb), "dataplane"))
     off = {"dataplane": {"httpsPort": 0}}
     chart().validate_schema(off)
     assert args_of(container(dataplane(off), "dataplane"))["--https-addr"] == "off"

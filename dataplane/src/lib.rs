@@ -69,6 +69,9 @@ pub struct Options {
     pub access_log: Option<plugins::access_log::AccessLog>,
     /// Limits on client connections and requests at the proxy listeners.
     pub limits: listener::Limits,
+    /// Whether every connection to the proxy listeners starts with a PROXY protocol header (v1 or v2), as sent by
+    /// a load balancer in front; connections without one are closed.
+    pub proxy_protocol: bool,
 }
 
 impl Default for Options {
@@ -87,6 +90,7 @@ impl Default for Options {
             plugins: plugins::Enabled::all(),
             access_log: None,
             limits: listener::Limits::default(),
+            proxy_protocol: false,
         }
     }
 }
@@ -185,9 +189,17 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
     ];
 
     let (shutdown, stop) = watch::channel(false);
-    spawn_proxy(http, listener::Plain, &shared, http_addr, stop.clone());
+    let tls = || listener::tls::Tls { shared: shared.clone() };
+    use listener::proxy_protocol::ProxyProtocol;
+    match opts.proxy_protocol {
+        false => spawn_proxy(http, listener::Plain, &shared, http_addr, stop.clone()),
+        true => spawn_proxy(http, ProxyProtocol { inner: listener::Plain }, &shared, http_addr, stop.clone()),
+    }
     if let Some((https, addr)) = https.zip(https_addr) {
-        spawn_proxy(https, listener::tls::Tls { shared: shared.clone() }, &shared, addr, stop.clone());
+        match opts.proxy_protocol {
+            false => spawn_proxy(https, tls(), &shared, addr, stop.clone()),
+            true => spawn_proxy(https, ProxyProtocol { inner: tls() }, &shared, addr, stop.clone()),
+        }
     }
     let admin_shared = shared.clone();
     let admin_connection = move |_, _: &listener::Transport| {

@@ -94,6 +94,10 @@ struct Args {
     /// node).
     #[arg(long, env = "SLUICE_CLIENT_BODY_TIMEOUT", default_value_t = 60.0)]
     client_body_timeout: f64,
+    /// Every connection to the proxy listeners starts with a PROXY protocol header (v1 or v2) from a load balancer,
+    /// which gives the client's address; connections without one are closed. Only behind such a balancer.
+    #[arg(long, env = "SLUICE_PROXY_PROTOCOL")]
+    proxy_protocol: bool,
     /// Client connections served at once per proxy listener; beyond, new connections wait to be accepted.
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 65_536)]
     max_connections: usize,
@@ -159,6 +163,7 @@ fn main() -> anyhow::Result<()> {
     };
     let opts = Options {
         limits,
+        proxy_protocol: args.proxy_protocol,
         https_addr,
         https_public_port: args.https_public_port,
         default_ssl: args.default_ssl,

@@ -59,7 +59,10 @@ pub struct Peer {
 impl Peer {
     /// The peer `addr` on a listener bound to `port`, connected as `transport` says.
     pub fn new(addr: SocketAddr, port: HeaderValue, transport: &Transport) -> Peer {
-        let Transport { tls, sni, client_verified } = transport.clone();
+        let Transport { tls, sni, client_verified, client, port: forwarded_port } = transport.clone();
+        // Behind a load balancer speaking the PROXY protocol, the client and the port it reached come from it.
+        let addr = client.unwrap_or(addr);
+        let port = forwarded_port.map_or(port, HeaderValue::from);
         Peer { addr, ip: ip_value(addr), port, tls, sni, client_verified }
     }
 

@@ -76,6 +76,12 @@ impl TlsClient {
     /// Connects to `addr`, asking for `sni` (`None`: no SNI is sent).
     pub async fn connect(&self, addr: SocketAddr, sni: Option<&str>) -> anyhow::Result<TlsConnection> {
         let tcp = tokio::net::TcpStream::connect(addr).await?;
+        self.handshake(tcp, sni).await
+    }
+
+    /// Runs the TLS handshake on an open connection (after bytes the test wrote first, such as a PROXY header).
+    pub async fn handshake(&self, tcp: tokio::net::TcpStream, sni: Option<&str>) -> anyhow::Result<TlsConnection> {
+        let addr = tcp.peer_addr()?;
         // An IP address as the server name makes rustls send no SNI.
         let name = match sni {
             Some(name) => ServerName::try_from(name.to_string())?,

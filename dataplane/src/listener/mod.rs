@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 
 pub mod certs;
 pub mod limits;
+pub mod proxy_protocol;
 pub mod tls;
 
 pub use limits::Limits;
@@ -45,6 +46,10 @@ pub struct Transport {
     pub sni: Option<Box<str>>,
     /// Whether the client presented a verified certificate (downstream mutual TLS).
     pub client_verified: bool,
+    /// The client's address from a PROXY protocol header, when the TCP peer is a load balancer.
+    pub client: Option<SocketAddr>,
+    /// The port the client connected to on that load balancer (`X-Forwarded-Port`).
+    pub port: Option<u16>,
 }
 
 /// What happens between accepting a TCP connection and serving HTTP on it.

@@ -91,6 +91,6 @@ impl Tls {
             Outcome::Failed
         })?;
         let client_verified = stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
-        Ok((stream, Transport { tls: true, sni, client_verified }))
+        Ok((stream, Transport { tls: true, sni, client_verified, ..Transport::default() }))
     }
 }
