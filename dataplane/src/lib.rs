@@ -192,13 +192,15 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
     let tls = || listener::tls::Tls { shared: shared.clone() };
     use listener::proxy_protocol::ProxyProtocol;
     match opts.proxy_protocol {
-        false => spawn_proxy(http, listener::Plain, &shared, http_addr, stop.clone()),
-        true => spawn_proxy(http, ProxyProtocol { inner: listener::Plain }, &shared, http_addr, stop.clone()),
+        false => spawn_proxy(http, listener::Plain, &shared, http_addr.port(), stop.clone()),
+        true => spawn_proxy(http, ProxyProtocol { inner: listener::Plain }, &shared, http_addr.port(), stop.clone()),
     }
     if let Some((https, addr)) = https.zip(https_addr) {
+        // `X-Forwarded-Port` names the port clients reach, as the redirect to HTTPS does.
+        let port = opts.https_public_port.unwrap_or(addr.port());
         match opts.proxy_protocol {
-            false => spawn_proxy(https, tls(), &shared, addr, stop.clone()),
-            true => spawn_proxy(https, ProxyProtocol { inner: tls() }, &shared, addr, stop.clone()),
+            false => spawn_proxy(https, tls(), &shared, port, stop.clone()),
+            true => spawn_proxy(https, ProxyProtocol { inner: tls() }, &shared, port, stop.clone()),
         }
     }
     let admin_shared = shared.clone();
@@ -212,15 +214,15 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
     Ok(Dataplane { http_addr, https_addr, admin_addr, grace: opts.grace, shared, shutdown, background })
 }
 
-/// Serves proxied requests on `socket` (bound to `addr`) after `handshake`.
+/// Serves proxied requests on `socket` after `handshake`; `public_port` is the port clients reach it on.
 fn spawn_proxy<T: listener::Handshake>(
     socket: TcpListener,
     handshake: T,
     shared: &Arc<Shared>,
-    addr: SocketAddr,
+    public_port: u16,
     stop: watch::Receiver<bool>,
 ) {
-    let (shared, port, limits) = (shared.clone(), HeaderValue::from(addr.port()), shared.limits);
+    let (shared, port, limits) = (shared.clone(), HeaderValue::from(public_port), shared.limits);
     let connection = move |remote, transport: &listener::Transport| {
         let (shared, peer) = (shared.clone(), Arc::new(Peer::new(remote, port.clone(), transport)));
         move |req| proxy::handle(shared.clone(), peer.clone(), req)
