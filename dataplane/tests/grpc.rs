@@ -52,6 +52,15 @@ async fn check(client: &mut HealthClient<Channel>, service: &str) -> Result<i32,
     client.check(req).await.map(|r| r.into_inner().status)
 }
 
+/// Waits until a check of `shop.Orders` through `client` gives what `want` accepts.
+async fn until(client: &HealthClient<Channel>, want: fn(&Result<i32, tonic::Status>) -> bool) -> bool {
+    eventually(SETTLE, || {
+        let mut c = client.clone();
+        async move { want(&check(&mut c, "shop.Orders").await) }
+    })
+    .await
+}
+
 fn route(uri: &str, scheme: &str, node: SocketAddr) -> serde_json::Value {
     json!({"uri": uri, "upstream": {"scheme": scheme, "nodes": {node.to_string(): 1}}})
 }
@@ -65,12 +74,7 @@ async fn grpc_calls_stream_and_multiplex_through_the_data_plane() {
     let dp = ready_dataplane(&etcd.endpoint()).await;
     // The client speaks HTTP/2 without TLS (prior knowledge) to the plain listener.
     let mut client = client(dp.http_addr()).await;
-    let served = eventually(SETTLE, || {
-        let mut c = client.clone();
-        async move { check(&mut c, "shop.Orders").await.is_ok() }
-    })
-    .await;
-    assert!(served, "the gRPC route was never served");
+    assert!(until(&client, Result::is_ok).await, "the gRPC route was never served");
     assert_eq!(check(&mut client, "shop.Orders").await.unwrap(), Wire::Serving as i32);
     // The node's own error status comes through in its trailers.
     let missing = check(&mut client, "shop.Unknown").await.unwrap_err();
@@ -110,32 +114,19 @@ async fn grpcs_nodes_and_gateway_errors_as_grpc_statuses() {
     put(&mut etcd_client, "/sluice/routes/health", route("/grpc.health.v1.Health/*", "grpcs", tls_node)).await;
     let dp = ready_dataplane(&etcd.endpoint()).await;
     let mut client = client(dp.http_addr()).await;
-    let served = eventually(SETTLE, || {
-        let mut c = client.clone();
-        async move { check(&mut c, "shop.Orders").await.is_ok() }
-    })
-    .await;
-    assert!(served, "the grpcs node was never reached");
+    assert!(until(&client, Result::is_ok).await, "the grpcs node was never reached");
     assert_eq!(check(&mut client, "shop.Orders").await.unwrap(), Wire::Serving as i32);
 
     // No node listening: UNAVAILABLE with the reason, not an HTTP error.
     let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     put(&mut etcd_client, "/sluice/routes/health", route("/grpc.health.v1.Health/*", "grpc", closed)).await;
-    let unavailable = eventually(SETTLE, || {
-        let mut c = client.clone();
-        async move { check(&mut c, "shop.Orders").await.is_err_and(|s| s.code() == Code::Unavailable) }
-    })
-    .await;
+    let unavailable = until(&client, |r| r.as_ref().is_err_and(|s| s.code() == Code::Unavailable)).await;
     assert!(unavailable, "a node that cannot be reached is UNAVAILABLE");
     let status = check(&mut client, "shop.Orders").await.unwrap_err();
     assert!(status.message().contains("502"), "{status:?}");
     // No route: UNIMPLEMENTED.
     delete(&mut etcd_client, "/sluice/routes/health").await;
-    let unimplemented = eventually(SETTLE, || {
-        let mut c = client.clone();
-        async move { check(&mut c, "shop.Orders").await.is_err_and(|s| s.code() == Code::Unimplemented) }
-    })
-    .await;
+    let unimplemented = until(&client, |r| r.as_ref().is_err_and(|s| s.code() == Code::Unimplemented)).await;
     assert!(unimplemented, "a call no route matches is UNIMPLEMENTED");
 }
 

@@ -63,15 +63,7 @@ impl Stack {
         let echo = EchoServer::start("echo").await.unwrap();
         let route = json!({"uri": "/*", "upstream": {"nodes": {echo.addr().to_string(): 1}}});
         put(&mut client, "/sluice/routes/all", route).await;
-        let opts = Options {
-            etcd_endpoints: vec![etcd.endpoint()],
-            http_addr: "127.0.0.1:0".parse().unwrap(),
-            https_addr: Some("127.0.0.1:0".parse().unwrap()),
-            admin_addr: "127.0.0.1:0".parse().unwrap(),
-            grace: Duration::from_secs(1),
-            default_ssl: default_ssl.map(str::to_string),
-            ..Options::default()
-        };
+        let opts = Options { default_ssl: default_ssl.map(str::to_string), ..loopback(&etcd.endpoint(), true) };
         let dp = sluice_dataplane::start(opts).await.unwrap();
         assert!(eventually(SETTLE, || async { dp.is_ready() }).await, "data plane never became ready");
         Stack { _etcd: etcd, client, dp, _echo: echo }

@@ -32,14 +32,7 @@ async fn start(limits: Limits) -> (Etcd, EchoServer, Dataplane) {
     let echo = EchoServer::start("echo").await.unwrap();
     put(&mut client, "/sluice/routes/all", json!({"uri": "/*", "upstream": {"nodes": {echo.addr().to_string(): 1}}}))
         .await;
-    let opts = Options {
-        etcd_endpoints: vec![etcd.endpoint()],
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        grace: Duration::from_secs(1),
-        limits,
-        ..Options::default()
-    };
+    let opts = Options { limits, ..loopback(&etcd.endpoint(), false) };
     let dp = sluice_dataplane::start(opts).await.unwrap();
     assert!(wait_served(dp.http_addr(), "x", "/ready", Some("echo")).await);
     (etcd, echo, dp)

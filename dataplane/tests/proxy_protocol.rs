@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use common::*;
 use serde_json::json;
@@ -42,15 +41,7 @@ async fn clients_behind_a_balancer_are_seen_as_themselves() {
     let ssl =
         json!({"cert": cert.cert.pem(), "key": cert.signing_key.serialize_pem(), "snis": ["secure.example.test"]});
     put(&mut client, "/sluice/ssls/secure", ssl).await;
-    let opts = Options {
-        etcd_endpoints: vec![etcd.endpoint()],
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        https_addr: Some("127.0.0.1:0".parse().unwrap()),
-        admin_addr: "127.0.0.1:0".parse().unwrap(),
-        grace: Duration::from_secs(1),
-        proxy_protocol: true,
-        ..Options::default()
-    };
+    let opts = Options { proxy_protocol: true, ..loopback(&etcd.endpoint(), true) };
     let dp = sluice_dataplane::start(opts).await.unwrap();
     assert!(eventually(SETTLE, || async { dp.is_ready() }).await);
     let v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 80\r\n";

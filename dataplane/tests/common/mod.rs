@@ -16,16 +16,21 @@ use tokio::task::AbortHandle;
 /// How long a change may take to show.
 pub const SETTLE: Duration = Duration::from_secs(8);
 
-/// Starts a data plane on loopback ports against `endpoint`.
-pub async fn dataplane(endpoint: &str) -> Dataplane {
-    let opts = Options {
+/// Options for a data plane on free loopback ports against `endpoint`; with `https`, an HTTPS listener too.
+pub fn loopback(endpoint: &str, https: bool) -> Options {
+    Options {
         etcd_endpoints: vec![endpoint.to_string()],
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        https_addr: https.then(|| "127.0.0.1:0".parse().unwrap()),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         grace: Duration::from_secs(2),
         ..Options::default()
-    };
-    sluice_dataplane::start(opts).await.unwrap()
+    }
+}
+
+/// Starts a data plane on loopback ports against `endpoint`.
+pub async fn dataplane(endpoint: &str) -> Dataplane {
+    sluice_dataplane::start(loopback(endpoint, false)).await.unwrap()
 }
 
 /// Starts a data plane and waits until it has synced.
