@@ -27,9 +27,16 @@ fi
 out=.local/tls-scan
 mkdir -p "$out"
 rm -f "$out/report.json"
-target/debug/sluice-stack --manifests config/examples --http-port 0 --https-port "$port" > "$out/stack.log" 2>&1 &
+# In a session of its own, so that etcd, the controller and the data plane it starts are stopped with it.
+setsid target/debug/sluice-stack --manifests config/examples --http-port 0 --https-port "$port" > "$out/stack.log" 2>&1 &
 stack=$!
-trap 'kill $stack 2>/dev/null || true; wait $stack 2>/dev/null || true' EXIT
+stop_stack() {
+  kill -INT "$stack" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$stack" 2>/dev/null || break; sleep 0.1; done
+  kill -TERM -- "-$stack" 2>/dev/null || true
+  wait "$stack" 2>/dev/null || true
+}
+trap stop_stack EXIT
 for _ in $(seq 1 120); do
   grep -q "Edit files in" "$out/stack.log" && break
   if ! kill -0 $stack 2>/dev/null; then cat "$out/stack.log" >&2; exit 1; fi
