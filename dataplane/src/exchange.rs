@@ -50,12 +50,23 @@ pub enum Error {
     /// The chunked body is malformed.
     #[error("invalid chunked body: {0}")]
     Chunked(&'static str),
-    /// The client's request body failed while it was being sent on.
-    #[error("reading the client's request body: {0}")]
-    Client(hyper::Error),
+    /// The client's request body failed, or went over the limit, while it was being sent on.
+    #[error("the client's request body: {0}")]
+    Client(BodyError),
     /// The HTTP/2 exchange with the node failed (the connection, or the stream was reset).
     #[error("HTTP/2: {0}")]
     Http2(hyper::Error),
+}
+
+/// Why the client's request body could not be passed on.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Reading it from the client failed: it broke off, or its framing is malformed.
+    #[error("{0}")]
+    Read(#[from] hyper::Error),
+    /// It is larger than the limit (`--max-body-bytes`), which a chunked body shows only on the way.
+    #[error("it is larger than {0} bytes")]
+    TooLarge(u64),
 }
 
 /// A connection's byte stream: plain TCP, or TLS over it.
@@ -674,31 +685,51 @@ fn trailer_field(line: &[u8]) -> Result<(HeaderName, HeaderValue), Error> {
 pub enum RequestBody {
     /// Streamed from the client as it arrives.
     Stream(Incoming),
+    /// Streamed, and refused once more than `limit` bytes have come (`left` remain allowed).
+    Limited {
+        /// The client's body.
+        body: Incoming,
+        /// Bytes still allowed.
+        left: u64,
+        /// The limit, for the error.
+        limit: u64,
+    },
     /// Read into memory (for a plugin's request-body phase); `None` once sent.
     Buffered(Option<Bytes>),
 }
 
 impl Body for RequestBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
-            RequestBody::Stream(body) => Pin::new(body).poll_frame(cx),
+            RequestBody::Stream(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::Read),
+            RequestBody::Limited { body, left, limit } => {
+                let frame = ready!(Pin::new(body).poll_frame(cx)).map(|f| f.map_err(BodyError::Read));
+                if let Some(Ok(data)) = frame.as_ref().map(|f| f.as_ref().map(Frame::data_ref)) {
+                    let len = data.map_or(0, |d| d.len() as u64);
+                    if len > *left {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge(*limit))));
+                    }
+                    *left -= len;
+                }
+                Poll::Ready(frame)
+            }
             RequestBody::Buffered(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
-            RequestBody::Stream(body) => body.is_end_stream(),
+            RequestBody::Stream(body) | RequestBody::Limited { body, .. } => body.is_end_stream(),
             RequestBody::Buffered(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            RequestBody::Stream(body) => body.size_hint(),
+            RequestBody::Stream(body) | RequestBody::Limited { body, .. } => body.size_hint(),
             RequestBody::Buffered(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
         }
     }

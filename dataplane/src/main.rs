@@ -83,8 +83,8 @@ struct Args {
     /// The longest request target (path and query) in bytes; longer is answered 414.
     #[arg(long, env = "SLUICE_MAX_URI_BYTES", default_value_t = 8192)]
     max_uri_bytes: usize,
-    /// The largest request body in bytes a request may declare (Content-Length); larger is answered 413. 0: no
-    /// limit (APISIX's default).
+    /// The largest request body in bytes (declared by Content-Length, or counted as a chunked body arrives);
+    /// larger is answered 413. 0: no limit (APISIX's default).
     #[arg(long, env = "SLUICE_MAX_BODY_BYTES", default_value_t = 0)]
     max_body_bytes: u64,
     /// Seconds a client may take to send a request head; also how long an idle keep-alive connection is kept.

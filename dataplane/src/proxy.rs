@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 use crate::Shared;
 use crate::config::{Target, UpstreamRuntime};
 use crate::error::ProxyError;
-use crate::exchange::{RequestBody, is_hop_by_hop};
+use crate::exchange::{BodyError, RequestBody, is_hop_by_hop};
 use crate::health::Observed;
 use crate::listener::Transport;
 use crate::plugins::{Ctx, Reply, Session};
@@ -216,9 +216,16 @@ async fn proxy(
     }
     // A plugin that needs the body whole (hmac-auth's digest) gets it read into memory; it is then sent from there.
     let body = match session.as_mut().filter(|s| s.wants_request_body()) {
-        None => RequestBody::Stream(body),
+        None => match limits.max_body_bytes {
+            Some(limit) => RequestBody::Limited { body, left: limit, limit },
+            None => RequestBody::Stream(body),
+        },
         Some(s) => {
-            let bytes = match Box::pin(read_body(body, MAX_PLUGIN_BODY)).await {
+            // The body limit, when there is one, caps what is read into memory too.
+            let cap = limits
+                .max_body_bytes
+                .map_or(MAX_PLUGIN_BODY, |m| usize::try_from(m).unwrap_or(usize::MAX).min(MAX_PLUGIN_BODY));
+            let bytes = match Box::pin(read_body(body, cap)).await {
                 Ok(bytes) => bytes,
                 Err(reply) => return Ok(full(s.reply(reply))),
             };
@@ -366,6 +373,9 @@ async fn proxy(
                         });
                     }
                 }
+            }
+            Err(SendError::Http(crate::exchange::Error::Client(BodyError::TooLarge(limit)))) => {
+                return Err(ProxyError::BodyTooLarge(limit));
             }
             Err(SendError::Http(crate::exchange::Error::Client(e))) => {
                 debug!(client = %peer.addr, error = %e, "the client's request body broke off");

@@ -61,6 +61,13 @@ async fn oversized_requests_get_their_status() {
         |len: usize| format!("POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n");
     assert_eq!(status_of(http, &post(2000), &[b'a'; 2000]).await, 413);
     assert_eq!(status_of(http, &post(500), &[b'a'; 500]).await, 200);
+    // A chunked body shows its size only on the way: refused once it passes the limit.
+    let chunked = "POST /upload HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+    let chunk = format!("258\r\n{}\r\n", "a".repeat(600));
+    let over = format!("{chunk}{chunk}{chunk}0\r\n\r\n");
+    assert_eq!(status_of(http, chunked, over.as_bytes()).await, 413);
+    let under = format!("{chunk}0\r\n\r\n");
+    assert_eq!(status_of(http, chunked, under.as_bytes()).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
 //! Limits at the edge, applied before a request reaches routing: the size and count of header fields (431), the
-//! length of the request target (414), the declared body size (413), how long a client may take to send a request
+//! length of the request target (414), the body size (413), how long a client may take to send a request
 //! head (which also bounds how long an idle keep-alive connection stays open) and may pause inside a body (408),
 //! and how many client connections
 //! are served at once (beyond that, new connections wait in the kernel's accept queue).
@@ -19,7 +19,8 @@ pub struct Limits {
     pub max_headers: usize,
     /// The longest request target (path and query) in bytes. Longer: 414.
     pub max_uri_bytes: usize,
-    /// The largest request body a `Content-Length` may declare; `None`: no limit. Larger: 413.
+    /// The largest request body, declared by `Content-Length` or counted as a chunked body arrives; `None`: no
+    /// limit. Larger: 413.
     pub max_body_bytes: Option<u64>,
     /// How long a client may take to send a request head, and how long an idle keep-alive connection is kept.
     pub header_timeout: Duration,

@@ -41,7 +41,16 @@ impl NodePool {
         let req = request(parts, body, extra, self.tls.is_some()).map_err(SendError::Http)?;
         match tokio::time::timeout_at(timing.deadline, sender.send_request(req)).await {
             Err(_) => Err(SendError::Timeout),
-            Ok(Err(e)) => Err(SendError::Http(exchange::Error::Http2(e))),
+            Ok(Err(e)) => {
+                // A request body over the limit surfaces inside hyper's error: it is the client's, not the node's.
+                let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<exchange::BodyError>());
+                match source {
+                    Some(exchange::BodyError::TooLarge(limit)) => {
+                        Err(SendError::Http(exchange::Error::Client(exchange::BodyError::TooLarge(*limit))))
+                    }
+                    _ => Err(SendError::Http(exchange::Error::Http2(e))),
+                }
+            }
             Ok(Ok(resp)) => Ok(resp.map(UpstreamBody::Http2)),
         }
     }
