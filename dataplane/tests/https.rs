@@ -247,6 +247,13 @@ async fn http2_and_http1_share_the_port_and_sessions_resume() {
     assert_eq!(first.version, Some(rustls::ProtocolVersion::TLSv1_2));
     assert_eq!(first.get("h2.test", "/").await.unwrap().status, 200);
     assert!(tls12.connect(stack.https(), Some("h2.test")).await.unwrap().resumed, "TLS 1.2 session not resumed");
+    // The metric tells resumed handshakes from full ones.
+    let counted = |result: &'static str| {
+        let admin = stack.dp.admin_addr();
+        async move { metric(admin, &format!("sluice_tls_handshakes_total{{result=\"{result}\"}}")).await.unwrap_or(0.0) }
+    };
+    assert!(counted("resumed").await >= 2.0, "two resumed handshakes counted");
+    assert!(counted("ok").await >= 2.0, "full handshakes counted apart");
 }
 
 #[tokio::test]

@@ -26,8 +26,10 @@ pub(crate) struct Tls {
 /// How a handshake ended, as the `sluice_tls_handshakes_total` label says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    /// Completed.
+    /// Completed with a full handshake.
     Ok,
+    /// Completed by resuming an earlier session (a ticket, or a TLS 1.2 session id).
+    Resumed,
     /// No certificate for the name the client asked for (or a refused one).
     NoCertificate,
     /// The client sent something other than TLS, or the handshake failed (bad client certificate, no common
@@ -42,6 +44,7 @@ impl Outcome {
     pub fn label(self) -> &'static str {
         match self {
             Outcome::Ok => "ok",
+            Outcome::Resumed => "resumed",
             Outcome::NoCertificate => "no_certificate",
             Outcome::Failed => "failed",
             Outcome::Timeout => "timeout",
@@ -55,7 +58,10 @@ impl Handshake for Tls {
     async fn handshake(&self, tcp: TcpStream, remote: SocketAddr) -> Option<(Self::Stream, Transport)> {
         let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.complete(tcp, remote)).await;
         let (outcome, done) = match result {
-            Ok(Ok(done)) => (Outcome::Ok, Some(done)),
+            Ok(Ok(done)) => {
+                let resumed = done.0.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+                (if resumed { Outcome::Resumed } else { Outcome::Ok }, Some(done))
+            }
             Ok(Err(outcome)) => (outcome, None),
             Err(_) => (Outcome::Timeout, None),
         };
