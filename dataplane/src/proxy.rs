@@ -163,10 +163,6 @@ async fn proxy(
     if req.uri().path_and_query().map_or(0, |pq| pq.as_str().len()) > limits.max_uri_bytes {
         return Err(ProxyError::UriTooLong(limits.max_uri_bytes));
     }
-    // A declared length (Content-Length, or an HTTP/2 content-length) is known before any byte is read.
-    if let Some(max) = limits.max_body_bytes.filter(|max| req.body().size_hint().lower() > *max) {
-        return Err(ProxyError::BodyTooLarge(max));
-    }
     // Matched, seen by plugins and sent to the node in one normal form.
     normalize_target(req.uri_mut())?;
     let (entry, global, consumers) = {
@@ -214,17 +210,26 @@ async fn proxy(
             return Ok(full(s.reply(reply)));
         }
     }
+    // The body limit: the route's own (client-control; 0 lifts it), else the listener's.
+    let body_limit = match session.as_ref().and_then(|s| s.ctx.max_body_size) {
+        Some(0) => None,
+        Some(size) => Some(size),
+        None => limits.max_body_bytes,
+    };
+    // A declared length (Content-Length, or an HTTP/2 content-length) is known before any byte is read.
+    if let Some(max) = body_limit.filter(|max| body.size_hint().lower() > *max) {
+        return Err(ProxyError::BodyTooLarge(max));
+    }
     // A plugin that needs the body whole (hmac-auth's digest) gets it read into memory; it is then sent from there.
     let body = match session.as_mut().filter(|s| s.wants_request_body()) {
-        None => match limits.max_body_bytes {
+        None => match body_limit {
             Some(limit) => RequestBody::Limited { body, left: limit, limit },
             None => RequestBody::Stream(body),
         },
         Some(s) => {
             // The body limit, when there is one, caps what is read into memory too.
-            let cap = limits
-                .max_body_bytes
-                .map_or(MAX_PLUGIN_BODY, |m| usize::try_from(m).unwrap_or(usize::MAX).min(MAX_PLUGIN_BODY));
+            let cap =
+                body_limit.map_or(MAX_PLUGIN_BODY, |m| usize::try_from(m).unwrap_or(usize::MAX).min(MAX_PLUGIN_BODY));
             let bytes = match Box::pin(read_body(body, cap)).await {
                 Ok(bytes) => bytes,
                 Err(reply) => return Ok(full(s.reply(reply))),

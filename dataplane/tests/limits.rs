@@ -145,3 +145,31 @@ async fn slow_uploads_are_the_clients_time_not_the_nodes() {
     let gateway_timeouts = metric(dp.admin_addr(), r#"sluice_http_requests_total{code="504"}"#).await;
     assert!(gateway_timeouts.is_none_or(|t| t == 0.0), "no answer was a node timeout: {gateway_timeouts:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_control_sets_a_routes_own_body_limit() {
+    let (etcd, echo, dp) = start(Limits { max_body_bytes: Some(1000), ..Limits::default() }).await;
+    let mut client = etcd.client().await.unwrap();
+    let nodes = json!({echo.addr().to_string(): 1});
+    for (id, size) in [("bigger", 5000), ("smaller", 100), ("unlimited", 0)] {
+        let route = json!({"uri": format!("/{id}"), "plugins": {"client-control": {"max_body_size": size}},
+            "upstream": {"nodes": nodes}});
+        put(&mut client, &format!("/sluice/routes/{id}"), route).await;
+    }
+    let http = dp.http_addr();
+    let post = |path: &str, len: usize| {
+        format!("POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n")
+    };
+    let body = vec![b'a'; 2000];
+    // The catch-all answers these paths until the routes are in: wait for the last one put to raise the limit.
+    let routed = eventually(SETTLE, || async { status_of(http, &post("/unlimited", 2000), &body).await == 200 }).await;
+    assert!(routed, "the client-control routes were never served");
+    assert_eq!(status_of(http, &post("/bigger", 2000), &body).await, 200, "the route raises the limit");
+    assert_eq!(status_of(http, &post("/unlimited", 2000), &body).await, 200, "0 lifts it");
+    assert_eq!(status_of(http, &post("/smaller", 500), &body[..500]).await, 413, "the route lowers it");
+    assert_eq!(status_of(http, &post("/ready", 2000), &body).await, 413, "elsewhere the listener's holds");
+    // A chunked body on the smaller route is cut at its limit too.
+    let chunked = "POST /smaller HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n";
+    let over = format!("c8\r\n{}\r\n0\r\n\r\n", "a".repeat(200));
+    assert_eq!(status_of(http, chunked, over.as_bytes()).await, 413);
+}

@@ -190,6 +190,8 @@ pub struct Ctx {
     pub request_head_bytes: u64,
     /// The size of the response head as sent; measured only when a plugin has a log phase.
     pub response_head_bytes: u64,
+    /// The route's own request body limit (`client-control`), in place of the listener's; 0 lifts it.
+    pub max_body_size: Option<u64>,
     /// Values plugins hand to later phases or to other plugins.
     pub extensions: Extensions,
 }
@@ -222,6 +224,7 @@ impl Ctx {
             request_bytes: 0,
             request_head_bytes: 0,
             response_head_bytes: 0,
+            max_body_size: None,
             extensions: Extensions::new(),
         }
     }

@@ -20,6 +20,7 @@ pub mod access_log;
 mod auth;
 mod basic_auth;
 mod brotli;
+mod client_control;
 mod compress;
 mod consumer_restriction;
 mod cors;

@@ -10,9 +10,9 @@ use sluice_model::{Plugin as PluginModel, PluginConf, Plugins};
 
 use super::chain::Slot;
 use super::{
-    Plugin, basic_auth, brotli, consumer_restriction, cors, fault_injection, gzip, hmac_auth, http_logger,
-    ip_restriction, jwt_auth, key_auth, mocking, opentelemetry, prometheus, proxy_rewrite, real_ip, redirect,
-    referer_restriction, request_id, response_rewrite, ua_restriction, uri_blocker,
+    Plugin, basic_auth, brotli, client_control, consumer_restriction, cors, fault_injection, gzip, hmac_auth,
+    http_logger, ip_restriction, jwt_auth, key_auth, mocking, opentelemetry, prometheus, proxy_rewrite, real_ip,
+    redirect, referer_restriction, request_id, response_rewrite, ua_restriction, uri_blocker,
 };
 use crate::metrics::Metrics;
 use crate::router::Vars;
@@ -56,6 +56,7 @@ pub static FACTORIES: &[Factory] = &[
     referer_restriction::FACTORY,
     uri_blocker::FACTORY,
     cors::FACTORY,
+    client_control::FACTORY,
     real_ip::FACTORY,
     proxy_rewrite::FACTORY,
     response_rewrite::FACTORY,

@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 pub mod basic_auth;
 pub mod brotli;
 mod check;
+pub mod client_control;
 pub mod consumer_restriction;
 pub mod cors;
 pub mod fault_injection;
@@ -145,6 +146,8 @@ plugin_set! {
         UriBlocker(uri_blocker::UriBlocker),
         /// `cors`.
         Cors(cors::Cors),
+        /// `client-control`.
+        ClientControl(client_control::ClientControl),
         /// `real-ip`.
         RealIp(real_ip::RealIp),
         /// `proxy-rewrite`.
