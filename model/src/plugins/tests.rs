@@ -113,13 +113,14 @@ fn every_plugin_checks_its_configuration() {
         "proxy-rewrite": {"uri": "/x"}, "response-rewrite": {"status_code": 200}, "redirect": {"uri": "/to"},
         "request-id": {}, "fault-injection": {"abort": {"http_status": 403}}, "mocking": {"response_example": "{}"},
         "gzip": {}, "brotli": {}, "prometheus": {}, "http-logger": {"uri": "http://127.0.0.1/logs"},
-        "opentelemetry": {}
+        "opentelemetry": {}, "client-control": {}
     });
     let all = decode(valid).unwrap();
     assert_eq!(all.len(), PluginConf::NAMES.len(), "every plugin has a minimal valid configuration here");
 
     let cases: Vec<(Value, &str)> = vec![
         (json!({"key-auth": {"realm": ""}}), "realm"),
+        (json!({"client-control": {"max_body_size": -1}}), "max_body_size"),
         (json!({"key-auth": {"anonymous_consumer": ""}}), "anonymous_consumer"),
         (json!({"basic-auth": {"realm": "a\\b"}}), "realm"),
         (json!({"jwt-auth": {"key_claim_name": ""}}), "key_claim_name"),
