@@ -20,7 +20,7 @@ use crate::exchange::{self, RequestBody};
 /// The HTTP/2 connections of one node, by TLS server name (`None` for plain `grpc`).
 #[derive(Debug, Default)]
 pub(super) struct Shared {
-    senders: tokio::sync::Mutex<Vec<Named>>,
+    senders: std::sync::Mutex<Vec<Named>>,
 }
 
 /// One connection's sender and the TLS server name it was opened with.
@@ -56,16 +56,16 @@ impl NodePool {
     }
 
     /// A sender on the open connection for `server_name`, or on a new one opened within the connect timeout. The
-    /// lock is held while connecting, so concurrent first requests share one new connection.
+    /// lock is not held while connecting: requests to a node that does not answer each wait their own connect
+    /// timeout, not each other's. Requests that all find no connection may open one each; the first to finish is
+    /// kept and shared, the others carry their own request and close when it is done.
     async fn http2_sender(
         &self,
         timing: Timing,
         server_name: Option<&str>,
     ) -> Result<SendRequest<RequestBody>, ConnectError> {
-        let mut senders = self.shared.senders.lock().await;
-        senders.retain(|(_, s)| !s.is_closed());
-        if let Some((_, sender)) = senders.iter().find(|(name, _)| name.as_deref() == server_name) {
-            return Ok(sender.clone());
+        if let Some(sender) = self.open_sender(server_name) {
+            return Ok(sender);
         }
         let stream = self.open(timing.connect, server_name).await?;
         let mut builder = Builder::new(TokioExecutor::new());
@@ -81,8 +81,18 @@ impl NodePool {
                 debug!(%node, error = %e, "HTTP/2 connection to node ended");
             }
         });
-        senders.push((server_name.map(Arc::from), sender.clone()));
+        let mut senders = self.shared.senders.lock().unwrap_or_else(|e| e.into_inner());
+        if !senders.iter().any(|(name, s)| name.as_deref() == server_name && !s.is_closed()) {
+            senders.push((server_name.map(Arc::from), sender.clone()));
+        }
         Ok(sender)
+    }
+
+    /// A sender on an open connection for `server_name`, forgetting closed ones.
+    fn open_sender(&self, server_name: Option<&str>) -> Option<SendRequest<RequestBody>> {
+        let mut senders = self.shared.senders.lock().unwrap_or_else(|e| e.into_inner());
+        senders.retain(|(_, s)| !s.is_closed());
+        senders.iter().find(|(name, _)| name.as_deref() == server_name).map(|(_, s)| s.clone())
     }
 }
 
