@@ -144,6 +144,9 @@ async fn bidirectional_streams_flow_and_deadlines_are_grpc_statuses() {
     let slow = json!({"uri": "/sluice.test.Echo/Slow", "timeout": {"connect": 1, "send": 1, "read": 1},
         "upstream": upstream});
     put(&mut etcd_client, "/sluice/routes/slow", slow).await;
+    let collect = json!({"uri": "/sluice.test.Echo/Collect", "timeout": {"connect": 1, "send": 1, "read": 1},
+        "upstream": upstream});
+    put(&mut etcd_client, "/sluice/routes/collect", collect).await;
     let dp = ready_dataplane(&etcd.endpoint()).await;
     let channel = Channel::from_shared(format!("http://{}", dp.http_addr())).unwrap().connect().await.unwrap();
     let mut client = EchoClient::new(channel);
@@ -166,6 +169,15 @@ async fn bidirectional_streams_flow_and_deadlines_are_grpc_statuses() {
     }
     drop(tx);
     assert!(tokio::time::timeout(SETTLE, replies.next()).await.unwrap().is_none(), "the stream ends with the client's");
+
+    // A client stream that takes longer to send than the read timeout is answered: the timeout starts once it ends.
+    let messages = futures::stream::iter(["a", "b", "c", "d", "e"]).then(|text| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        Message { text: text.into() }
+    });
+    let mut slow_client = client.clone();
+    let collected = slow_client.collect(messages).await.expect("a 3 s client stream under a 1 s read timeout");
+    assert_eq!(collected.into_inner().text, "echo-1: a b c d e");
 
     // A node slower than the route's read timeout: DEADLINE_EXCEEDED from the data plane.
     let status = client.slow(Delay { millis: 5_000 }).await.unwrap_err();

@@ -1,4 +1,4 @@
-//! A real gRPC server (tonic) implementing the test service of `proto/echo.proto`: unary, bidirectional
+//! A real gRPC server (tonic) implementing the test service of `proto/echo.proto`: unary, client and bidirectional
 //! streaming, and a call that answers after a delay (for deadlines).
 
 use std::net::SocketAddr;
@@ -67,6 +67,15 @@ impl Echo for Named {
         let name = self.0;
         let replies = request.into_inner().map(move |m| m.map(|m| Message { text: format!("{name}: {}", m.text) }));
         Ok(Response::new(Box::pin(replies)))
+    }
+
+    async fn collect(&self, request: Request<Streaming<Message>>) -> Result<Response<Message>, Status> {
+        let mut stream = request.into_inner();
+        let mut texts = Vec::new();
+        while let Some(message) = stream.next().await {
+            texts.push(message?.text);
+        }
+        Ok(Response::new(Message { text: format!("{}: {}", self.0, texts.join(" ")) }))
     }
 
     async fn slow(&self, request: Request<Delay>) -> Result<Response<Message>, Status> {
