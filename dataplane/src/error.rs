@@ -70,6 +70,12 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// Whether a node failed (it refused, timed out or broke the exchange), which is worth a warning; the other
+    /// answers are the client's or the configuration's doing and are counted, not logged per request.
+    pub fn blames_node(&self) -> bool {
+        matches!(self, ProxyError::Connect { .. } | ProxyError::Timeout { .. } | ProxyError::Upstream { .. })
+    }
+
     /// The status the client receives.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -210,6 +216,11 @@ mod tests {
         let timeout = ProxyError::Timeout { node: "10.0.0.1:80".into(), seconds: 1.5 };
         assert_eq!(timeout.grpc_reply().headers()["grpc-status"], "4");
         assert_eq!(grpc_message("50% ü"), "50%25 %C3%BC");
+        assert!(
+            timeout.blames_node()
+                && !ProxyError::RouteNotFound.blames_node()
+                && !ProxyError::ClientTimeout.blames_node()
+        );
     }
 
     #[test]

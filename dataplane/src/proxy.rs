@@ -88,19 +88,8 @@ pub(crate) async fn handle(
     let resp = match proxy(&shared, &peer, req, &mut session).await {
         Ok(resp) => resp,
         Err(err) => {
-            match &err {
-                ProxyError::RouteNotFound
-                | ProxyError::BadPath(_)
-                | ProxyError::UriTooLong(_)
-                | ProxyError::ClientBody(_)
-                | ProxyError::ClientTimeout
-                | ProxyError::BodyTooLarge(_)
-                | ProxyError::Misdirected
-                | ProxyError::Unresolved(_)
-                | ProxyError::NoNodes(_) => {}
-                e @ (ProxyError::Connect { .. } | ProxyError::Timeout { .. } | ProxyError::Upstream { .. }) => {
-                    warn!(client = %peer.addr, error = %e, "proxying failed")
-                }
+            if err.blames_node() {
+                warn!(client = %peer.addr, error = %err, "proxying failed");
             }
             // Plugins see the data plane's own answers too; their log phase runs as `session` drops here.
             let answer = if grpc { err.grpc_reply() } else { err.reply() };
@@ -332,7 +321,7 @@ async fn proxy(
             connect: target.timeouts.connect,
             deadline: sent + limit,
             send: target.timeouts.send,
-            client_body: shared.limits.body_timeout,
+            client_body: limits.body_timeout,
             read: target.timeouts.read,
         };
         let exchange =

@@ -40,6 +40,15 @@ pub(crate) struct Forwarded {
     pub(crate) destination_port: Option<u16>,
 }
 
+impl Forwarded {
+    /// A header that names no client: the TCP peer stays.
+    const PEER: Forwarded = Forwarded { source: None, destination_port: None };
+
+    fn from_client(ip: std::net::IpAddr, port: u16, destination_port: u16) -> Forwarded {
+        Forwarded { source: Some(SocketAddr::new(ip, port)), destination_port: Some(destination_port) }
+    }
+}
+
 impl<H: Handshake> Handshake for ProxyProtocol<H> {
     type Stream = H::Stream;
 
@@ -102,15 +111,9 @@ fn parse_v1(line: &[u8]) -> std::io::Result<Forwarded> {
     let text = std::str::from_utf8(line).map_err(invalid)?;
     let header = Header::try_from(text).map_err(invalid)?;
     Ok(match header.addresses {
-        Addresses::Tcp4(a) => Forwarded {
-            source: Some(SocketAddr::from((a.source_address, a.source_port))),
-            destination_port: Some(a.destination_port),
-        },
-        Addresses::Tcp6(a) => Forwarded {
-            source: Some(SocketAddr::from((a.source_address, a.source_port))),
-            destination_port: Some(a.destination_port),
-        },
-        Addresses::Unknown => Forwarded { source: None, destination_port: None },
+        Addresses::Tcp4(a) => Forwarded::from_client(a.source_address.into(), a.source_port, a.destination_port),
+        Addresses::Tcp6(a) => Forwarded::from_client(a.source_address.into(), a.source_port, a.destination_port),
+        Addresses::Unknown => Forwarded::PEER,
     })
 }
 
@@ -118,16 +121,14 @@ fn parse_v2(bytes: &[u8]) -> std::io::Result<Forwarded> {
     use ppp::v2::{Addresses, Command, Header};
     let header = Header::try_from(bytes).map_err(invalid)?;
     Ok(match (header.command, header.addresses) {
-        (Command::Proxy, Addresses::IPv4(a)) => Forwarded {
-            source: Some(SocketAddr::from((a.source_address, a.source_port))),
-            destination_port: Some(a.destination_port),
-        },
-        (Command::Proxy, Addresses::IPv6(a)) => Forwarded {
-            source: Some(SocketAddr::from((a.source_address, a.source_port))),
-            destination_port: Some(a.destination_port),
-        },
+        (Command::Proxy, Addresses::IPv4(a)) => {
+            Forwarded::from_client(a.source_address.into(), a.source_port, a.destination_port)
+        }
+        (Command::Proxy, Addresses::IPv6(a)) => {
+            Forwarded::from_client(a.source_address.into(), a.source_port, a.destination_port)
+        }
         // LOCAL (the balancer's own connection), or an address family without an IP.
-        _ => Forwarded { source: None, destination_port: None },
+        _ => Forwarded::PEER,
     })
 }
 
@@ -152,21 +153,14 @@ mod tests {
 
         let src: SocketAddr = "198.51.100.9:40000".parse().unwrap();
         let dst: SocketAddr = "10.0.0.1:443".parse().unwrap();
-        let proxied = ppp::v2::Builder::with_addresses(
-            ppp::v2::Version::Two | ppp::v2::Command::Proxy,
-            ppp::v2::Protocol::Stream,
-            (src, dst),
-        )
-        .build()
-        .unwrap();
+        let v2 = |command| {
+            ppp::v2::Builder::with_addresses(ppp::v2::Version::Two | command, ppp::v2::Protocol::Stream, (src, dst))
+                .build()
+                .unwrap()
+        };
+        let proxied = v2(ppp::v2::Command::Proxy);
         assert_eq!(parse_v2(&proxied).unwrap(), Forwarded { source: Some(src), destination_port: Some(443) });
-        let local = ppp::v2::Builder::with_addresses(
-            ppp::v2::Version::Two | ppp::v2::Command::Local,
-            ppp::v2::Protocol::Stream,
-            (src, dst),
-        )
-        .build()
-        .unwrap();
+        let local = v2(ppp::v2::Command::Local);
         assert_eq!(parse_v2(&local).unwrap().source, None, "LOCAL keeps the TCP peer");
         assert!(parse_v2(&proxied[..20]).is_err());
         exercise(b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\xff");
