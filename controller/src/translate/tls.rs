@@ -13,7 +13,8 @@
 //! Client certificates (downstream mutual TLS) are asked for when the Ingress names a Secret with the CA bundle
 //! (`sluice.dev/client-ca-secret`, key `ca.crt`, same namespace), optionally with `sluice.dev/client-verify-depth`.
 //! Such an Ingress's hosts always redirect plain HTTP (a client without a certificate must not be served over
-//! plain HTTP either), and when its CA cannot be read every route of the Ingress answers 503 instead of serving
+//! plain HTTP either), and when its CA cannot be read, or one of its tls entries cannot be served with it (no
+//! Secret, a broken one, a host another Ingress holds), every route of the Ingress answers 503 instead of serving
 //! without the verification it asked for.
 //! The ssl objects are checked with the model's own validation (PEM blocks, each key belongs to its certificate),
 //! the one the data plane runs, so a broken Secret is reported here and never written.
@@ -88,9 +89,13 @@ pub(super) fn translate(ing: &Ingress, rule_hosts: &[Host], secrets: &Secrets, c
         };
     redirect |= client.is_some();
     let owner = format!("Ingress {ns}/{ing_name}");
+    let (problems_before, mut default_certificate) = (out.problems.len(), false);
     for (i, entry) in entries.iter().enumerate() {
         let what = format!("tls[{i}]");
-        let Some(secret) = entry.secret_name.as_deref() else { continue };
+        let Some(secret) = entry.secret_name.as_deref() else {
+            default_certificate = true;
+            continue;
+        };
         let pair = secrets
             .key(ns, secret, "tls.crt", &what)
             .and_then(|cert| Ok((cert, secrets.key(ns, secret, "tls.key", &what)?)));
@@ -154,6 +159,16 @@ pub(super) fn translate(ing: &Ingress, rule_hosts: &[Host], secrets: &Secrets, c
             out.redirect.extend(snis);
         }
         out.ssls.push(ssl);
+    }
+    if client.is_some() && (default_certificate || out.problems.len() > problems_before) {
+        // Those hosts would be served by another certificate (the default, or an older Ingress's), which asks for
+        // no client certificate: the Ingress is not served at all rather than served to unverified clients.
+        let message = format!(
+            "annotation {CLIENT_CA_ANNOTATION}: not every tls entry can be served with client certificates; \
+             every path answers 503 until that is fixed"
+        );
+        out.problems.push(Problem { reason: Reason::InvalidSpec, message });
+        out.unserved = true;
     }
     out
 }
