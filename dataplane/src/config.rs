@@ -8,24 +8,24 @@
 
 mod decode;
 mod state;
-mod upstream;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use sluice_model::{DecodeError, Keys, Kind};
+use sluice_model::{Keys, Kind};
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
 use crate::Shared;
+use crate::error::Unresolved;
 use crate::listener::certs::Certificates;
 use crate::plugins::{Chain, Consumers, Enabled, RouteMeta};
-use crate::router::{self, Router};
+use crate::router::Router;
+use crate::upstream::{Timeouts, UpstreamRuntime};
 
 pub use state::{State, exercise};
-pub use upstream::{DEFAULT_TIMEOUT, NodeRuntime, Timeouts, UpstreamRuntime, UpstreamSpec};
 
 /// After a change, wait this long for more changes before publishing, so a burst publishes once.
 const QUIET: Duration = Duration::from_millis(5);
@@ -52,53 +52,6 @@ pub struct RawObject {
     pub value: Vec<u8>,
     /// The key's `mod_revision`, which identifies this version of the value.
     pub revision: i64,
-}
-
-/// Why an object is not served.
-#[derive(Debug, thiserror::Error)]
-pub enum Rejected {
-    /// The bytes are not a valid object of their kind.
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-    /// The router cannot honour a matching field.
-    #[error(transparent)]
-    Match(#[from] router::Unsupported),
-    /// Fields that contradict each other.
-    #[error("conflicting definition: {0}")]
-    Conflict(String),
-    /// A setting with a value outside what it allows.
-    #[error("invalid {0}")]
-    Invalid(String),
-    /// A feature this data plane does not implement yet.
-    #[error("{0} is not supported yet")]
-    Unsupported(String),
-    /// A plugin cannot be run as configured (not enabled here, or unusable settings).
-    #[error(transparent)]
-    Plugin(#[from] crate::plugins::BuildError),
-}
-
-/// Why a route that is in the table cannot be proxied: it answers 503 until this is fixed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unresolved {
-    /// It names an object that is absent (or was rejected).
-    #[error("{kind} {id} not found")]
-    Missing {
-        /// The kind of the missing object.
-        kind: Kind,
-        /// Its id.
-        id: Arc<str>,
-    },
-    /// Neither the route nor its service has an upstream.
-    #[error("no upstream configured in the route or its service")]
-    NoUpstream,
-    /// It, or an object it needs, was rejected and there is no good version to serve instead.
-    #[error("{kind} {id} was rejected")]
-    Rejected {
-        /// The kind of the rejected object.
-        kind: Kind,
-        /// Its id.
-        id: Arc<str>,
-    },
 }
 
 /// What a matched route leads to.

@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
-use crate::config::Unresolved;
-
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use http_body_util::Full;
+use sluice_model::{DecodeError, Kind};
+
+use crate::router;
 
 /// A request that ends in the data plane instead of at a node.
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +191,53 @@ fn grpc_message(text: &str) -> String {
 
 fn error_body(msg: &str) -> Bytes {
     Bytes::from(serde_json::json!({ "error_msg": msg }).to_string())
+}
+
+/// Why an object is not served.
+#[derive(Debug, thiserror::Error)]
+pub enum Rejected {
+    /// The bytes are not a valid object of their kind.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The router cannot honour a matching field.
+    #[error(transparent)]
+    Match(#[from] router::Unsupported),
+    /// Fields that contradict each other.
+    #[error("conflicting definition: {0}")]
+    Conflict(String),
+    /// A setting with a value outside what it allows.
+    #[error("invalid {0}")]
+    Invalid(String),
+    /// A feature this data plane does not implement yet.
+    #[error("{0} is not supported yet")]
+    Unsupported(String),
+    /// A plugin cannot be run as configured (not enabled here, or unusable settings).
+    #[error(transparent)]
+    Plugin(#[from] crate::plugins::BuildError),
+}
+
+/// Why a route that is in the table cannot be proxied: it answers 503 until this is fixed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unresolved {
+    /// It names an object that is absent (or was rejected).
+    #[error("{kind} {id} not found")]
+    Missing {
+        /// The kind of the missing object.
+        kind: Kind,
+        /// Its id.
+        id: Arc<str>,
+    },
+    /// Neither the route nor its service has an upstream.
+    #[error("no upstream configured in the route or its service")]
+    NoUpstream,
+    /// It, or an object it needs, was rejected and there is no good version to serve instead.
+    #[error("{kind} {id} was rejected")]
+    Rejected {
+        /// The kind of the rejected object.
+        kind: Kind,
+        /// Its id.
+        id: Arc<str>,
+    },
 }
 
 #[cfg(test)]

@@ -4,20 +4,16 @@
 //! Start it in-process with [`start`] (tests do) or run it until a shutdown signal with [`run`] (the binary does).
 
 mod admin;
-pub mod balancer;
 pub mod config;
 pub mod error;
-pub mod exchange;
-pub mod health;
 pub mod listener;
 pub mod metrics;
 pub mod plugins;
-pub mod pool;
 pub mod proxy;
 pub mod router;
 pub mod source;
-pub mod tls;
 pub mod tunnel;
+pub mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,10 +31,10 @@ use tracing::{info, warn};
 
 use crate::config::Compiled;
 use crate::metrics::Metrics;
-use crate::pool::Pools;
 use crate::proxy::Peer;
 use crate::source::{Position, Source};
-use crate::tls::Trust;
+use crate::upstream::pool::Pools;
+use crate::upstream::tls::Trust;
 
 /// How the data plane is configured.
 #[derive(Debug, Clone)]

@@ -20,19 +20,20 @@ use tokio::time::{Instant, Sleep};
 use tracing::{debug, warn};
 
 use crate::Shared;
-use crate::config::{Target, UpstreamRuntime};
+use crate::config::Target;
 use crate::error::ProxyError;
-use crate::exchange::{BodyError, RequestBody, is_hop_by_hop};
-use crate::health::Observed;
 use crate::listener::Transport;
 use crate::plugins::{Ctx, Reply, Session};
-use crate::pool::{SendError, Timing, UpstreamBody};
 use crate::router::normalize::{InvalidPath, normalize};
 use crate::router::{RequestInfo, normalize_host};
-use crate::tls::server_name;
 use crate::tunnel;
+use crate::upstream::UpstreamRuntime;
+use crate::upstream::health::Observed;
+use crate::upstream::http1::{BodyError, RequestBody, is_hop_by_hop};
+use crate::upstream::pool::{SendError, Timing, UpstreamBody};
+use crate::upstream::tls::server_name;
 
-pub use crate::pool::Pool;
+pub use crate::upstream::pool::Pool;
 
 /// The body returned to clients: a node's stream, or an error the data plane wrote.
 pub type ResponseBody = Either<ReadTimeoutBody, Full<Bytes>>;
@@ -368,10 +369,10 @@ async fn proxy(
                     }
                 }
             }
-            Err(SendError::Http(crate::exchange::Error::Client(BodyError::TooLarge(limit)))) => {
+            Err(SendError::Http(crate::upstream::http1::Error::Client(BodyError::TooLarge(limit)))) => {
                 return Err(ProxyError::BodyTooLarge(limit));
             }
-            Err(SendError::Http(crate::exchange::Error::Client(e))) => {
+            Err(SendError::Http(crate::upstream::http1::Error::Client(e))) => {
                 debug!(client = %peer.addr, error = %e, "the client's request body broke off");
                 return Err(ProxyError::ClientBody(e.to_string()));
             }

@@ -19,8 +19,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tracing::debug;
 
-use crate::exchange::Stream;
 use crate::proxy::InFlight;
+use crate::upstream::http1::Stream;
 
 /// The protocol a client asks to switch to, when its request may be tunnelled: HTTP/1.1, `Connection: upgrade`
 /// and an `Upgrade` field, which is returned. `h2c` is never passed on: a node speaking HTTP/2 behind the proxy

@@ -41,7 +41,7 @@ fn corpus(name: &str) -> Vec<Vec<u8>> {
 #[test]
 fn replays_the_exchange_corpus() {
     for data in corpus("exchange") {
-        sluice_dataplane::exchange::exercise(&data);
+        sluice_dataplane::upstream::http1::exercise(&data);
     }
 }
 

@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    sluice_dataplane::exchange::exercise(data);
+    sluice_dataplane::upstream::http1::exercise(data);
 });

@@ -14,9 +14,10 @@ use sluice_model::{
     decode_route, decode_service, decode_ssl,
 };
 
-use super::upstream::UpstreamSpec;
-use super::{RawObject, Rejected};
+use super::RawObject;
+use crate::error::Rejected;
 use crate::router::{Hosts, Rule};
+use crate::upstream::UpstreamSpec;
 
 /// Below this many objects per thread, starting a thread costs more than it saves.
 const MIN_PER_THREAD: usize = 512;

@@ -23,15 +23,16 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::decode::{self, Ahead, Decoded, Refs, RouteDef, ServiceDef, Wanted};
-use super::upstream::{Timeouts, UpstreamRuntime, UpstreamSpec};
-use super::{Compiled, RawObject, Rejected, Target, Unresolved, Update};
-use crate::health;
+use super::{Compiled, RawObject, Target, Update};
+use crate::error::{Rejected, Unresolved};
 use crate::listener::certs::{self, Certificates, Served};
 use crate::metrics::Metrics;
 use crate::plugins::registry::{self, Built, Enabled, Registry};
 use crate::plugins::{Chain, Consumer, Consumers, RouteMeta};
-use crate::pool::Pools;
 use crate::router::{Entry, Hosts, Router, Rule};
+use crate::upstream::health;
+use crate::upstream::pool::Pools;
+use crate::upstream::{Timeouts, UpstreamRuntime, UpstreamSpec};
 
 #[derive(Debug)]
 struct RouteObject {

@@ -6,7 +6,9 @@ use http::{HeaderMap, Method};
 use serde_json::{Value, json};
 
 use super::*;
+use crate::error::Unresolved;
 use crate::router::RequestInfo;
+use crate::upstream::UpstreamRuntime;
 
 fn raw(key: &str, value: Value, revision: i64) -> RawObject {
     RawObject { key: key.into(), value: value.to_string().into_bytes(), revision }

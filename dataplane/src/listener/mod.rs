@@ -2,7 +2,7 @@
 //! the TLS handshake with certificates chosen by SNI, and HTTP/1.1 and HTTP/2 serving over either.
 //!
 //! Every connection task holds a clone of the shutdown receiver; when shutdown is signalled, accept loops stop and
-//! tell their connections (through a [`StopSignal`]), and each connection finishes its in-flight requests (HTTP/1
+//! tell their connections (through a `StopSignal`), and each connection finishes its in-flight requests (HTTP/1
 //! closes once idle, HTTP/2 sends GOAWAY) before it drops its receiver. The owner waits for `Sender::closed`, i.e.
 //! for every receiver to be gone, up to a grace period.
 

@@ -24,8 +24,8 @@ use hyper::client::conn::http2::{Builder, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tracing::debug;
 
-use super::{ConnectError, NodePool, SendError, Timing, UpstreamBody};
-use crate::exchange::{self, RequestBody};
+use super::http1::{self, RequestBody};
+use super::pool::{ConnectError, NodePool, SendError, Timing, UpstreamBody};
 
 /// The HTTP/2 connections of one node, by TLS server name (`None` for plain `grpc`).
 #[derive(Debug, Default)]
@@ -60,12 +60,12 @@ impl Ended {
 
 impl Body for Watched {
     type Data = Bytes;
-    type Error = exchange::BodyError;
+    type Error = http1::BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, exchange::BodyError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, http1::BodyError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream() {
             self.ended.set();
@@ -123,12 +123,12 @@ impl NodePool {
         match result {
             Err(e) => {
                 // A request body over the limit surfaces inside hyper's error: it is the client's, not the node's.
-                let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<exchange::BodyError>());
+                let source = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<http1::BodyError>());
                 match source {
-                    Some(exchange::BodyError::TooLarge(limit)) => {
-                        Err(SendError::Http(exchange::Error::Client(exchange::BodyError::TooLarge(*limit))))
+                    Some(http1::BodyError::TooLarge(limit)) => {
+                        Err(SendError::Http(http1::Error::Client(http1::BodyError::TooLarge(*limit))))
                     }
-                    _ => Err(SendError::Http(exchange::Error::Http2(e))),
+                    _ => Err(SendError::Http(http1::Error::Http2(e))),
                 }
             }
             Ok(resp) => Ok(resp.map(UpstreamBody::Http2)),
@@ -183,7 +183,7 @@ fn request(
     body: Watched,
     extra: &[(&'static str, &[u8])],
     tls: bool,
-) -> Result<Request<Watched>, exchange::Error> {
+) -> Result<Request<Watched>, http1::Error> {
     let authority = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let uri = Uri::builder()
@@ -191,7 +191,7 @@ fn request(
         .authority(authority)
         .path_and_query(target)
         .build()
-        .map_err(|e| exchange::Error::Head(format!("cannot form the HTTP/2 request target: {e}")))?;
+        .map_err(|e| http1::Error::Head(format!("cannot form the HTTP/2 request target: {e}")))?;
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = uri;

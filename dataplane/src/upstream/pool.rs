@@ -7,10 +7,8 @@
 //! (the one least likely to have been closed by the node), sends on it directly, and returns it from the response
 //! body once the body has ended; nothing on this path goes through a shared client or a per-request task.
 //!
-//! Nodes of `scheme: grpc` and `grpcs` speak HTTP/2 instead ([`http2`]): one connection per node carries every
+//! Nodes of `scheme: grpc` and `grpcs` speak HTTP/2 instead ([`super::http2`]): one connection per node carries every
 //! request as a stream. Both transports sit behind [`NodePool::send`] and [`UpstreamBody`].
-
-mod http2;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -29,8 +27,8 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
-use crate::exchange::{self, Connection, Framing, Head, RequestBody, Stream, Upload};
-use crate::tls::{TlsClient, TlsSettings, Trust};
+use super::http1::{self, Connection, Framing, Head, RequestBody, Stream, Upload};
+use super::tls::{TlsClient, TlsSettings, Trust};
 
 /// How long an idle connection to a node is kept by default (APISIX: 60 s).
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -102,7 +100,7 @@ pub enum SendError {
     Connect(#[from] ConnectError),
     /// The request was sent (or partly sent) and the exchange failed.
     #[error(transparent)]
-    Http(exchange::Error),
+    Http(http1::Error),
     /// No response head came before the deadline, or the node stopped taking the request body.
     #[error("timed out waiting for the response")]
     Timeout,
@@ -114,7 +112,7 @@ pub enum SendError {
 /// Why an exchange on one connection ended without a response head.
 enum Failure {
     /// Reading or writing failed.
-    Error(exchange::Error),
+    Error(http1::Error),
     /// The node took too long: to answer, or to take the request body.
     NodeTimeout,
     /// The client took too long to send its request body.
@@ -235,15 +233,15 @@ enum Dial {
 pub struct NodePool {
     dial: Dial,
     /// The node's host as written, the SNI fallback for TLS.
-    host: String,
+    pub(super) host: String,
     settings: Pool,
-    tls: Option<Arc<TlsClient>>,
+    pub(super) tls: Option<Arc<TlsClient>>,
     protocol: Protocol,
     /// HTTP/1.1: oldest first; requests take from the back (most recently used).
     /// Boxed, so a connection moving between the pool and a response body is a pointer.
     idle: Mutex<VecDeque<Box<Conn>>>,
     /// HTTP/2: the shared connections, one per TLS server name.
-    shared: http2::Shared,
+    pub(super) shared: super::http2::Shared,
 }
 
 /// One HTTP/1.1 connection to a node, owned by a request while it is in use.
@@ -281,7 +279,7 @@ impl NodePool {
             Ok(ip) => Dial::Addr(SocketAddr::new(ip, port)),
             Err(_) => Dial::Name(host.clone(), port),
         };
-        let (idle, shared) = (Mutex::new(VecDeque::new()), http2::Shared::default());
+        let (idle, shared) = (Mutex::new(VecDeque::new()), super::http2::Shared::default());
         NodePool { dial, host, settings, tls, protocol, idle, shared }
     }
 
@@ -338,7 +336,7 @@ impl NodePool {
                 Err(Failure::ClientTimeout) => return Err(SendError::ClientTimeout),
                 Err(Failure::Error(e)) => e,
             };
-            if received || matches!(error, exchange::Error::Client(_)) {
+            if received || matches!(error, http1::Error::Client(_)) {
                 return Err(SendError::Http(error));
             }
             let unsent = !upload.head_written(&conn.connection);
@@ -404,7 +402,7 @@ impl NodePool {
     }
 
     /// Opens a stream to the node: TCP, then TLS when configured, both within `limit`.
-    async fn open(&self, limit: Duration, server_name: Option<&str>) -> Result<Stream, ConnectError> {
+    pub(super) async fn open(&self, limit: Duration, server_name: Option<&str>) -> Result<Stream, ConnectError> {
         tokio::time::timeout(limit, async {
             let tcp = match &self.dial {
                 Dial::Addr(addr) => TcpStream::connect(addr).await,
@@ -448,7 +446,7 @@ async fn exchange_head(
     std::future::poll_fn(|cx| {
         if write_error.is_none() {
             match upload.poll(connection, cx) {
-                Poll::Ready(Err(e @ exchange::Error::Client(_))) => return Poll::Ready(Err(Failure::Error(e))),
+                Poll::Ready(Err(e @ http1::Error::Client(_))) => return Poll::Ready(Err(Failure::Error(e))),
                 Poll::Ready(Err(e)) => {
                     upload.abandon();
                     write_error = Some(e);
@@ -473,7 +471,7 @@ async fn exchange_head(
         }
         match connection.poll_head(cx, head_request, received) {
             Poll::Ready(Ok(head)) => Poll::Ready(Ok(head)),
-            Poll::Ready(Err(exchange::Error::ClosedBeforeResponse)) if write_error.is_some() => {
+            Poll::Ready(Err(http1::Error::ClosedBeforeResponse)) if write_error.is_some() => {
                 Poll::Ready(Err(write_error.take().map_or(Failure::NodeTimeout, Failure::Error)))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(Failure::Error(e))),
@@ -512,12 +510,12 @@ impl UpstreamBody {
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = exchange::Error;
+    type Error = http1::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, exchange::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, http1::Error>>> {
         match self.get_mut() {
             UpstreamBody::Http1(body) => Pin::new(body).poll_frame(cx),
-            UpstreamBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(exchange::Error::Http2),
+            UpstreamBody::Http2(body) => Pin::new(body).poll_frame(cx).map_err(http1::Error::Http2),
         }
     }
 
@@ -583,12 +581,12 @@ impl Http1Body {
 
 impl Body for Http1Body {
     type Data = Bytes;
-    type Error = exchange::Error;
+    type Error = http1::Error;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, exchange::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, http1::Error>>> {
         let this = &mut *self;
         if let Some(data) = this.buffered.take() {
             return Poll::Ready(Some(Ok(Frame::data(data))));

@@ -21,8 +21,8 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::balancer::Balancer;
-use crate::config::UpstreamRuntime;
+use super::balancer::Balancer;
+use super::runtime::UpstreamRuntime;
 use crate::metrics::Metrics;
 
 /// `checks` of an upstream: only active checks are run.

@@ -9,14 +9,14 @@ use http::HeaderValue;
 use http::uri::Authority;
 use sluice_model::{DecodeError, LoadBalancer, PassHost, Scheme, Timeout, Upstream};
 
-use super::Rejected;
-use crate::balancer::{self, Balancer, NodeSpec};
-use crate::health::{Checks, Observed, PassiveState, ProbeKind};
+use super::balancer::{self, Balancer, NodeSpec};
+use super::health::{Checks, Observed, PassiveState, ProbeKind};
+use super::pool::{NodePool, Pool, Pools, Protocol};
+use super::tls::{TlsClient, TlsSettings, server_name};
+use crate::error::Rejected;
 use crate::metrics::{Metrics, UpstreamMetrics};
-use crate::pool::{NodePool, Pool, Pools, Protocol};
 use crate::router::template::{Scope, Template, verbatim};
 use crate::router::{RequestInfo, Variable};
-use crate::tls::{TlsClient, TlsSettings, server_name};
 
 /// Timeout used for connect, send and read when neither the route nor the upstream sets one (APISIX's default).
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
