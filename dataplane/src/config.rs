@@ -118,6 +118,8 @@ pub(crate) struct Settings {
     pub(crate) default_ssl: Option<String>,
     /// The port clients reach HTTPS on, for redirects.
     pub(crate) https_port: Option<u16>,
+    /// The number of live data planes, for cluster-wide limits.
+    pub(crate) cluster: crate::membership::ClusterSize,
 }
 
 /// The name of the thread that applies and publishes configuration changes.
@@ -176,6 +178,7 @@ fn compile(keys: Keys, mut updates: mpsc::Receiver<Update>, shared: &Shared, set
         .with_pools(shared.pools.clone())
         .with_plugins(settings.plugins)
         .with_https_port(settings.https_port)
+        .with_cluster(settings.cluster)
         .with_default_ssl(settings.default_ssl.as_deref());
     let mut state = state.with_global(settings.global);
     let metrics = shared.metrics.clone();

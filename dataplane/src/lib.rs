@@ -7,6 +7,7 @@ mod admin;
 pub mod config;
 pub mod error;
 pub mod listener;
+pub mod membership;
 pub mod metrics;
 pub mod plugins;
 pub mod proxy;
@@ -68,6 +69,11 @@ pub struct Options {
     /// Whether every connection to the proxy listeners starts with a PROXY protocol header (v1 or v2), as sent by
     /// a load balancer in front; connections without one are closed.
     pub proxy_protocol: bool,
+    /// This data plane's id among the data planes registered in etcd (`<prefix>/data_plane/server_info/<id>`);
+    /// `None`: the host name and the process id.
+    pub node_id: Option<String>,
+    /// How long the registration of a data plane that stopped renewing it (it died) still counts.
+    pub registration_ttl: Duration,
 }
 
 impl Default for Options {
@@ -87,6 +93,8 @@ impl Default for Options {
             access_log: None,
             limits: listener::Limits::default(),
             proxy_protocol: false,
+            node_id: None,
+            registration_ttl: Duration::from_secs(15),
         }
     }
 }
@@ -165,6 +173,17 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
         None => plugins::Chain::default(),
     };
     let keys = Keys::new(&opts.etcd_prefix);
+    let (shutdown, stop) = watch::channel(false);
+    let cluster = membership::ClusterSize::default();
+    let membership = membership::Membership {
+        endpoints: opts.etcd_endpoints.clone(),
+        tls: opts.etcd_tls.clone(),
+        keys: keys.clone(),
+        info: membership::server_info(opts.node_id.clone().unwrap_or_else(membership::default_id)),
+        ttl: opts.registration_ttl,
+        size: cluster.clone(),
+        metrics: shared.metrics.clone(),
+    };
     let (updates_tx, updates_rx) = mpsc::channel(1024);
     let source = Source::new(opts.etcd_endpoints.clone(), keys.clone(), updates_tx, shared.metrics.clone())
         .with_tls(opts.etcd_tls.clone());
@@ -179,12 +198,13 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
                 global,
                 default_ssl: opts.default_ssl.clone(),
                 https_port: opts.https_public_port.or(https_addr.map(|a| a.port())),
+                cluster,
             },
         )),
         tokio::spawn(sweep_pools(shared.pools.clone())),
+        tokio::spawn(membership.run(stop.clone())),
     ];
 
-    let (shutdown, stop) = watch::channel(false);
     let tls = || listener::tls::Tls { shared: shared.clone() };
     use listener::proxy_protocol::ProxyProtocol;
     match opts.proxy_protocol {

@@ -101,6 +101,14 @@ struct Args {
     /// Client connections served at once per proxy listener; beyond, new connections wait to be accepted.
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 65_536)]
     max_connections: usize,
+    /// This data plane's id in etcd's registry of live data planes (`<prefix>/data_plane/server_info/<id>`);
+    /// default: the host name (in Kubernetes, the pod's) and the process id.
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    node_id: Option<String>,
+    /// Seconds a data plane's registration outlives its last renewal (a data plane that dies still counts this
+    /// long in cluster-wide limits; one that shuts down leaves at once).
+    #[arg(long, env = "SLUICE_REGISTRATION_TTL", default_value_t = 15)]
+    registration_ttl: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -161,7 +169,12 @@ fn main() -> anyhow::Result<()> {
             .context("--client-body-timeout must be a positive number of seconds")?,
         max_connections: args.max_connections.max(1),
     };
+    if let Some(id) = &args.node_id {
+        sluice_model::data_plane::check_id(id).context("--node-id")?;
+    }
     let opts = Options {
+        node_id: args.node_id,
+        registration_ttl: Duration::from_secs(args.registration_ttl.max(2)),
         limits,
         proxy_protocol: args.proxy_protocol,
         https_addr,

@@ -36,6 +36,9 @@ pub struct Metrics {
     log_dropped: IntCounterVec,
     log_failed: IntCounterVec,
     tls_handshakes: IntCounterVec,
+    /// Live data planes registered in etcd, this one included (`sluice_dataplane_cluster_size`).
+    pub cluster_size: IntGauge,
+    limited: IntCounterVec,
 }
 
 /// APISIX's latency buckets, in milliseconds.
@@ -159,8 +162,20 @@ impl Metrics {
             &["result"],
         )
         .expect("static metric definition");
+        let cluster_size = IntGauge::new(
+            "sluice_dataplane_cluster_size",
+            "Live data planes registered in etcd, this one included; cluster-wide limits are divided by it.",
+        )
+        .expect("static");
+        let limited = IntCounterVec::new(
+            Opts::new("sluice_limit_rejected_total", "Requests refused by a rate limiting plugin, by plugin."),
+            &["plugin"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(rejected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(cluster_size.clone()),
+            Box::new(limited.clone()),
             Box::new(tls_handshakes.clone()),
             Box::new(log_dropped.clone()),
             Box::new(log_failed.clone()),
@@ -199,7 +214,14 @@ impl Metrics {
             log_dropped,
             log_failed,
             tls_handshakes,
+            cluster_size,
+            limited,
         }
+    }
+
+    /// The counter of requests refused by limiting plugin `plugin`.
+    pub fn limited(&self, plugin: &str) -> IntCounter {
+        self.limited.with_label_values(&[plugin])
     }
 
     /// Counts one TLS handshake by how it ended.

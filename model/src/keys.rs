@@ -107,6 +107,16 @@ impl Keys {
         format!("{}/{}/{}", self.prefix, kind.dir(), id)
     }
 
+    /// The directory where live data planes register (`server_info/`, APISIX's), with a trailing `/`.
+    pub fn server_infos(&self) -> String {
+        format!("{}/data_plane/server_info/", self.prefix)
+    }
+
+    /// The registration key of data plane `id`.
+    pub fn server_info(&self, id: &str) -> String {
+        format!("{}{id}", self.server_infos())
+    }
+
     /// Splits a key into its kind and id; `None` for keys outside the known layout.
     pub fn parse<'k>(&self, key: &'k str) -> Option<(Kind, &'k str)> {
         let rest = key.strip_prefix(self.prefix.as_str())?.strip_prefix('/')?;
@@ -133,5 +143,6 @@ mod tests {
         assert_eq!(keys.parse("/sluicex/routes/r1"), None);
         assert_eq!(keys.parse("/sluice/data_plane/server_info/n1"), None);
         assert_eq!(Keys::new("apisix").all(), "/apisix/");
+        assert_eq!(keys.server_info("n1"), "/sluice/data_plane/server_info/n1");
     }
 }

@@ -4,6 +4,7 @@
 //! plane, which reads them. Decoding is `serde`; validation is explicit and returns typed errors so that one
 //! bad object can be rejected alone with a reason a human can act on.
 
+pub mod data_plane;
 mod id;
 pub mod keys;
 pub mod labels;
@@ -15,6 +16,7 @@ pub mod ssl;
 pub mod upstream;
 mod validate;
 
+pub use data_plane::ServerInfo;
 pub use keys::{DEFAULT_PREFIX, Keys, Kind};
 pub use plugin_config::{Consumer, GlobalRule, InvalidPluginSet, PluginConfig};
 pub use plugins::{ConsumerPlugins, Credential, InvalidPlugin, Meta, Plugin, PluginConf, Plugins};

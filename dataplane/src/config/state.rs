@@ -26,6 +26,7 @@ use super::decode::{self, Ahead, Decoded, Refs, RouteDef, ServiceDef, Wanted};
 use super::{Compiled, RawObject, Target, Update};
 use crate::error::{Rejected, Unresolved};
 use crate::listener::certs::{self, Certificates, Served};
+use crate::membership::ClusterSize;
 use crate::metrics::Metrics;
 use crate::plugins::registry::{self, Built, Enabled, Registry};
 use crate::plugins::{Chain, Consumer, Consumers, RouteMeta};
@@ -135,6 +136,8 @@ pub struct State {
     registry: Registry,
     enabled: Enabled,
     https_port: Option<u16>,
+    /// The number of live data planes, for cluster-wide limits.
+    cluster: ClusterSize,
     /// Upstream name → the channel feeding its health-check task; dropping the sender ends the task.
     checkers: HashMap<Arc<str>, watch::Sender<Arc<UpstreamRuntime>>>,
     version: u64,
@@ -172,6 +175,7 @@ impl State {
             registry: Registry::new(Enabled::all(), metrics.clone()),
             enabled: Enabled::all(),
             https_port: None,
+            cluster: ClusterSize::default(),
             metrics,
             checkers: HashMap::new(),
             version: 0,
@@ -186,22 +190,33 @@ impl State {
 
     /// Registers upstream and plugin metrics in `metrics` instead of a private registry.
     pub fn with_metrics(mut self, metrics: Metrics) -> State {
-        self.registry = Registry::new(self.enabled.clone(), metrics.clone()).with_https_port(self.https_port);
         self.metrics = metrics;
-        self
+        self.rebuild_registry()
     }
 
     /// Runs only the plugins in `enabled`; objects using others fail closed.
     pub fn with_plugins(mut self, enabled: Enabled) -> State {
-        self.registry = Registry::new(enabled.clone(), self.metrics.clone()).with_https_port(self.https_port);
         self.enabled = enabled;
-        self
+        self.rebuild_registry()
     }
 
     /// Redirects to HTTPS (redirect's `http_to_https`) name `port` when it is not 443.
     pub fn with_https_port(mut self, port: Option<u16>) -> State {
-        self.registry = Registry::new(self.enabled.clone(), self.metrics.clone()).with_https_port(port);
         self.https_port = port;
+        self.rebuild_registry()
+    }
+
+    /// Divides cluster-wide limits by the number of live data planes `size` counts.
+    pub fn with_cluster(mut self, size: ClusterSize) -> State {
+        self.cluster = size;
+        self.rebuild_registry()
+    }
+
+    /// A registry with the current settings (called while the state is being set up, before any plugin is built).
+    fn rebuild_registry(mut self) -> State {
+        self.registry = Registry::new(self.enabled.clone(), self.metrics.clone())
+            .with_https_port(self.https_port)
+            .with_cluster(self.cluster.clone());
         self
     }
 

@@ -346,7 +346,13 @@ async fn the_config_thread_publishes_starts_health_checks_and_ends_with_its_sour
         Keys::default(),
         rx,
         shared.clone(),
-        super::Settings { plugins: Enabled::all(), global: Chain::default(), default_ssl: None, https_port: None },
+        super::Settings {
+            plugins: Enabled::all(),
+            global: Chain::default(),
+            default_ssl: None,
+            https_port: None,
+            cluster: crate::membership::ClusterSize::default(),
+        },
     ));
     let node = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let checks =

@@ -192,6 +192,10 @@ pub struct Ctx {
     pub response_head_bytes: u64,
     /// The route's own request body limit (`client-control`), in place of the listener's; 0 lifts it.
     pub max_body_size: Option<u64>,
+    /// Where the request stands against `limit-count`, for its response headers.
+    pub quota: Option<super::limit_count::Quota>,
+    /// The `limit-conn` keys this request counts against while it is in flight.
+    pub held: Vec<super::limit_conn::Held>,
     /// Values plugins hand to later phases or to other plugins.
     pub extensions: Extensions,
 }
@@ -225,6 +229,8 @@ impl Ctx {
             request_head_bytes: 0,
             response_head_bytes: 0,
             max_body_size: None,
+            quota: None,
+            held: Vec::new(),
             extensions: Extensions::new(),
         }
     }

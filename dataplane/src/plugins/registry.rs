@@ -9,11 +9,14 @@ use std::sync::Arc;
 use sluice_model::{Plugin as PluginModel, PluginConf, Plugins};
 
 use super::chain::Slot;
+use super::limit_count::CountGroups;
 use super::{
     Plugin, basic_auth, brotli, client_control, consumer_restriction, cors, fault_injection, gzip, hmac_auth,
-    http_logger, ip_restriction, jwt_auth, key_auth, mocking, opentelemetry, prometheus, proxy_rewrite, real_ip,
-    redirect, referer_restriction, request_id, response_rewrite, ua_restriction, uri_blocker,
+    http_logger, ip_restriction, jwt_auth, key_auth, limit_conn, limit_count, limit_req, mocking, opentelemetry,
+    prometheus, proxy_rewrite, real_ip, redirect, referer_restriction, request_id, response_rewrite, ua_restriction,
+    uri_blocker,
 };
+use crate::membership::ClusterSize;
 use crate::metrics::Metrics;
 use crate::router::Vars;
 
@@ -24,6 +27,10 @@ pub struct BuildCtx<'a> {
     pub metrics: &'a Metrics,
     /// The port clients reach the HTTPS listener on, for redirects to HTTPS (none: 443).
     pub https_port: Option<u16>,
+    /// The number of live data planes, which cluster-wide limits are divided by.
+    pub cluster: &'a ClusterSize,
+    /// The counters of limit-count groups, shared by the routes that name one.
+    pub count_groups: &'a CountGroups,
 }
 
 /// Builds one plugin instance from its configuration (which is of the factory's own plugin).
@@ -56,6 +63,9 @@ pub static FACTORIES: &[Factory] = &[
     referer_restriction::FACTORY,
     uri_blocker::FACTORY,
     cors::FACTORY,
+    limit_conn::FACTORY,
+    limit_count::FACTORY,
+    limit_req::FACTORY,
     client_control::FACTORY,
     real_ip::FACTORY,
     proxy_rewrite::FACTORY,
@@ -138,12 +148,20 @@ pub struct Registry {
     enabled: Enabled,
     metrics: Metrics,
     https_port: Option<u16>,
+    cluster: ClusterSize,
+    count_groups: Arc<CountGroups>,
 }
 
 impl Registry {
     /// A registry running `enabled`, registering metrics in `metrics`.
     pub fn new(enabled: Enabled, metrics: Metrics) -> Registry {
-        Registry { enabled, metrics, https_port: None }
+        Registry { enabled, metrics, https_port: None, cluster: ClusterSize::default(), count_groups: Arc::default() }
+    }
+
+    /// Divides cluster-wide limits by `size`.
+    pub fn with_cluster(mut self, size: ClusterSize) -> Registry {
+        self.cluster = size;
+        self
     }
 
     /// Redirects to HTTPS name `port` (when it is not 443).
@@ -162,8 +180,13 @@ impl Registry {
             None => None,
             Some(expr) => Some(Arc::new(Vars::compile(expr).map_err(|e| invalid(format!("_meta.filter: {e}")))?)),
         };
-        let plugin = (factory.build)(&source.conf, &BuildCtx { metrics: &self.metrics, https_port: self.https_port })
-            .map_err(invalid)?;
+        let ctx = BuildCtx {
+            metrics: &self.metrics,
+            https_port: self.https_port,
+            cluster: &self.cluster,
+            count_groups: &self.count_groups,
+        };
+        let plugin = (factory.build)(&source.conf, &ctx).map_err(invalid)?;
         let slot = Slot {
             name: factory.name,
             priority: source.meta.priority.unwrap_or(factory.priority),

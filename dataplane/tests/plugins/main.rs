@@ -11,6 +11,7 @@ mod cors;
 mod hmac_auth;
 mod jwt_auth;
 mod key_auth;
+mod limits;
 mod observability;
 mod prometheus;
 mod proxy_rewrite;

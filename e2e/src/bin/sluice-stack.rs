@@ -111,8 +111,9 @@ impl Example {
         Ok((reply, ok))
     }
 
-    fn curl(&self, target: &Target) -> String {
-        let mut flags = String::new();
+    /// The curl line for this example; `-i` when the answer's headers are worth seeing.
+    fn curl(&self, target: &Target, headers: bool) -> String {
+        let mut flags = String::from(if headers { "-i " } else { "" });
         for (k, v) in self.headers {
             flags.push_str(&format!("-H '{k}: {v}' "));
         }
@@ -175,14 +176,18 @@ async fn main() -> anyhow::Result<()> {
         let (reply, ok) = example.ask(target).await?;
         failures += usize::from(!ok);
         let location = reply.headers.get(http::header::LOCATION).and_then(|l| l.to_str().ok());
+        let quota = reply.headers.get("x-ratelimit-remaining").and_then(|r| r.to_str().ok());
         let from = match (reply.backend(), location) {
-            (Some(b), _) => format!("from {b}"),
+            (Some(b), _) => match quota {
+                Some(left) => format!("from {b}, X-RateLimit-Remaining: {left}"),
+                None => format!("from {b}"),
+            },
             (None, Some(to)) => format!("to {to}"),
             (None, None) => reply.body.trim().to_string(),
         };
         println!(
             "{}    # -> {} {from} {}",
-            example.curl(target),
+            example.curl(target, quota.is_some()),
             reply.status.as_u16(),
             if ok { "(ok)" } else { "(UNEXPECTED)" }
         );

@@ -28,6 +28,10 @@ pub mod http_logger;
 pub mod ip_restriction;
 pub mod jwt_auth;
 pub mod key_auth;
+pub mod limit;
+pub mod limit_conn;
+pub mod limit_count;
+pub mod limit_req;
 pub mod mocking;
 pub mod opentelemetry;
 pub mod prometheus;
@@ -146,6 +150,12 @@ plugin_set! {
         UriBlocker(uri_blocker::UriBlocker),
         /// `cors`.
         Cors(cors::Cors),
+        /// `limit-req`.
+        LimitReq(limit_req::LimitReq),
+        /// `limit-conn`.
+        LimitConn(limit_conn::LimitConn),
+        /// `limit-count`.
+        LimitCount(limit_count::LimitCount),
         /// `client-control`.
         ClientControl(client_control::ClientControl),
         /// `real-ip`.

@@ -113,7 +113,9 @@ fn every_plugin_checks_its_configuration() {
         "proxy-rewrite": {"uri": "/x"}, "response-rewrite": {"status_code": 200}, "redirect": {"uri": "/to"},
         "request-id": {}, "fault-injection": {"abort": {"http_status": 403}}, "mocking": {"response_example": "{}"},
         "gzip": {}, "brotli": {}, "prometheus": {}, "http-logger": {"uri": "http://127.0.0.1/logs"},
-        "opentelemetry": {}, "client-control": {}
+        "opentelemetry": {}, "client-control": {}, "limit-count": {"count": 1, "time_window": 1},
+        "limit-req": {"rate": 1, "burst": 0, "key": "remote_addr"},
+        "limit-conn": {"conn": 1, "burst": 0, "default_conn_delay": 0.1, "key": "remote_addr"}
     });
     let all = decode(valid).unwrap();
     assert_eq!(all.len(), PluginConf::NAMES.len(), "every plugin has a minimal valid configuration here");
@@ -141,6 +143,19 @@ fn every_plugin_checks_its_configuration() {
             "allowed_by_methods[0].methods",
         ),
         (json!({"consumer-restriction": {"whitelist": ["a"], "rejected_code": 99}}), "rejected_code"),
+        (json!({"limit-count": {"count": 0, "time_window": 1}}), "count"),
+        (json!({"limit-count": {"count": 1, "time_window": 0}}), "time_window"),
+        (json!({"limit-count": {"count": 1, "time_window": 1, "key": ""}}), "key"),
+        (json!({"limit-count": {"count": 1, "time_window": 1, "key": "$remote_addr"}}), "key"),
+        (json!({"limit-count": {"count": 1, "time_window": 1, "rejected_code": 600}}), "rejected_code"),
+        (json!({"limit-count": {"count": 1, "time_window": 1, "policy": "redis"}}), "policy"),
+        (json!({"limit-count": {"count": 1, "time_window": 1, "scope": "galaxy"}}), "scope"),
+        (json!({"limit-req": {"rate": 0, "burst": 0, "key": "remote_addr"}}), "rate"),
+        (json!({"limit-req": {"rate": 1, "burst": -1, "key": "remote_addr"}}), "burst"),
+        (json!({"limit-req": {"rate": 1, "burst": 0, "key": "k", "key_type": "constant"}}), "key_type"),
+        (json!({"limit-req": {"rate": 1, "burst": 0}}), ""),
+        (json!({"limit-conn": {"conn": 1, "burst": 0, "default_conn_delay": 0, "key": "k"}}), "default_conn_delay"),
+        (json!({"limit-conn": {"conn": 0, "burst": 0, "default_conn_delay": 1, "key": "k"}}), "conn"),
         (json!({"ip-restriction": {}}), ""),
         (json!({"ip-restriction": {"whitelist": ["a"], "blacklist": ["b"]}}), ""),
         (json!({"ip-restriction": {"whitelist": ["10.255.256.0/24"]}}), "whitelist[0]"),

@@ -1,0 +1,183 @@
+//! `limit-count`: at most `count` requests per `time_window` for each key. As APISIX's local policy counts, a
+//! key's window opens with its first request and closes `time_window` seconds later; `X-RateLimit-Limit`,
+//! `-Remaining` and `-Reset` (seconds until the window closes) tell the client where it stands.
+//!
+//! Counters live in the plugin instance, which the registry keeps while the configuration is unchanged; routes
+//! naming the same `group` share one table across instances.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{HeaderName, HeaderValue};
+use http::{request, response};
+use prometheus::IntCounter;
+use sluice_model::PluginConf;
+use sluice_model::plugins::{Schema, limit_count as model};
+
+use super::limit::{Groups, Idle, KeySource, Share, Table, refusal};
+use super::registry::{BuildCtx, Factory, mismatch};
+use super::{Ctx, Flow, Phases, Plugin, Reply, clone_reply};
+
+/// limit-count's place in the registry (APISIX priority 1002).
+pub(super) const FACTORY: Factory =
+    Factory { name: model::LimitCount::NAME, priority: 1002, auth: false, prefer_route: false, build };
+
+/// The window clock's step: 10 ms.
+const TICK_MS: u32 = 10;
+
+/// The tables of limit-count groups.
+pub type CountGroups = Groups<Window>;
+
+fn build(conf: &PluginConf, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, String> {
+    let PluginConf::LimitCount(c) = conf else { return Err(mismatch(FACTORY.name, conf)) };
+    let window = u32::try_from(c.time_window.saturating_mul(1000 / u64::from(TICK_MS))).unwrap_or(u32::MAX);
+    let table = match &c.group {
+        Some(group) => ctx.count_groups.table(group, TICK_MS, window),
+        None => Arc::new(Table::new(TICK_MS, window)),
+    };
+    Ok(Arc::new(LimitCount {
+        key: KeySource::compile(c.key_type, &c.key)?,
+        count: c.count,
+        window,
+        share: Share::new(c.scope, ctx.cluster),
+        refusal: refusal(c.rejected_code, c.rejected_msg.as_deref())?,
+        headers: c.show_limit_quota_header,
+        table,
+        refused: ctx.metrics.limited(FACTORY.name),
+    }))
+}
+
+/// One key's window: when it opened (ticks) in the high half, requests admitted in it in the low half; 0 for a
+/// key not seen yet.
+#[derive(Debug, Default)]
+pub struct Window(AtomicU64);
+
+/// What a window says about one more request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Admitted; this many more fit in the window.
+    Admitted { remaining: u64, reset: u32 },
+    /// The window is full until `reset` ticks from now.
+    Refused { reset: u32 },
+}
+
+impl Window {
+    fn admit(&self, limit: u64, window: u32, now: u32) -> Verdict {
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        let mut current = self.0.load(Ordering::Relaxed);
+        loop {
+            let (start, used) = ((current >> 32) as u32, current as u32);
+            let elapsed = now.wrapping_sub(start);
+            let (next, verdict) = if used == 0 || elapsed >= window {
+                let next = (u64::from(now) << 32) | 1;
+                (next, Verdict::Admitted { remaining: u64::from(limit - 1), reset: window })
+            } else if used >= limit {
+                return Verdict::Refused { reset: window - elapsed };
+            } else {
+                (current + 1, Verdict::Admitted { remaining: u64::from(limit - used - 1), reset: window - elapsed })
+            };
+            match self.0.compare_exchange_weak(current, next, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return verdict,
+                Err(seen) => current = seen,
+            }
+        }
+    }
+}
+
+impl Idle for Window {
+    fn idle(&self, now: u32, window: u32) -> bool {
+        // A closed window is as good as none.
+        let current = self.0.load(Ordering::Relaxed);
+        current == 0 || now.wrapping_sub((current >> 32) as u32) >= window
+    }
+}
+
+/// Where a request stands, for the three headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// `X-RateLimit-Limit`.
+    pub limit: u64,
+    /// `X-RateLimit-Remaining`.
+    pub remaining: u64,
+    /// `X-RateLimit-Reset`, in seconds.
+    pub reset: u64,
+}
+
+#[derive(Debug)]
+struct LimitCount {
+    key: KeySource,
+    count: u64,
+    /// The window, in ticks.
+    window: u32,
+    share: Share,
+    refusal: Reply,
+    headers: bool,
+    table: Arc<Table<Window>>,
+    refused: IntCounter,
+}
+
+/// Ticks as whole seconds, rounded up (a client waiting that long finds the window closed).
+fn seconds(ticks: u32) -> u64 {
+    u64::from(ticks).div_ceil(u64::from(1000 / TICK_MS))
+}
+
+static LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+static REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+static RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+
+impl Plugin for LimitCount {
+    fn phases(&self) -> Phases {
+        if self.headers { Phases::ACCESS | Phases::RESPONSE_HEADER } else { Phases::ACCESS }
+    }
+
+    fn access(&self, ctx: &mut Ctx, req: &mut request::Parts) -> Flow {
+        let limit = self.share.of(self.count);
+        let now = self.table.ticks(ctx.started);
+        let verdict =
+            self.key.with_key(ctx, req, |key| self.table.with(key, now, |w| w.admit(limit, self.window, now)));
+        match verdict {
+            Verdict::Admitted { remaining, reset } => {
+                if self.headers {
+                    ctx.quota = Some(Quota { limit, remaining, reset: seconds(reset) });
+                }
+                Flow::Continue
+            }
+            Verdict::Refused { reset } => {
+                self.refused.inc();
+                if self.headers {
+                    ctx.quota = Some(Quota { limit, remaining: 0, reset: seconds(reset) });
+                }
+                Flow::Respond(clone_reply(&self.refusal))
+            }
+        }
+    }
+
+    fn response_header(&self, ctx: &mut Ctx, resp: &mut response::Parts) {
+        if let Some(q) = ctx.quota {
+            resp.headers.insert(LIMIT.clone(), HeaderValue::from(q.limit));
+            resp.headers.insert(REMAINING.clone(), HeaderValue::from(q.remaining));
+            resp.headers.insert(RESET.clone(), HeaderValue::from(q.reset));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_a_fixed_window_per_key() {
+        let w = Window::default();
+        assert_eq!(w.admit(2, 100, 5), Verdict::Admitted { remaining: 1, reset: 100 });
+        assert_eq!(w.admit(2, 100, 30), Verdict::Admitted { remaining: 0, reset: 75 });
+        assert_eq!(w.admit(2, 100, 40), Verdict::Refused { reset: 65 });
+        assert_eq!(w.admit(2, 100, 105), Verdict::Admitted { remaining: 1, reset: 100 }, "a new window");
+        // The clock wraps: elapsed time is still right.
+        let w = Window::default();
+        assert_eq!(w.admit(1, 100, u32::MAX - 10), Verdict::Admitted { remaining: 0, reset: 100 });
+        assert_eq!(w.admit(1, 100, 20), Verdict::Refused { reset: 69 });
+        assert_eq!(seconds(1), 1);
+        assert_eq!(seconds(100), 1);
+        assert_eq!(seconds(101), 2);
+    }
+}
