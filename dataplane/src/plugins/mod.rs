@@ -17,6 +17,7 @@ pub mod registry;
 mod session;
 
 pub mod access_log;
+mod api_breaker;
 mod auth;
 mod basic_auth;
 mod brotli;

@@ -11,10 +11,10 @@ use sluice_model::{Plugin as PluginModel, PluginConf, Plugins};
 use super::chain::Slot;
 use super::limit_count::CountGroups;
 use super::{
-    Plugin, basic_auth, brotli, client_control, consumer_restriction, cors, fault_injection, gzip, hmac_auth,
-    http_logger, ip_restriction, jwt_auth, key_auth, limit_conn, limit_count, limit_req, mocking, opentelemetry,
-    prometheus, proxy_rewrite, real_ip, redirect, referer_restriction, request_id, response_rewrite, ua_restriction,
-    uri_blocker,
+    Plugin, api_breaker, basic_auth, brotli, client_control, consumer_restriction, cors, fault_injection, gzip,
+    hmac_auth, http_logger, ip_restriction, jwt_auth, key_auth, limit_conn, limit_count, limit_req, mocking,
+    opentelemetry, prometheus, proxy_rewrite, real_ip, redirect, referer_restriction, request_id, response_rewrite,
+    ua_restriction, uri_blocker,
 };
 use crate::membership::ClusterSize;
 use crate::metrics::Metrics;
@@ -66,6 +66,7 @@ pub static FACTORIES: &[Factory] = &[
     limit_conn::FACTORY,
     limit_count::FACTORY,
     limit_req::FACTORY,
+    api_breaker::FACTORY,
     client_control::FACTORY,
     real_ip::FACTORY,
     proxy_rewrite::FACTORY,

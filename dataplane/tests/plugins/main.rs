@@ -6,6 +6,7 @@
 mod common;
 
 mod basic_auth;
+mod breaker;
 mod compression;
 mod cors;
 mod hmac_auth;

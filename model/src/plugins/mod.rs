@@ -14,6 +14,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
+pub mod api_breaker;
 pub mod basic_auth;
 pub mod brotli;
 mod check;
@@ -156,6 +157,8 @@ plugin_set! {
         LimitConn(limit_conn::LimitConn),
         /// `limit-count`.
         LimitCount(limit_count::LimitCount),
+        /// `api-breaker`.
+        ApiBreaker(api_breaker::ApiBreaker),
         /// `client-control`.
         ClientControl(client_control::ClientControl),
         /// `real-ip`.

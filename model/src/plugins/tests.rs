@@ -115,7 +115,8 @@ fn every_plugin_checks_its_configuration() {
         "gzip": {}, "brotli": {}, "prometheus": {}, "http-logger": {"uri": "http://127.0.0.1/logs"},
         "opentelemetry": {}, "client-control": {}, "limit-count": {"count": 1, "time_window": 1},
         "limit-req": {"rate": 1, "burst": 0, "key": "remote_addr"},
-        "limit-conn": {"conn": 1, "burst": 0, "default_conn_delay": 0.1, "key": "remote_addr"}
+        "limit-conn": {"conn": 1, "burst": 0, "default_conn_delay": 0.1, "key": "remote_addr"},
+        "api-breaker": {"break_response_code": 502}
     });
     let all = decode(valid).unwrap();
     assert_eq!(all.len(), PluginConf::NAMES.len(), "every plugin has a minimal valid configuration here");
@@ -156,6 +157,26 @@ fn every_plugin_checks_its_configuration() {
         (json!({"limit-req": {"rate": 1, "burst": 0}}), ""),
         (json!({"limit-conn": {"conn": 1, "burst": 0, "default_conn_delay": 0, "key": "k"}}), "default_conn_delay"),
         (json!({"limit-conn": {"conn": 0, "burst": 0, "default_conn_delay": 1, "key": "k"}}), "conn"),
+        (json!({"api-breaker": {}}), ""),
+        (json!({"api-breaker": {"break_response_code": 700}}), "break_response_code"),
+        (json!({"api-breaker": {"break_response_code": 502, "max_breaker_sec": 2}}), "max_breaker_sec"),
+        (
+            json!({"api-breaker": {"break_response_code": 502, "unhealthy": {"http_statuses": [404]}}}),
+            "unhealthy.http_statuses[0]",
+        ),
+        (
+            json!({"api-breaker": {"break_response_code": 502, "healthy": {"http_statuses": [200, 200]}}}),
+            "healthy.http_statuses[1]",
+        ),
+        (json!({"api-breaker": {"break_response_code": 502, "unhealthy": {"failures": 0}}}), "unhealthy.failures"),
+        (
+            json!({"api-breaker": {"break_response_code": 502, "failure_rate": {"threshold": 0}}}),
+            "failure_rate.threshold",
+        ),
+        (
+            json!({"api-breaker": {"break_response_code": 502, "break_response_headers": [{"key": "a b", "value": "v"}]}}),
+            "break_response_headers[0].key",
+        ),
         (json!({"ip-restriction": {}}), ""),
         (json!({"ip-restriction": {"whitelist": ["a"], "blacklist": ["b"]}}), ""),
         (json!({"ip-restriction": {"whitelist": ["10.255.256.0/24"]}}), "whitelist[0]"),
