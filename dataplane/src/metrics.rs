@@ -39,6 +39,8 @@ pub struct Metrics {
     /// Live data planes registered in etcd, this one included (`sluice_dataplane_cluster_size`).
     pub cluster_size: IntGauge,
     limited: IntCounterVec,
+    /// Requests let through by forward-auth because its service could not be asked (`allow_degradation`).
+    pub auth_bypassed: IntCounter,
 }
 
 /// APISIX's latency buckets, in milliseconds.
@@ -172,8 +174,14 @@ impl Metrics {
             &["plugin"],
         )
         .expect("static metric definition");
+        let auth_bypassed = IntCounter::new(
+            "sluice_forward_auth_bypassed_total",
+            "Requests forward-auth let through unchecked because its service failed (allow_degradation).",
+        )
+        .expect("static");
         for c in [
             Box::new(rejected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(auth_bypassed.clone()),
             Box::new(cluster_size.clone()),
             Box::new(limited.clone()),
             Box::new(tls_handshakes.clone()),
@@ -216,6 +224,7 @@ impl Metrics {
             tls_handshakes,
             cluster_size,
             limited,
+            auth_bypassed,
         }
     }
 

@@ -26,6 +26,7 @@ mod compress;
 mod consumer_restriction;
 mod cors;
 mod fault_injection;
+mod forward_auth;
 mod gzip;
 mod hmac_auth;
 mod http_logger;

@@ -11,8 +11,8 @@ use sluice_model::{Plugin as PluginModel, PluginConf, Plugins};
 use super::chain::Slot;
 use super::limit_count::CountGroups;
 use super::{
-    Plugin, api_breaker, basic_auth, brotli, client_control, consumer_restriction, cors, fault_injection, gzip,
-    hmac_auth, http_logger, ip_restriction, jwt_auth, key_auth, limit_conn, limit_count, limit_req, mocking,
+    Plugin, api_breaker, basic_auth, brotli, client_control, consumer_restriction, cors, fault_injection, forward_auth,
+    gzip, hmac_auth, http_logger, ip_restriction, jwt_auth, key_auth, limit_conn, limit_count, limit_req, mocking,
     opentelemetry, prometheus, proxy_rewrite, real_ip, redirect, referer_restriction, request_id, response_rewrite,
     ua_restriction, uri_blocker,
 };
@@ -58,6 +58,7 @@ pub static FACTORIES: &[Factory] = &[
     jwt_auth::FACTORY,
     hmac_auth::FACTORY,
     consumer_restriction::FACTORY,
+    forward_auth::FACTORY,
     ip_restriction::FACTORY,
     ua_restriction::FACTORY,
     referer_restriction::FACTORY,

@@ -9,6 +9,7 @@ mod basic_auth;
 mod breaker;
 mod compression;
 mod cors;
+mod forward_auth;
 mod hmac_auth;
 mod jwt_auth;
 mod key_auth;

@@ -22,6 +22,7 @@ pub mod client_control;
 pub mod consumer_restriction;
 pub mod cors;
 pub mod fault_injection;
+pub mod forward_auth;
 pub mod gzip;
 mod header_ops;
 pub mod hmac_auth;
@@ -159,6 +160,8 @@ plugin_set! {
         LimitCount(limit_count::LimitCount),
         /// `api-breaker`.
         ApiBreaker(api_breaker::ApiBreaker),
+        /// `forward-auth`.
+        ForwardAuth(forward_auth::ForwardAuth),
         /// `client-control`.
         ClientControl(client_control::ClientControl),
         /// `real-ip`.

@@ -116,7 +116,7 @@ fn every_plugin_checks_its_configuration() {
         "opentelemetry": {}, "client-control": {}, "limit-count": {"count": 1, "time_window": 1},
         "limit-req": {"rate": 1, "burst": 0, "key": "remote_addr"},
         "limit-conn": {"conn": 1, "burst": 0, "default_conn_delay": 0.1, "key": "remote_addr"},
-        "api-breaker": {"break_response_code": 502}
+        "api-breaker": {"break_response_code": 502}, "forward-auth": {"uri": "http://auth:9000/verify"}
     });
     let all = decode(valid).unwrap();
     assert_eq!(all.len(), PluginConf::NAMES.len(), "every plugin has a minimal valid configuration here");
@@ -177,6 +177,11 @@ fn every_plugin_checks_its_configuration() {
             json!({"api-breaker": {"break_response_code": 502, "break_response_headers": [{"key": "a b", "value": "v"}]}}),
             "break_response_headers[0].key",
         ),
+        (json!({"forward-auth": {"uri": "https://auth/verify"}}), "uri"),
+        (json!({"forward-auth": {"uri": "auth/verify"}}), "uri"),
+        (json!({"forward-auth": {"uri": "http://a", "request_headers": ["bad name"]}}), "request_headers[0]"),
+        (json!({"forward-auth": {"uri": "http://a", "timeout": 0}}), "timeout"),
+        (json!({"forward-auth": {"uri": "http://a", "request_method": "PUT"}}), "request_method"),
         (json!({"ip-restriction": {}}), ""),
         (json!({"ip-restriction": {"whitelist": ["a"], "blacklist": ["b"]}}), ""),
         (json!({"ip-restriction": {"whitelist": ["10.255.256.0/24"]}}), "whitelist[0]"),
