@@ -41,6 +41,7 @@ pub struct Metrics {
     limited: IntCounterVec,
     /// Requests let through by forward-auth because its service could not be asked (`allow_degradation`).
     pub auth_bypassed: IntCounter,
+    mirrored: IntCounterVec,
 }
 
 /// APISIX's latency buckets, in milliseconds.
@@ -179,8 +180,14 @@ impl Metrics {
             "Requests forward-auth let through unchecked because its service failed (allow_degradation).",
         )
         .expect("static");
+        let mirrored = IntCounterVec::new(
+            Opts::new("sluice_mirror_requests_total", "Copies of requests by proxy-mirror: sent, failed or dropped."),
+            &["result"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(rejected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(mirrored.clone()),
             Box::new(auth_bypassed.clone()),
             Box::new(cluster_size.clone()),
             Box::new(limited.clone()),
@@ -225,7 +232,13 @@ impl Metrics {
             cluster_size,
             limited,
             auth_bypassed,
+            mirrored,
         }
+    }
+
+    /// The counter of proxy-mirror copies that ended as `result` (`sent`, `failed`, `dropped`).
+    pub fn mirrored(&self, result: &str) -> IntCounter {
+        self.mirrored.with_label_values(&[result])
     }
 
     /// The counter of requests refused by limiting plugin `plugin`.

@@ -41,6 +41,7 @@ mod log;
 mod mocking;
 mod opentelemetry;
 mod prometheus;
+mod proxy_mirror;
 mod proxy_rewrite;
 mod real_ip;
 mod redirect;

@@ -13,8 +13,8 @@ use super::limit_count::CountGroups;
 use super::{
     Plugin, api_breaker, basic_auth, brotli, client_control, consumer_restriction, cors, fault_injection, forward_auth,
     gzip, hmac_auth, http_logger, ip_restriction, jwt_auth, key_auth, limit_conn, limit_count, limit_req, mocking,
-    opentelemetry, prometheus, proxy_rewrite, real_ip, redirect, referer_restriction, request_id, response_rewrite,
-    ua_restriction, uri_blocker,
+    opentelemetry, prometheus, proxy_mirror, proxy_rewrite, real_ip, redirect, referer_restriction, request_id,
+    response_rewrite, ua_restriction, uri_blocker,
 };
 use crate::membership::ClusterSize;
 use crate::metrics::Metrics;
@@ -70,6 +70,7 @@ pub static FACTORIES: &[Factory] = &[
     api_breaker::FACTORY,
     client_control::FACTORY,
     real_ip::FACTORY,
+    proxy_mirror::FACTORY,
     proxy_rewrite::FACTORY,
     response_rewrite::FACTORY,
     redirect::FACTORY,

@@ -14,6 +14,7 @@ mod hmac_auth;
 mod jwt_auth;
 mod key_auth;
 mod limits;
+mod mirror;
 mod observability;
 mod prometheus;
 mod proxy_rewrite;

@@ -37,6 +37,7 @@ pub mod limit_req;
 pub mod mocking;
 pub mod opentelemetry;
 pub mod prometheus;
+pub mod proxy_mirror;
 pub mod proxy_rewrite;
 pub mod real_ip;
 pub mod redirect;
@@ -162,6 +163,8 @@ plugin_set! {
         ApiBreaker(api_breaker::ApiBreaker),
         /// `forward-auth`.
         ForwardAuth(forward_auth::ForwardAuth),
+        /// `proxy-mirror`.
+        ProxyMirror(proxy_mirror::ProxyMirror),
         /// `client-control`.
         ClientControl(client_control::ClientControl),
         /// `real-ip`.

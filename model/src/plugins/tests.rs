@@ -116,7 +116,8 @@ fn every_plugin_checks_its_configuration() {
         "opentelemetry": {}, "client-control": {}, "limit-count": {"count": 1, "time_window": 1},
         "limit-req": {"rate": 1, "burst": 0, "key": "remote_addr"},
         "limit-conn": {"conn": 1, "burst": 0, "default_conn_delay": 0.1, "key": "remote_addr"},
-        "api-breaker": {"break_response_code": 502}, "forward-auth": {"uri": "http://auth:9000/verify"}
+        "api-breaker": {"break_response_code": 502}, "forward-auth": {"uri": "http://auth:9000/verify"},
+        "proxy-mirror": {"host": "http://127.0.0.1:9797"}
     });
     let all = decode(valid).unwrap();
     assert_eq!(all.len(), PluginConf::NAMES.len(), "every plugin has a minimal valid configuration here");
@@ -182,6 +183,11 @@ fn every_plugin_checks_its_configuration() {
         (json!({"forward-auth": {"uri": "http://a", "request_headers": ["bad name"]}}), "request_headers[0]"),
         (json!({"forward-auth": {"uri": "http://a", "timeout": 0}}), "timeout"),
         (json!({"forward-auth": {"uri": "http://a", "request_method": "PUT"}}), "request_method"),
+        (json!({"proxy-mirror": {"host": "127.0.0.1:9797"}}), "host"),
+        (json!({"proxy-mirror": {"host": "http://a/b"}}), "host"),
+        (json!({"proxy-mirror": {"host": "http://a", "path": "b"}}), "path"),
+        (json!({"proxy-mirror": {"host": "http://a", "sample_ratio": 0}}), "sample_ratio"),
+        (json!({"proxy-mirror": {"host": "http://a", "queue_size": 0}}), "queue_size"),
         (json!({"ip-restriction": {}}), ""),
         (json!({"ip-restriction": {"whitelist": ["a"], "blacklist": ["b"]}}), ""),
         (json!({"ip-restriction": {"whitelist": ["10.255.256.0/24"]}}), "whitelist[0]"),
