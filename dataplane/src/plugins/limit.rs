@@ -26,8 +26,14 @@ const SWEEP_FLOOR: usize = 4096;
 /// How a request's key is formed.
 #[derive(Debug)]
 pub enum KeySource {
-    /// The client address (after `real-ip`).
+    /// The client address (after `real-ip`), counted by its bytes.
     RemoteAddr,
+    /// The authenticated consumer's name.
+    ConsumerName,
+    /// The matched route's id.
+    RouteId,
+    /// The route's service id.
+    ServiceId,
     /// The same text for every request.
     Constant(Box<str>),
     /// A variable or text with variables; an empty result counts by the client address, as in APISIX.
@@ -37,23 +43,47 @@ pub enum KeySource {
 impl KeySource {
     /// The key source of `key` read as `key_type`.
     pub fn compile(key_type: KeyType, key: &str) -> Result<KeySource, String> {
-        match key_type {
-            KeyType::Constant => Ok(KeySource::Constant(key.into())),
-            KeyType::Var if key == "remote_addr" => Ok(KeySource::RemoteAddr),
-            KeyType::Var => Template::compile(&format!("${{{key}}}"), false).map(KeySource::Template),
-            KeyType::VarCombination => Template::compile(key, false).map(KeySource::Template),
-        }
+        Ok(match (key_type, key) {
+            (KeyType::Constant, _) => KeySource::Constant(key.into()),
+            (KeyType::Var, "remote_addr") => KeySource::RemoteAddr,
+            (KeyType::Var, "consumer_name") => KeySource::ConsumerName,
+            (KeyType::Var, "route_id") => KeySource::RouteId,
+            (KeyType::Var, "service_id") => KeySource::ServiceId,
+            (KeyType::Var, _) => KeySource::Template(Template::compile(&format!("${{{key}}}"), false)?),
+            (KeyType::VarCombination, _) => KeySource::Template(Template::compile(key, false)?),
+        })
     }
 
-    /// Calls `f` with this request's key.
-    pub fn with_key<R>(&self, ctx: &Ctx, req: &request::Parts, f: impl FnOnce(&str) -> R) -> R {
-        match self {
-            KeySource::RemoteAddr => with_address(ctx.client.ip(), f),
-            KeySource::Constant(text) => f(text),
+    /// Calls `f` with this request's key. The common sources cost no allocation: the client address is its bytes
+    /// (no other kind of key shares a table with it), names are borrowed from the context.
+    pub fn with_key<R>(&self, ctx: &Ctx, req: &request::Parts, f: impl FnOnce(&[u8]) -> R) -> R {
+        let ip = ctx.client.ip().to_canonical();
+        let (v4, v6, rendered);
+        let key: &[u8] = match self {
+            KeySource::RemoteAddr => match ip {
+                IpAddr::V4(a) => {
+                    v4 = a.octets();
+                    &v4
+                }
+                IpAddr::V6(a) => {
+                    v6 = a.octets();
+                    &v6
+                }
+            },
+            KeySource::ConsumerName => ctx.consumer_name().unwrap_or_default().as_bytes(),
+            KeySource::RouteId => ctx.route_id().unwrap_or_default().as_bytes(),
+            KeySource::ServiceId => ctx.service_id().unwrap_or_default().as_bytes(),
+            KeySource::Constant(text) => text.as_bytes(),
             KeySource::Template(t) => {
-                let key = values::render(t, ctx, req);
-                if key.is_empty() { with_address(ctx.client.ip(), f) } else { f(&key) }
+                rendered = values::render(t, ctx, req);
+                rendered.as_bytes()
             }
+        };
+        if key.is_empty() {
+            // Counted by the client address, as text (so it cannot meet another key's bytes).
+            with_address(ip, |a| f(a.as_bytes()))
+        } else {
+            f(key)
         }
     }
 }
@@ -79,7 +109,7 @@ pub trait Idle {
 
 /// Per-key state, each key's allocated once and kept while it matters.
 pub struct Table<V> {
-    map: papaya::HashMap<Box<str>, V, foldhash::fast::RandomState>,
+    map: papaya::HashMap<Box<[u8]>, V, foldhash::fast::RandomState>,
     /// The size at which the next insert sweeps idle keys first.
     sweep_at: AtomicUsize,
     epoch: Instant,
@@ -115,7 +145,7 @@ impl<V: Idle + Default> Table<V> {
     }
 
     /// Calls `f` with `key`'s state, creating it (and sweeping idle keys when the table has grown) if new.
-    pub fn with<R>(&self, key: &str, now: u32, f: impl FnOnce(&V) -> R) -> R {
+    pub fn with<R>(&self, key: &[u8], now: u32, f: impl FnOnce(&V) -> R) -> R {
         let map = self.map.pin();
         if let Some(state) = map.get(key) {
             return f(state);
@@ -223,11 +253,11 @@ mod tests {
     fn keeps_state_per_key_and_forgets_idle_keys() {
         let table: Table<Count> = Table::new(10, 0);
         for i in 0..SWEEP_FLOOR {
-            table.with(&format!("k{i}"), 1, |c| c.0.fetch_add(u64::from(i % 2 == 0), Ordering::Relaxed));
+            table.with(format!("k{i}").as_bytes(), 1, |c| c.0.fetch_add(u64::from(i % 2 == 0), Ordering::Relaxed));
         }
-        table.with("k0", 1, |c| assert_eq!(c.0.load(Ordering::Relaxed), 1));
+        table.with(b"k0", 1, |c| assert_eq!(c.0.load(Ordering::Relaxed), 1));
         assert_eq!(table.len(), SWEEP_FLOOR);
-        table.with("new", 1, |_| ());
+        table.with(b"new", 1, |_| ());
         assert_eq!(table.len(), SWEEP_FLOOR / 2 + 1, "the idle half was swept before the new key went in");
         with_address("::ffff:10.0.0.1".parse().unwrap(), |k| assert_eq!(k, "10.0.0.1"));
         with_address("2001:db8::1".parse().unwrap(), |k| assert_eq!(k, "2001:db8::1"));

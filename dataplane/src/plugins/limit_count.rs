@@ -5,8 +5,8 @@
 //! Counters live in the plugin instance, which the registry keeps while the configuration is unchanged; routes
 //! naming the same `group` share one table across instances.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use http::header::{HeaderName, HeaderValue};
 use http::{request, response};
@@ -42,6 +42,7 @@ fn build(conf: &PluginConf, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, Strin
         share: Share::new(c.scope, ctx.cluster),
         refusal: refusal(c.rejected_code, c.rejected_msg.as_deref())?,
         headers: c.show_limit_quota_header,
+        limit_value: HeaderValue::from(c.count),
         table,
         refused: ctx.metrics.limited(FACTORY.name),
     }))
@@ -112,6 +113,8 @@ struct LimitCount {
     share: Share,
     refusal: Reply,
     headers: bool,
+    /// `X-RateLimit-Limit` of the whole count, made once.
+    limit_value: HeaderValue,
     table: Arc<Table<Window>>,
     refused: IntCounter,
 }
@@ -119,6 +122,17 @@ struct LimitCount {
 /// Ticks as whole seconds, rounded up (a client waiting that long finds the window closed).
 fn seconds(ticks: u32) -> u64 {
     u64::from(ticks).div_ceil(u64::from(1000 / TICK_MS))
+}
+
+/// A header value for `n`; small numbers (most `Remaining` and `Reset` values) come from a table made once, so
+/// the quota headers cost no allocation.
+fn number(n: u64) -> HeaderValue {
+    static SMALL: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    let small = SMALL.get_or_init(|| {
+        // Leaked once per process: 1,024 short strings, so every copy of a value is free.
+        (0..1024u32).map(|i| HeaderValue::from_static(Box::leak(i.to_string().into_boxed_str()))).collect()
+    });
+    usize::try_from(n).ok().and_then(|i| small.get(i)).cloned().unwrap_or_else(|| HeaderValue::from(n))
 }
 
 static LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
@@ -154,9 +168,11 @@ impl Plugin for LimitCount {
 
     fn response_header(&self, ctx: &mut Ctx, resp: &mut response::Parts) {
         if let Some(q) = ctx.quota {
-            resp.headers.insert(LIMIT.clone(), HeaderValue::from(q.limit));
-            resp.headers.insert(REMAINING.clone(), HeaderValue::from(q.remaining));
-            resp.headers.insert(RESET.clone(), HeaderValue::from(q.reset));
+            // The whole count unless a cluster-wide limit is shared out.
+            let limit = if q.limit == self.count { self.limit_value.clone() } else { number(q.limit) };
+            resp.headers.insert(LIMIT.clone(), limit);
+            resp.headers.insert(REMAINING.clone(), number(q.remaining));
+            resp.headers.insert(RESET.clone(), number(q.reset));
         }
     }
 }
