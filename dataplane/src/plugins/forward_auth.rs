@@ -7,7 +7,7 @@
 //! `sluice_forward_auth_bypassed_total`), so an outage of the auth service need not take the traffic down.
 //!
 //! The call is made from the access phase without blocking the worker, on a pooled HTTP/1.1 client per plugin
-//! instance (hyper-util's: the data plane's own node pool is built for upstream objects, not plugin settings).
+//! instance ([`outbound`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,13 +16,11 @@ use bytes::Bytes;
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, request};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus::IntCounter;
 use sluice_model::PluginConf;
 use sluice_model::plugins::{Schema, forward_auth as model};
 
+use super::outbound::{self, Outbound};
 use super::registry::{BuildCtx, Factory, mismatch};
 use super::{Ctx, Flow, Phases, Plugin, Reply, Resume, values};
 use crate::router::template::Template;
@@ -42,18 +40,8 @@ fn build(conf: &PluginConf, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, Strin
     let PluginConf::ForwardAuth(c) = conf else { return Err(mismatch(FACTORY.name, conf)) };
     let uri: Uri = c.uri.parse().map_err(|e| format!("uri: {e}"))?;
     let authority = uri.authority().ok_or("uri has no host")?.clone();
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_millis(c.timeout)));
-    let mut client = Client::builder(TokioExecutor::new());
-    client.timer(TokioTimer::new()).pool_timer(TokioTimer::new());
-    if c.keepalive {
-        client
-            .pool_idle_timeout(Duration::from_millis(c.keepalive_timeout))
-            .pool_max_idle_per_host(usize::try_from(c.keepalive_pool).unwrap_or(usize::MAX));
-    } else {
-        client.pool_max_idle_per_host(0);
-    }
+    let idle = if c.keepalive { usize::try_from(c.keepalive_pool).unwrap_or(usize::MAX) } else { 0 };
+    let client = outbound::client(Duration::from_millis(c.timeout), idle, Duration::from_millis(c.keepalive_timeout));
     let extra = c
         .extra_headers
         .iter()
@@ -63,7 +51,7 @@ fn build(conf: &PluginConf, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, Strin
         })
         .collect::<Result<Vec<_>, String>>()?;
     Ok(Arc::new(ForwardAuth {
-        client: client.build(connector),
+        client,
         uri,
         host: HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?,
         request_headers: header_names(&c.request_headers)?,
@@ -78,7 +66,7 @@ fn build(conf: &PluginConf, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, Strin
 }
 
 struct ForwardAuth {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Outbound,
     uri: Uri,
     host: HeaderValue,
     request_headers: Vec<HeaderName>,
@@ -139,11 +127,7 @@ impl ForwardAuth {
         ask.body(Full::new(Bytes::new()))
     }
 
-    async fn ask(
-        client: Client<HttpConnector, Full<Bytes>>,
-        question: Request<Full<Bytes>>,
-        client_headers: &[HeaderName],
-    ) -> Verdict {
+    async fn ask(client: Outbound, question: Request<Full<Bytes>>, client_headers: &[HeaderName]) -> Verdict {
         let answer = match client.request(question).await {
             Ok(answer) => answer,
             Err(e) => return Verdict::Failed(e.to_string()),

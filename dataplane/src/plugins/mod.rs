@@ -40,6 +40,7 @@ mod limit_req;
 mod log;
 mod mocking;
 mod opentelemetry;
+mod outbound;
 mod prometheus;
 mod proxy_mirror;
 mod proxy_rewrite;

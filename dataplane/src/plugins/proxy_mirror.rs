@@ -15,15 +15,13 @@ use bytes::Bytes;
 use http::uri::Authority;
 use http::{HeaderMap, Method, Request, request};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use prometheus::IntCounter;
 use sluice_model::PluginConf;
 use sluice_model::plugins::proxy_mirror::PathConcatMode;
 use sluice_model::plugins::{Schema, proxy_mirror as model};
 use tokio::sync::{Semaphore, mpsc};
 
+use super::outbound::{self, Outbound};
 use super::registry::{BuildCtx, Factory, mismatch};
 use super::{Ctx, Flow, Phases, Plugin};
 
@@ -37,11 +35,7 @@ const IN_FLIGHT: usize = 16;
 fn build(conf: &PluginConf, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, String> {
     let PluginConf::ProxyMirror(c) = conf else { return Err(mismatch(FACTORY.name, conf)) };
     let authority: Authority = c.host.trim_start_matches("http://").parse().map_err(|e| format!("host: {e}"))?;
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(Duration::from_millis(c.timeout)));
-    let mut client = Client::builder(TokioExecutor::new());
-    client.timer(TokioTimer::new()).pool_timer(TokioTimer::new()).pool_max_idle_per_host(IN_FLIGHT);
+    let timeout = Duration::from_millis(c.timeout);
     Ok(Arc::new(ProxyMirror {
         authority,
         path: c.path.clone(),
@@ -50,8 +44,8 @@ fn build(conf: &PluginConf, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, Strin
         queue: OnceLock::new(),
         queue_size: usize::try_from(c.queue_size).unwrap_or(usize::MAX),
         worker: Worker {
-            client: client.build(connector),
-            timeout: Duration::from_millis(c.timeout),
+            client: outbound::client(timeout, IN_FLIGHT, Duration::from_secs(60)),
+            timeout,
             sent: ctx.metrics.mirrored("sent"),
             failed: ctx.metrics.mirrored("failed"),
         },
@@ -70,7 +64,7 @@ struct Copy {
 /// What sends the copies.
 #[derive(Clone)]
 struct Worker {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Outbound,
     timeout: Duration,
     sent: IntCounter,
     failed: IntCounter,
