@@ -120,6 +120,8 @@ pub(crate) struct Settings {
     pub(crate) https_port: Option<u16>,
     /// The number of live data planes, for cluster-wide limits.
     pub(crate) cluster: crate::membership::ClusterSize,
+    /// The zone this data plane runs in.
+    pub(crate) zone: Option<String>,
 }
 
 /// The name of the thread that applies and publishes configuration changes.
@@ -179,6 +181,7 @@ fn compile(keys: Keys, mut updates: mpsc::Receiver<Update>, shared: &Shared, set
         .with_plugins(settings.plugins)
         .with_https_port(settings.https_port)
         .with_cluster(settings.cluster)
+        .with_zone(settings.zone.as_deref())
         .with_default_ssl(settings.default_ssl.as_deref());
     let mut state = state.with_global(settings.global);
     let metrics = shared.metrics.clone();

@@ -74,6 +74,9 @@ pub struct Options {
     pub node_id: Option<String>,
     /// How long the registration of a data plane that stopped renewing it (it died) still counts.
     pub registration_ttl: Duration,
+    /// The zone this data plane runs in (the node's `topology.kubernetes.io/zone`): upstream nodes in the same
+    /// zone are preferred while any is healthy.
+    pub zone: Option<String>,
 }
 
 impl Default for Options {
@@ -95,6 +98,7 @@ impl Default for Options {
             proxy_protocol: false,
             node_id: None,
             registration_ttl: Duration::from_secs(15),
+            zone: None,
         }
     }
 }
@@ -199,6 +203,7 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
                 default_ssl: opts.default_ssl.clone(),
                 https_port: opts.https_public_port.or(https_addr.map(|a| a.port())),
                 cluster,
+                zone: opts.zone.clone(),
             },
         )),
         tokio::spawn(sweep_pools(shared.pools.clone())),

@@ -109,6 +109,10 @@ struct Args {
     /// long in cluster-wide limits; one that shuts down leaves at once).
     #[arg(long, env = "SLUICE_REGISTRATION_TTL", default_value_t = 15)]
     registration_ttl: u64,
+    /// The zone this data plane runs in (the chart sets the node's topology.kubernetes.io/zone): upstream nodes in
+    /// the same zone (from their EndpointSlices) are preferred while any of them is healthy.
+    #[arg(long, env = "SLUICE_ZONE")]
+    zone: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -175,6 +179,7 @@ fn main() -> anyhow::Result<()> {
     let opts = Options {
         node_id: args.node_id,
         registration_ttl: Duration::from_secs(args.registration_ttl.max(2)),
+        zone: args.zone.filter(|z| !z.is_empty()),
         limits,
         proxy_protocol: args.proxy_protocol,
         https_addr,

@@ -135,3 +135,45 @@ async fn real_failures_eject_a_node_passively() {
     assert!(statuses.iter().filter(|&&s| s == 500).count() <= 2, "{statuses:?}");
     assert!(backends(addr, 10).await.iter().all(|b| b == "good"), "ejected by real traffic");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefers_its_own_zone_and_spills_over_when_it_is_down() {
+    let etcd = Etcd::start().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    let dp = sluice_dataplane::start(sluice_dataplane::Options {
+        zone: Some("zone-a".into()),
+        ..loopback(&etcd.endpoint(), false)
+    })
+    .await
+    .unwrap();
+    assert!(eventually(SETTLE, || async { dp.is_ready() }).await);
+    let (addr, admin) = (dp.http_addr(), dp.admin_addr());
+    let (near, failing) = switchable("near").await;
+    let far = EchoServer::start("far").await.unwrap();
+    let node = |a: SocketAddr, zone: &str| {
+        json!({"host": a.ip().to_string(), "port": a.port(), "weight": 1,
+        "metadata": {"zone": zone}})
+    };
+    let checks = json!({"active": {"http_path": "/status", "healthy": {"interval": 1, "successes": 1},
+        "unhealthy": {"interval": 1, "http_failures": 1}}});
+    let upstream = json!({"checks": checks, "nodes": [node(near, "zone-a"), node(far.addr(), "zone-b")]});
+    put(&mut client, "/sluice/upstreams/z", upstream.clone()).await;
+    put(&mut client, "/sluice/routes/h", json!({"uri": "/h", "upstream_id": "z"})).await;
+    assert!(eventually(SETTLE, || async { backends(addr, 1).await == ["near"] }).await);
+    assert!(backends(addr, 10).await.iter().all(|b| b == "near"), "only the node in the data plane's zone");
+
+    // Zone a's node is ejected by its health checks: zone b's takes the traffic, until zone a's is back.
+    failing.store(true, Ordering::SeqCst);
+    let gauge = format!(r#"sluice_upstream_node_healthy{{node="{near}",upstream="z"}}"#);
+    assert!(eventually(SETTLE, || async { metric(admin, &gauge).await == Some(0.0) }).await, "never ejected");
+    assert!(backends(addr, 10).await.iter().all(|b| b == "far"), "spilled over to the other zone");
+    failing.store(false, Ordering::SeqCst);
+    assert!(eventually(SETTLE, || async { metric(admin, &gauge).await == Some(1.0) }).await, "never back");
+    assert!(backends(addr, 10).await.iter().all(|b| b == "near"), "back to the data plane's own zone");
+
+    // An upstream that turns the preference off balances over both zones.
+    let mut even = upstream;
+    even["zone_aware"] = json!(false);
+    put(&mut client, "/sluice/upstreams/z", even).await;
+    assert!(eventually(SETTLE, || async { backends(addr, 6).await.contains(&"far".to_string()) }).await);
+}

@@ -68,6 +68,10 @@ pub struct Upstream {
     /// Last update time (seconds since the epoch) as the Admin API records it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_time: Option<i64>,
+    /// Prefer the nodes in the data plane's own zone (`--zone`), spilling over to other zones when those are
+    /// down (sluice; default on, and without effect on a data plane without a zone or nodes without zones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_aware: Option<bool>,
     /// Fields this version does not know; any makes the object invalid rather than silently ignored.
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Value>,
@@ -230,6 +234,16 @@ fn is_zero(v: &i32) -> bool {
 }
 
 impl Node {
+    /// The zone the node runs in: `metadata.zone`, which the controller writes from the node's EndpointSlice.
+    pub fn zone(&self) -> Option<&str> {
+        self.metadata.as_ref()?.get("zone")?.as_str().filter(|z| !z.is_empty())
+    }
+
+    /// `metadata` naming `zone`, for a node written by the controller.
+    pub fn zone_metadata(zone: &str) -> Value {
+        serde_json::json!({ "zone": zone })
+    }
+
     /// `host:port` with brackets around IPv6 hosts, for dialing and for `pass_host: node`.
     pub fn authority(&self, scheme: Scheme) -> String {
         let port = self.port.unwrap_or_else(|| scheme.default_port());

@@ -203,11 +203,16 @@ impl<'a> Index<'a> {
                     Condition::ServingTerminating => &mut serving,
                     Condition::Down => continue,
                 };
-                target.extend(ep.addresses.iter().map(|a| (a.clone(), port)));
+                // The zone goes with the node, for data planes that prefer their own zone.
+                let zone = ep.zone.clone().filter(|z| !z.is_empty());
+                target.extend(ep.addresses.iter().map(|a| (a.clone(), port, zone.clone())));
             }
         }
         let chosen = if ready.is_empty() { serving } else { ready };
-        chosen.into_iter().map(|(host, port)| node(host, port)).collect()
+        chosen
+            .into_iter()
+            .map(|(host, port, zone)| Node { metadata: zone.map(|z| Node::zone_metadata(&z)), ..node(host, port) })
+            .collect()
     }
 
     /// Whether the endpoint's pod carries every label of the subset.

@@ -138,6 +138,8 @@ pub struct State {
     https_port: Option<u16>,
     /// The number of live data planes, for cluster-wide limits.
     cluster: ClusterSize,
+    /// The zone this data plane runs in: its nodes are preferred.
+    zone: Option<Arc<str>>,
     /// Upstream name → the channel feeding its health-check task; dropping the sender ends the task.
     checkers: HashMap<Arc<str>, watch::Sender<Arc<UpstreamRuntime>>>,
     version: u64,
@@ -176,6 +178,7 @@ impl State {
             enabled: Enabled::all(),
             https_port: None,
             cluster: ClusterSize::default(),
+            zone: None,
             metrics,
             checkers: HashMap::new(),
             version: 0,
@@ -210,6 +213,12 @@ impl State {
     pub fn with_cluster(mut self, size: ClusterSize) -> State {
         self.cluster = size;
         self.rebuild_registry()
+    }
+
+    /// Prefers upstream nodes in `zone` (set before any upstream is built).
+    pub fn with_zone(mut self, zone: Option<&str>) -> State {
+        self.zone = zone.filter(|z| !z.is_empty()).map(Arc::from);
+        self
     }
 
     /// A registry with the current settings (called while the state is being set up, before any plugin is built).
@@ -510,7 +519,9 @@ impl State {
         spec: Option<UpstreamSpec>,
         old: Option<Arc<UpstreamRuntime>>,
     ) -> Result<Option<Arc<UpstreamRuntime>>, Rejected> {
-        let inline = spec.map(|spec| runtime_for(name, &spec, old, &self.metrics, &self.pools)).transpose()?;
+        let inline = spec
+            .map(|spec| runtime_for(name, &spec, old, &self.metrics, &self.pools, self.zone.as_deref()))
+            .transpose()?;
         match &inline {
             Some(rt) => self.track_health(rt),
             None => drop(self.checkers.remove(name)),
@@ -521,7 +532,7 @@ impl State {
     fn put_upstream(&mut self, id: &Arc<str>, revision: i64, spec: UpstreamSpec) -> Result<(), Rejected> {
         let old = self.upstreams.get(id).map(|o| o.runtime.clone());
         let unchanged = old.as_ref().is_some_and(|rt| *rt.spec() == spec);
-        let runtime = runtime_for(id, &spec, old, &self.metrics, &self.pools)?;
+        let runtime = runtime_for(id, &spec, old, &self.metrics, &self.pools, self.zone.as_deref())?;
         self.track_health(&runtime);
         self.upstreams.insert(id.clone(), UpstreamObject { revision, runtime });
         if !unchanged {
@@ -830,11 +841,12 @@ fn runtime_for(
     old: Option<Arc<UpstreamRuntime>>,
     metrics: &Metrics,
     pools: &Pools,
+    zone: Option<&str>,
 ) -> Result<Arc<UpstreamRuntime>, Rejected> {
     match old {
         Some(rt) if rt.spec() == spec => Ok(rt),
         old => {
-            let runtime = UpstreamRuntime::new(name.into(), spec.clone(), metrics, pools)?;
+            let runtime = UpstreamRuntime::new(name.into(), spec.clone(), metrics, pools, zone)?;
             if let Some(old) = old {
                 runtime.inherit_health(&old);
             }

@@ -27,8 +27,10 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// The parts of an upstream that shape its runtime; a runtime is reused while these stay equal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSpec {
-    /// `(host, port, weight, priority)` of every node.
-    nodes: Vec<(String, u16, u32, i32)>,
+    /// `(host, port, weight, priority, zone)` of every node.
+    nodes: Vec<(String, u16, u32, i32, Option<String>)>,
+    /// Whether nodes in the data plane's own zone are preferred.
+    zone_aware: bool,
     lb: LoadBalancer,
     hash_on: Option<String>,
     key: Option<String>,
@@ -71,10 +73,14 @@ impl UpstreamSpec {
         let list = up.nodes.to_list().map_err(|e| Rejected::Decode(DecodeError::Upstream(e)))?;
         let nodes = list
             .iter()
-            .map(|n| (n.host.clone(), n.port.unwrap_or(up.scheme.default_port()), n.weight, n.priority))
+            .map(|n| {
+                let port = n.port.unwrap_or(up.scheme.default_port());
+                (n.host.clone(), port, n.weight, n.priority, n.zone().map(str::to_string))
+            })
             .collect();
         let spec = UpstreamSpec {
             nodes,
+            zone_aware: up.zone_aware.unwrap_or(true),
             lb: up.lb,
             hash_on: up.hash_on.clone(),
             key: up.key.clone(),
@@ -248,18 +254,19 @@ pub struct UpstreamRuntime {
 }
 
 impl UpstreamRuntime {
-    /// Builds the runtime of `spec`, named `name` in logs and errors.
+    /// Builds the runtime of `spec`, named `name` in logs and errors, for a data plane in `zone`.
     pub fn new(
         name: Arc<str>,
         spec: UpstreamSpec,
         metrics: &Metrics,
         pools: &Pools,
+        zone: Option<&str>,
     ) -> Result<UpstreamRuntime, Rejected> {
         let tls = spec.tls.as_ref().map(|t| pools.tls(t)).transpose().map_err(Rejected::Invalid)?;
         let default_port = if tls.is_some() { 443 } else { 80 };
         let mut nodes = Vec::with_capacity(spec.nodes.len());
         let mut balanced = Vec::with_capacity(spec.nodes.len());
-        for (host, port, weight, priority) in &spec.nodes {
+        for (host, port, weight, priority, node_zone) in &spec.nodes {
             let bracketed = if host.contains(':') { format!("[{host}]") } else { host.clone() };
             let address = format!("{bracketed}:{port}");
             let authority = Authority::try_from(address.as_str())
@@ -270,7 +277,13 @@ impl UpstreamRuntime {
             let pool = pools.node(&authority, spec.pool, tls.clone(), spec.protocol);
             let tls_name = tls.as_ref().and_then(|_| server_name(&host_header)).map(Cow::into_owned);
             nodes.push(NodeRuntime { address: Arc::from(authority.as_str()), authority, host_header, pool, tls_name });
-            balanced.push(NodeSpec { address, weight: *weight, priority: *priority });
+            let priority = match zone.filter(|_| spec.zone_aware) {
+                // The zone ranks below the configured priority: within a tier, this zone's nodes first, and the
+                // rest when they are all down.
+                Some(own) => priority.saturating_mul(2).saturating_add(i32::from(node_zone.as_deref() == Some(own))),
+                None => *priority,
+            };
+            balanced.push(NodeSpec { address, weight: *weight, priority });
         }
         let balancer = Balancer::with_algorithm(spec.lb, &balanced);
         let hash_key = HashKey::compile(&spec)?;
@@ -408,7 +421,7 @@ mod tests {
     fn hashes_the_configured_request_value() {
         let runtime = |v: serde_json::Value| {
             let spec = UpstreamSpec::from_model(&serde_json::from_value(v).unwrap()).unwrap();
-            UpstreamRuntime::new("u".into(), spec, &Metrics::new(), &Pools::default()).unwrap()
+            UpstreamRuntime::new("u".into(), spec, &Metrics::new(), &Pools::default(), None).unwrap()
         };
         let mut headers = http::HeaderMap::new();
         headers.insert("x-user", "alice".parse().unwrap());
