@@ -63,6 +63,10 @@ pub struct UpstreamSpec {
     /// Nodes outside the cluster; an Upstream with external nodes is referenced from ApiRoute `upstreams`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub external_nodes: Vec<ExternalNode>,
+    /// Prefer the endpoints in the data plane's own zone while any is healthy (default true); false balances over
+    /// every zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone_aware: Option<bool>,
 }
 
 /// The balancing algorithm and, for consistent hashing, what is hashed.

@@ -24,6 +24,7 @@ pub(super) struct Policy {
     pass_host: Option<(PassHost, Option<String>)>,
     checks: Option<Value>,
     tls: Option<Value>,
+    zone_aware: Option<bool>,
     /// Subset name → pod labels.
     pub subsets: BTreeMap<String, BTreeMap<String, String>>,
     /// Nodes outside the cluster.
@@ -50,6 +51,7 @@ impl Policy {
         }
         u.checks = self.checks.clone().or(u.checks.take());
         u.tls = self.tls.clone().or(u.tls.take());
+        u.zone_aware = self.zone_aware.or(u.zone_aware);
     }
 }
 
@@ -175,6 +177,7 @@ fn compile_one(up: &sluice_crds::Upstream, secrets: &Secrets) -> Result<Policy, 
         CrdScheme::Grpcs => Scheme::Grpcs,
     });
     policy.retries = spec.retries.and_then(|r| u32::try_from(r).ok());
+    policy.zone_aware = spec.zone_aware;
     match seconds(&spec.retry_timeout, "retryTimeout") {
         Ok(t) => policy.retry_timeout = t,
         Err(e) => invalid(e),
