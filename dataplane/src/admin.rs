@@ -12,8 +12,14 @@ use crate::Shared;
 
 /// Answers `/healthz`, `/readyz` and `/metrics`.
 pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let snapshot = shared.snapshot_revision.load(std::sync::atomic::Ordering::Acquire);
     let (status, content_type, body) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+        "/readyz" if shared.is_ready() && snapshot != 0 => (
+            StatusCode::OK,
+            "text/plain",
+            Bytes::from(format!("ready: serving the snapshot of etcd revision {snapshot}; etcd cannot be reached\n")),
+        ),
         "/readyz" if shared.is_ready() => (StatusCode::OK, "text/plain", Bytes::from_static(b"ready\n")),
         "/readyz" => (
             StatusCode::SERVICE_UNAVAILABLE,

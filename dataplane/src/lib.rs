@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod proxy;
 pub mod router;
+pub mod snapshot;
 pub mod source;
 pub mod tunnel;
 pub mod upstream;
@@ -77,6 +78,8 @@ pub struct Options {
     /// The zone this data plane runs in (the node's `topology.kubernetes.io/zone`): upstream nodes in the same
     /// zone are preferred while any is healthy.
     pub zone: Option<String>,
+    /// Where the last known good configuration is kept, and read at start when etcd cannot be reached.
+    pub snapshot_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -99,6 +102,7 @@ impl Default for Options {
             node_id: None,
             registration_ttl: Duration::from_secs(15),
             zone: None,
+            snapshot_file: None,
         }
     }
 }
@@ -131,6 +135,8 @@ pub(crate) struct Shared {
     pools: Pools,
     /// Limits on requests at the edge.
     limits: listener::Limits,
+    /// The revision of the snapshot file being served, 0 while the configuration comes from etcd.
+    snapshot_revision: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Shared {
@@ -171,6 +177,7 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
         metrics: Metrics::new(),
         pools: Pools::new(Trust::system(opts.upstream_ca_file.as_deref()).map_err(StartError::Trust)?),
         limits: opts.limits,
+        snapshot_revision: Arc::default(),
     });
     let global = match &opts.access_log {
         Some(log) => log.start(&shared.metrics).map_err(StartError::AccessLog)?,
@@ -189,9 +196,15 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
         metrics: shared.metrics.clone(),
     };
     let (updates_tx, updates_rx) = mpsc::channel(1024);
-    let source = Source::new(opts.etcd_endpoints.clone(), keys.clone(), updates_tx, shared.metrics.clone())
+    let mut source = Source::new(opts.etcd_endpoints.clone(), keys.clone(), updates_tx, shared.metrics.clone())
         .with_tls(opts.etcd_tls.clone());
-    let background = vec![
+    let mut background = Vec::new();
+    if let Some(path) = &opts.snapshot_file {
+        let writer = snapshot::Writer::new(path.clone());
+        background.push(tokio::spawn(writer.clone().run()));
+        source = source.with_snapshot(path.clone(), writer, shared.snapshot_revision.clone());
+    }
+    background.extend([
         tokio::spawn(source.run(Position::Unsynced)),
         tokio::spawn(config::run(
             keys,
@@ -208,7 +221,7 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
         )),
         tokio::spawn(sweep_pools(shared.pools.clone())),
         tokio::spawn(membership.run(stop.clone())),
-    ];
+    ]);
 
     let tls = || listener::tls::Tls { shared: shared.clone() };
     use listener::proxy_protocol::ProxyProtocol;

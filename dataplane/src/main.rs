@@ -113,6 +113,10 @@ struct Args {
     /// the same zone (from their EndpointSlices) are preferred while any of them is healthy.
     #[arg(long, env = "SLUICE_ZONE")]
     zone: Option<String>,
+    /// Keeps the last known good configuration in this file, and starts from it when etcd cannot be reached at
+    /// start (the chart mounts an emptyDir there).
+    #[arg(long, env = "SLUICE_SNAPSHOT_FILE")]
+    snapshot_file: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -180,6 +184,7 @@ fn main() -> anyhow::Result<()> {
         node_id: args.node_id,
         registration_ttl: Duration::from_secs(args.registration_ttl.max(2)),
         zone: args.zone.filter(|z| !z.is_empty()),
+        snapshot_file: args.snapshot_file,
         limits,
         proxy_protocol: args.proxy_protocol,
         https_addr,

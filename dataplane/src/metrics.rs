@@ -27,6 +27,10 @@ pub struct Metrics {
     pub compiles: IntCounter,
     /// Full lists of the etcd prefix (the first sync, and re-syncs after compaction).
     pub etcd_lists: IntCounter,
+    /// 1 while the served configuration comes from the snapshot file (etcd unreachable since the start).
+    pub config_from_snapshot: IntGauge,
+    /// Snapshot files refused at start (unreadable, damaged or of another format).
+    pub snapshot_refused: IntCounter,
     upstream_retries: IntCounterVec,
     upstream_latency: HistogramVec,
     node_healthy: IntGaugeVec,
@@ -185,8 +189,20 @@ impl Metrics {
             &["result"],
         )
         .expect("static metric definition");
+        let config_from_snapshot = IntGauge::new(
+            "sluice_config_from_snapshot",
+            "1 while the configuration served comes from the snapshot file, etcd having been unreachable since start.",
+        )
+        .expect("static");
+        let snapshot_refused = IntCounter::new(
+            "sluice_config_snapshot_refused_total",
+            "Configuration snapshot files refused at start: unreadable, damaged or of another format.",
+        )
+        .expect("static");
         for c in [
             Box::new(rejected.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(config_from_snapshot.clone()),
+            Box::new(snapshot_refused.clone()),
             Box::new(mirrored.clone()),
             Box::new(auth_bypassed.clone()),
             Box::new(cluster_size.clone()),
@@ -220,6 +236,8 @@ impl Metrics {
             etcd_connected,
             compiles,
             etcd_lists,
+            config_from_snapshot,
+            snapshot_refused,
             upstream_retries,
             upstream_latency,
             node_healthy,

@@ -4,6 +4,9 @@
 //! so nothing is missed and nothing is re-listed. Only when etcd reports that revision compacted does it list the
 //! prefix again; the list replaces the store in one update, so the served configuration never goes empty.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions, EventType, WatchOptions};
@@ -13,6 +16,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{RawObject, Update};
 use crate::metrics::Metrics;
+use crate::snapshot;
 
 /// First delay after a failure.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -57,12 +61,51 @@ pub struct Source {
     updates: mpsc::Sender<Update>,
     metrics: Metrics,
     tls: Option<etcd_client::TlsOptions>,
+    snapshot: Option<SnapshotFile>,
+}
+
+/// The snapshot file the source keeps, and falls back on when etcd cannot be reached at start.
+struct SnapshotFile {
+    path: PathBuf,
+    writer: snapshot::Writer,
+    /// The revision of the snapshot being served, 0 when the configuration came from etcd.
+    serving: Arc<AtomicI64>,
 }
 
 impl Source {
     /// A source for `keys` on `endpoints`, sending to `updates`.
     pub fn new(endpoints: Vec<String>, keys: Keys, updates: mpsc::Sender<Update>, metrics: Metrics) -> Source {
-        Source { endpoints, keys, updates, metrics, tls: None }
+        Source { endpoints, keys, updates, metrics, tls: None, snapshot: None }
+    }
+
+    /// Keeps `writer`'s snapshot file up to date, and starts from that file when etcd cannot be reached at start;
+    /// `serving` tells the revision of the snapshot while it is served (0 once etcd has been read).
+    pub fn with_snapshot(mut self, path: PathBuf, writer: snapshot::Writer, serving: Arc<AtomicI64>) -> Source {
+        self.snapshot = Some(SnapshotFile { path, writer, serving });
+        self
+    }
+
+    /// Serves the snapshot file, when there is one and it is sound; says why not otherwise.
+    async fn fall_back(&self) -> Result<(), SessionError> {
+        let Some(file) = &self.snapshot else { return Ok(()) };
+        match snapshot::read(&file.path) {
+            Ok(snap) => {
+                warn!(
+                    objects = snap.objects.len(),
+                    revision = snap.revision,
+                    path = %file.path.display(),
+                    "etcd cannot be reached; serving the configuration snapshot until it can"
+                );
+                file.serving.store(snap.revision.max(1), Ordering::Release);
+                self.metrics.config_from_snapshot.set(1);
+                self.updates.send(Update::Reset(snap.objects)).await.map_err(|_| SessionError::Stopped)
+            }
+            Err(e) => {
+                error!(error = %e, "the configuration snapshot cannot be used; waiting for etcd");
+                self.metrics.snapshot_refused.inc();
+                Ok(())
+            }
+        }
     }
 
     /// Connects to etcd with TLS (a CA to verify the servers, a client certificate for mutual TLS).
@@ -76,11 +119,19 @@ impl Source {
     pub async fn run(self, mut position: Position) {
         let mut delay = BACKOFF_MIN;
         let mut ever_connected = false;
+        let mut fell_back = false;
         loop {
             let err = self.session(&mut position, &mut delay, &mut ever_connected).await;
             self.metrics.etcd_connected.set(0);
             if matches!(err, SessionError::Stopped) {
                 return;
+            }
+            // etcd has never answered since the start: serve the last known good configuration meanwhile.
+            if !ever_connected && position == Position::Unsynced && !fell_back {
+                fell_back = true;
+                if self.fall_back().await.is_err() {
+                    return;
+                }
             }
             let endpoints = self.endpoints.join(",");
             if ever_connected {
@@ -137,6 +188,12 @@ impl Source {
         info!(objects = objects.len(), revision, prefix = %self.keys.all(), "listed configuration from etcd");
         self.metrics.etcd_lists.inc();
         self.send(Update::Reset(objects)).await?;
+        if let Some(file) = &self.snapshot
+            && file.serving.swap(0, Ordering::AcqRel) != 0
+        {
+            info!("etcd is back; serving its configuration instead of the snapshot");
+            self.metrics.config_from_snapshot.set(0);
+        }
         Ok(revision)
     }
 
@@ -209,7 +266,11 @@ impl Source {
         self.relevant(key).then(|| RawObject { key: key.to_string(), value: value.to_vec(), revision })
     }
 
+    /// Sends an update read from etcd (and keeps the snapshot file's copy of it).
     async fn send(&self, update: Update) -> Result<(), SessionError> {
+        if let Some(file) = &self.snapshot {
+            file.writer.apply(&update);
+        }
         self.updates.send(update).await.map_err(|_| SessionError::Stopped)
     }
 }

@@ -311,6 +311,7 @@ fn shared() -> Arc<crate::Shared> {
         metrics: crate::metrics::Metrics::new(),
         pools: Default::default(),
         limits: Default::default(),
+        snapshot_revision: Default::default(),
     })
 }
 
