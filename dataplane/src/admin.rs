@@ -14,7 +14,15 @@ use crate::Shared;
 pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let snapshot = shared.snapshot_revision.load(std::sync::atomic::Ordering::Acquire);
     let (status, content_type, body) = match req.uri().path() {
+        "/healthz" if !shared.config_alive.load(std::sync::atomic::Ordering::Acquire) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            Bytes::from_static(b"not alive: the configuration thread has stopped\n"),
+        ),
         "/healthz" => (StatusCode::OK, "text/plain", Bytes::from_static(b"ok\n")),
+        "/readyz" if shared.draining.load(std::sync::atomic::Ordering::Acquire) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "text/plain", Bytes::from_static(b"not ready: shutting down\n"))
+        }
         "/readyz" if shared.is_ready() && snapshot != 0 => (
             StatusCode::OK,
             "text/plain",

@@ -57,6 +57,9 @@ pub struct Options {
     pub admin_addr: SocketAddr,
     /// How long in-flight requests may take to finish after shutdown starts.
     pub grace: Duration,
+    /// How long, once shutdown starts, readiness fails while the listeners still accept, before they close: the
+    /// time endpoint removal takes to reach kube-proxy and load balancers.
+    pub drain_delay: Duration,
     /// TLS towards etcd (CA, client certificate); `None` for plain connections.
     pub etcd_tls: Option<etcd_client::TlsOptions>,
     /// Certificate authorities that `https` upstreams with `tls.verify` trust, besides the system's.
@@ -93,6 +96,7 @@ impl Default for Options {
             default_ssl: None,
             admin_addr: SocketAddr::from(([127, 0, 0, 1], 9091)),
             grace: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
             etcd_tls: None,
             upstream_ca_file: None,
             plugins: plugins::Enabled::all(),
@@ -137,11 +141,24 @@ pub(crate) struct Shared {
     limits: listener::Limits,
     /// The revision of the snapshot file being served, 0 while the configuration comes from etcd.
     snapshot_revision: Arc<std::sync::atomic::AtomicI64>,
+    /// Set once shutdown has begun: readiness fails so that load balancers stop sending new connections.
+    draining: AtomicBool,
+    /// Cleared if the configuration thread ends while the data plane runs: liveness then fails.
+    config_alive: AtomicBool,
 }
 
 impl Shared {
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Runs the configuration task, and marks the data plane not alive if it ends before shutdown.
+async fn watch_config(task: impl Future<Output = ()>, shared: Arc<Shared>) {
+    task.await;
+    if !shared.draining.load(Ordering::Acquire) {
+        tracing::error!("the configuration thread has stopped; failing liveness so the process is restarted");
+        shared.config_alive.store(false, Ordering::Release);
     }
 }
 
@@ -151,6 +168,7 @@ pub struct Dataplane {
     https_addr: Option<SocketAddr>,
     admin_addr: SocketAddr,
     grace: Duration,
+    drain_delay: Duration,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     background: Vec<JoinHandle<()>>,
@@ -161,9 +179,9 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
     };
-    let http = bind(opts.http_addr).await?;
+    let http = bind_shared(opts.http_addr)?;
     let https = match opts.https_addr {
-        Some(addr) => Some(bind(addr).await?),
+        Some(addr) => Some(bind_shared(addr)?),
         None => None,
     };
     let admin = bind(opts.admin_addr).await?;
@@ -178,6 +196,8 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
         pools: Pools::new(Trust::system(opts.upstream_ca_file.as_deref()).map_err(StartError::Trust)?),
         limits: opts.limits,
         snapshot_revision: Arc::default(),
+        draining: AtomicBool::new(false),
+        config_alive: AtomicBool::new(true),
     });
     let global = match &opts.access_log {
         Some(log) => log.start(&shared.metrics).map_err(StartError::AccessLog)?,
@@ -206,18 +226,21 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
     }
     background.extend([
         tokio::spawn(source.run(Position::Unsynced)),
-        tokio::spawn(config::run(
-            keys,
-            updates_rx,
+        tokio::spawn(watch_config(
+            config::run(
+                keys,
+                updates_rx,
+                shared.clone(),
+                config::Settings {
+                    plugins: opts.plugins.clone(),
+                    global,
+                    default_ssl: opts.default_ssl.clone(),
+                    https_port: opts.https_public_port.or(https_addr.map(|a| a.port())),
+                    cluster,
+                    zone: opts.zone.clone(),
+                },
+            ),
             shared.clone(),
-            config::Settings {
-                plugins: opts.plugins.clone(),
-                global,
-                default_ssl: opts.default_ssl.clone(),
-                https_port: opts.https_public_port.or(https_addr.map(|a| a.port())),
-                cluster,
-                zone: opts.zone.clone(),
-            },
         )),
         tokio::spawn(sweep_pools(shared.pools.clone())),
         tokio::spawn(membership.run(stop.clone())),
@@ -245,7 +268,30 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
     tokio::spawn(listener::serve(admin, listener::Plain, admin_connection, listener::Limits::default(), stop));
     let https_display = https_addr.map_or_else(|| "off".to_string(), |a| a.to_string());
     info!(%http_addr, https_addr = %https_display, %admin_addr, etcd = %opts.etcd_endpoints.join(","), prefix = %keys_display(&opts), "data plane started");
-    Ok(Dataplane { http_addr, https_addr, admin_addr, grace: opts.grace, shared, shutdown, background })
+    Ok(Dataplane {
+        http_addr,
+        https_addr,
+        admin_addr,
+        grace: opts.grace,
+        drain_delay: opts.drain_delay,
+        shared,
+        shutdown,
+        background,
+    })
+}
+
+/// Binds a proxy listener with `SO_REUSEPORT`, so that a new data plane process can take over the port while the
+/// old one drains (a local handover; in Kubernetes each pod has its own port space anyway).
+fn bind_shared(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    let bound = (|| {
+        let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        #[cfg(unix)]
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    })();
+    bound.map_err(|source| StartError::Bind { addr, source })
 }
 
 /// Serves proxied requests on `socket` after `handshake`; `public_port` is the port clients reach it on.
@@ -304,8 +350,15 @@ impl Dataplane {
         &self.shared.metrics
     }
 
-    /// Stops accepting, lets in-flight requests finish within the grace period, then stops the background tasks.
+    /// Fails readiness, keeps accepting for the drain delay, then stops accepting, lets in-flight requests finish
+    /// within the grace period (HTTP/1.1 connections close once idle, HTTP/2 ones get GOAWAY), and stops the
+    /// background tasks.
     pub async fn shutdown(self) {
+        self.shared.draining.store(true, Ordering::Release);
+        if !self.drain_delay.is_zero() {
+            info!(delay = ?self.drain_delay, "draining: not ready, still accepting");
+            tokio::time::sleep(self.drain_delay).await;
+        }
         let _ = self.shutdown.send(true);
         if tokio::time::timeout(self.grace, self.shutdown.closed()).await.is_err() {
             warn!(grace = ?self.grace, "grace period over; closing remaining connections");

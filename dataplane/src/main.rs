@@ -73,6 +73,11 @@ struct Args {
     /// Seconds in-flight requests may take to finish after SIGTERM/SIGINT.
     #[arg(long, env = "SLUICE_SHUTDOWN_GRACE", default_value_t = 10.0)]
     shutdown_grace: f64,
+    /// Seconds after SIGTERM/SIGINT during which /readyz fails while the listeners still accept, before they close
+    /// (endpoint removal takes time to reach kube-proxy and load balancers; the chart's preStop sleep does the
+    /// same before the signal).
+    #[arg(long, env = "SLUICE_DRAIN_DELAY", default_value_t = 0.0)]
+    drain_delay: f64,
     /// The largest request head in bytes (request line and header fields; HTTP/2's header list), at least 8192;
     /// larger is answered 431.
     #[arg(long, env = "SLUICE_MAX_HEADER_BYTES", default_value_t = 65_536)]
@@ -142,6 +147,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = runtime.enable_all().build().context("starting the tokio runtime")?;
     let grace =
         Duration::try_from_secs_f64(args.shutdown_grace).context("--shutdown-grace must be seconds, 0 or more")?;
+    let drain_delay =
+        Duration::try_from_secs_f64(args.drain_delay).context("--drain-delay must be seconds, 0 or more")?;
     let etcd_tls = sluice_etcd::TlsFiles { ca: args.etcd_ca_file, cert: args.etcd_cert_file, key: args.etcd_key_file }
         .options()
         .context("etcd TLS settings")?;
@@ -198,6 +205,7 @@ fn main() -> anyhow::Result<()> {
         http_addr: args.http_addr,
         admin_addr: args.admin_addr,
         grace,
+        drain_delay,
         upstream_ca_file: args.upstream_ca_file,
     };
     runtime.block_on(sluice_dataplane::run(opts, shutdown_signal()))?;

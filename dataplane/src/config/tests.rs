@@ -312,6 +312,8 @@ fn shared() -> Arc<crate::Shared> {
         pools: Default::default(),
         limits: Default::default(),
         snapshot_revision: Default::default(),
+        draining: AtomicBool::new(false),
+        config_alive: AtomicBool::new(true),
     })
 }
 
