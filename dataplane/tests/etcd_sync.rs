@@ -131,10 +131,13 @@ async fn rejects_bad_objects_alone() {
     assert_eq!(metric(admin, r#"sluice_config_rejected_total{kind="route"}"#).await, Some(3.0));
     assert_eq!(metric(admin, r#"sluice_config_rejected_total{kind="upstream"}"#).await, Some(1.0));
 
-    // A later bad write of a good route is rejected and counted; the last good version keeps serving.
+    // A later bad write of a good route is rejected and counted; the last good version keeps serving. The marker
+    // route after it has a backend of its own: the catch-all would answer its path from `a` before it is applied.
     put_raw(&mut c, "/sluice/routes/good", "not json").await;
-    put(&mut c, "/sluice/routes/other", json!({"uri": "/other", "upstream": {"nodes": nodes}})).await;
-    assert!(wait_served(addr, "x", "/other", Some("a")).await);
+    let b = EchoServer::start("b").await.unwrap();
+    put(&mut c, "/sluice/routes/other", json!({"uri": "/other", "upstream": {"nodes": {b.addr().to_string(): 1}}}))
+        .await;
+    assert!(wait_served(addr, "x", "/other", Some("b")).await);
     assert_eq!(metric(admin, r#"sluice_config_rejected_total{kind="route"}"#).await, Some(4.0));
     assert_eq!(get(addr, "x", "/good").await.unwrap().backend().as_deref(), Some("a"));
 }
