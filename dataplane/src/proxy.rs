@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -86,7 +87,8 @@ pub(crate) async fn handle(
     let mut session = None;
     // Read before the request moves: a gRPC client gets the data plane's own errors as gRPC statuses.
     let grpc = crate::error::is_grpc(req.headers());
-    let resp = match proxy(&shared, &peer, req, &mut session).await {
+    let http1 = req.version() <= http::Version::HTTP_11;
+    let mut resp = match proxy(&shared, &peer, req, &mut session).await {
         Ok(resp) => resp,
         Err(err) => {
             if err.blames_node() {
@@ -101,6 +103,11 @@ pub(crate) async fn handle(
             full(reply)
         }
     };
+    // While draining, HTTP/1.1 clients are asked to take their next request elsewhere (HTTP/2 ones get GOAWAY
+    // when the listener closes).
+    if http1 && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS && shared.draining.load(Ordering::Relaxed) {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     shared.metrics.request(resp.status().as_u16());
     Ok(resp)
 }

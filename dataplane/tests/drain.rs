@@ -27,6 +27,11 @@ async fn readiness_fails_during_the_drain_delay_while_requests_are_still_served(
     assert!(not_ready.await, "readiness fails as soon as shutdown starts");
     let reply = get(addr, "x", "/r").await.unwrap();
     assert_eq!(reply.backend().as_deref(), Some("echo"), "new connections are still served while draining");
+    assert_eq!(
+        reply.headers.get("connection").map(|v| v.to_str().unwrap()),
+        Some("close"),
+        "HTTP/1.1 clients are asked to go elsewhere"
+    );
     stopping.await.unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener is closed once shutdown is done");
 }
