@@ -222,7 +222,7 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
     if let Some(path) = &opts.snapshot_file {
         let writer = snapshot::Writer::new(path.clone());
         background.push(tokio::spawn(writer.clone().run()));
-        source = source.with_snapshot(path.clone(), writer, shared.snapshot_revision.clone());
+        source = source.with_snapshot(writer, shared.snapshot_revision.clone());
     }
     background.extend([
         tokio::spawn(source.run(Position::Unsynced)),

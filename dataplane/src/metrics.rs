@@ -174,6 +174,8 @@ impl Metrics {
             "Live data planes registered in etcd, this one included; cluster-wide limits are divided by it.",
         )
         .expect("static");
+        // Counted once a data plane has reached etcd; until then it counts itself alone, as the limits do.
+        cluster_size.set(1);
         let limited = IntCounterVec::new(
             Opts::new("sluice_limit_rejected_total", "Requests refused by a rate limiting plugin, by plugin."),
             &["plugin"],

@@ -135,6 +135,11 @@ impl Writer {
         Writer { path, mirror: Arc::default() }
     }
 
+    /// The file it writes.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Takes in one update read from etcd (not one read from the snapshot itself).
     pub fn apply(&self, update: &Update) {
         let mut mirror = self.mirror.lock().unwrap_or_else(|e| e.into_inner());

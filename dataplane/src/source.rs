@@ -4,7 +4,6 @@
 //! so nothing is missed and nothing is re-listed. Only when etcd reports that revision compacted does it list the
 //! prefix again; the list replaces the store in one update, so the served configuration never goes empty.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -66,7 +65,6 @@ pub struct Source {
 
 /// The snapshot file the source keeps, and falls back on when etcd cannot be reached at start.
 struct SnapshotFile {
-    path: PathBuf,
     writer: snapshot::Writer,
     /// The revision of the snapshot being served, 0 when the configuration came from etcd.
     serving: Arc<AtomicI64>,
@@ -80,20 +78,24 @@ impl Source {
 
     /// Keeps `writer`'s snapshot file up to date, and starts from that file when etcd cannot be reached at start;
     /// `serving` tells the revision of the snapshot while it is served (0 once etcd has been read).
-    pub fn with_snapshot(mut self, path: PathBuf, writer: snapshot::Writer, serving: Arc<AtomicI64>) -> Source {
-        self.snapshot = Some(SnapshotFile { path, writer, serving });
+    pub fn with_snapshot(mut self, writer: snapshot::Writer, serving: Arc<AtomicI64>) -> Source {
+        self.snapshot = Some(SnapshotFile { writer, serving });
         self
     }
 
     /// Serves the snapshot file, when there is one and it is sound; says why not otherwise.
     async fn fall_back(&self) -> Result<(), SessionError> {
         let Some(file) = &self.snapshot else { return Ok(()) };
-        match snapshot::read(&file.path) {
+        let path = file.writer.path().to_path_buf();
+        // Off the async workers: the file may be large.
+        let read = tokio::task::spawn_blocking(move || snapshot::read(&path)).await;
+        let Ok(read) = read else { return Err(SessionError::Stopped) };
+        match read {
             Ok(snap) => {
                 warn!(
                     objects = snap.objects.len(),
                     revision = snap.revision,
-                    path = %file.path.display(),
+                    path = %file.writer.path().display(),
                     "etcd cannot be reached; serving the configuration snapshot until it can"
                 );
                 file.serving.store(snap.revision.max(1), Ordering::Release);

@@ -1,7 +1,7 @@
 //! Resolving a backend to an upstream: Service → port → ready EndpointSlice addresses (or the cluster IP), shaped
 //! by the Upstream resource of the same name.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
@@ -181,8 +181,8 @@ impl<'a> Index<'a> {
         subset: Option<&BTreeMap<String, String>>,
     ) -> Vec<Node> {
         let wanted = svc_port.name.as_deref().unwrap_or("");
-        let mut ready = BTreeSet::new();
-        let mut serving = BTreeSet::new();
+        let mut ready = BTreeMap::new();
+        let mut serving = BTreeMap::new();
         for slice in self.slices.get(&(ns, svc)).into_iter().flatten() {
             let port = slice
                 .ports
@@ -203,15 +203,16 @@ impl<'a> Index<'a> {
                     Condition::ServingTerminating => &mut serving,
                     Condition::Down => continue,
                 };
-                // The zone goes with the node, for data planes that prefer their own zone.
+                // The zone goes with the node, for data planes that prefer their own zone; an address listed by
+                // two slices is still one node.
                 let zone = ep.zone.clone().filter(|z| !z.is_empty());
-                target.extend(ep.addresses.iter().map(|a| (a.clone(), port, zone.clone())));
+                target.extend(ep.addresses.iter().map(|a| ((a.clone(), port), zone.clone())));
             }
         }
         let chosen = if ready.is_empty() { serving } else { ready };
         chosen
             .into_iter()
-            .map(|(host, port, zone)| Node { metadata: zone.map(|z| Node::zone_metadata(&z)), ..node(host, port) })
+            .map(|((host, port), zone)| Node { metadata: zone.map(|z| Node::zone_metadata(&z)), ..node(host, port) })
             .collect()
     }
 

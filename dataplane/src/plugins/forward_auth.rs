@@ -133,10 +133,12 @@ impl ForwardAuth {
             Err(e) => return Verdict::Failed(e.to_string()),
         };
         let (parts, body) = answer.into_parts();
+        let body = Limited::new(body, MAX_ANSWER).collect().await;
         if parts.status.is_success() {
+            // Read to its end (and ignored) so the connection goes back to the pool.
             return Verdict::Allowed(parts.headers);
         }
-        let body = match Limited::new(body, MAX_ANSWER).collect().await {
+        let body = match body {
             Ok(body) => body.to_bytes(),
             Err(e) => return Verdict::Failed(format!("reading the answer: {e}")),
         };

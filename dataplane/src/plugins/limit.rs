@@ -2,8 +2,8 @@
 //! forgets idle keys, the refusal, and this data plane's share of a cluster-wide limit.
 //!
 //! Each key's state is one `AtomicU64` updated by compare-and-swap, in a `papaya` map (lock-free reads; the
-//! request path takes no lock). A key is allocated once, when first seen; the default key, the client address, is
-//! formatted on the stack, so a known client costs no allocation at all.
+//! request path takes no lock). A key is allocated once, when first seen; the common keys (the client address as
+//! its bytes, the consumer, route or service name borrowed from the context) cost no allocation for a known key.
 
 use std::io::Write as _;
 use std::net::IpAddr;
@@ -184,7 +184,7 @@ pub fn refusal(code: u16, msg: Option<&str>) -> Result<Reply, String> {
 }
 
 /// This data plane's part of a limit: all of it for a node limit, the limit divided by the live data planes
-/// (rounded up, at least 1) for a cluster one.
+/// (rounded up) for a cluster one.
 #[derive(Debug, Clone)]
 pub struct Share {
     cluster: Option<ClusterSize>,

@@ -73,7 +73,8 @@ impl Plugin for LimitConn {
     }
 
     fn access(&self, ctx: &mut Ctx, req: &mut request::Parts) -> Flow {
-        let (conn, burst) = (self.share.of(self.conn), self.share.of(self.burst));
+        // `conn` is at least 1 (the model's minimum), so the delay's division below cannot fail.
+        let (conn, burst) = (self.share.of(self.conn).max(1), self.share.of(self.burst));
         let counter = self.key.with_key(ctx, req, |key| self.table.with(key, 0, |c| c.0.clone()));
         let n = counter.fetch_add(1, Ordering::AcqRel) + 1;
         let held = Held(counter);

@@ -64,7 +64,8 @@ enum Verdict {
 
 impl Window {
     fn admit(&self, limit: u64, window: u32, now: u32) -> Verdict {
-        let limit = u32::try_from(limit).unwrap_or(u32::MAX);
+        // At least 1 (the model's minimum), so that no arithmetic below can underflow.
+        let limit = u32::try_from(limit).unwrap_or(u32::MAX).max(1);
         let mut current = self.0.load(Ordering::Relaxed);
         loop {
             let (start, used) = ((current >> 32) as u32, current as u32);

@@ -52,7 +52,7 @@ impl Schema for LimitCount {
 
     fn check(&self) -> Result<(), FieldError> {
         check::range("count", self.count, 1, u64::from(u32::MAX))?;
-        // A window longer than a year is a typo; the counters' clock is exact to 10 ms within 248 days.
+        // A window longer than a year is a typo; the counters' 10 ms clock wraps after 497 days, beyond any window.
         check::range("time_window", self.time_window, 1, 31_536_000)?;
         if let Some(group) = &self.group {
             check::min_len("group", group, 1)?;
