@@ -71,6 +71,17 @@ pub struct Target {
     pub chain: Chain,
     /// Whether `Upgrade` requests (WebSocket) are passed to the node (`enable_websocket`).
     pub websocket: bool,
+    /// Where each traffic-split share sends requests, by the share's number (see [`crate::plugins::Ctx::split`]).
+    pub splits: Box<[Destination]>,
+}
+
+/// An upstream a request may be sent to, with the timeouts that apply there.
+#[derive(Debug)]
+pub struct Destination {
+    /// The upstream, or why there is none.
+    pub upstream: Result<Arc<UpstreamRuntime>, Unresolved>,
+    /// Effective timeouts (the route's, else the upstream's).
+    pub timeouts: Timeouts,
 }
 
 impl Target {

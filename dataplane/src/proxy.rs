@@ -21,8 +21,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::{debug, warn};
 
 use crate::Shared;
-use crate::config::Target;
-use crate::error::ProxyError;
+use crate::error::{ProxyError, Unresolved};
 use crate::listener::Transport;
 use crate::plugins::{Ctx, Reply, Session};
 use crate::router::normalize::{InvalidPath, normalize};
@@ -239,7 +238,16 @@ async fn proxy(
     };
     let entry = entry.ok_or(ProxyError::RouteNotFound)?;
     let target = &entry.value;
-    let upstream = match &target.upstream {
+    // traffic-split's choice, when it made one, replaces the route's own upstream.
+    let destination = match session.as_ref().and_then(|s| s.ctx.split) {
+        None => None,
+        Some(n) => Some(target.splits.get(n).ok_or(ProxyError::Unresolved(Unresolved::NoUpstream))?),
+    };
+    let (upstream, timeouts) = match destination {
+        Some(d) => (&d.upstream, d.timeouts),
+        None => (&target.upstream, target.timeouts),
+    };
+    let upstream = match upstream {
         Ok(upstream) => upstream,
         Err(reason) => {
             if target.first_warning() {
@@ -305,7 +313,7 @@ async fn proxy(
     let mut body = Some(body).filter(|b| !b.is_end_stream());
     let mut tried: Vec<usize> = Vec::new();
     let mut first_attempt = None;
-    let limit = target.timeouts.connect + target.timeouts.read;
+    let limit = timeouts.connect + timeouts.read;
     loop {
         let sni = match &host_override {
             Some(host) => {
@@ -326,11 +334,11 @@ async fn proxy(
         let first_attempt = *first_attempt.get_or_insert(sent);
         let timing = Timing {
             started: sent,
-            connect: target.timeouts.connect,
+            connect: timeouts.connect,
             deadline: sent + limit,
-            send: target.timeouts.send,
+            send: timeouts.send,
             client_body: limits.body_timeout,
-            read: target.timeouts.read,
+            read: timeouts.read,
         };
         let exchange =
             target_node.pool.send(&parts, body.take(), &extra[..used], sni.as_deref(), timing, upgrade.is_some());
@@ -346,9 +354,9 @@ async fn proxy(
                     s.ctx.upstream_latency = Some(latency);
                 }
                 if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                    return switched(resp, on_upgrade, target, session.take(), in_flight);
+                    return switched(resp, on_upgrade, timeouts.read, session.take(), in_flight);
                 }
-                return Ok(response(resp, target, session.take(), in_flight));
+                return Ok(response(resp, timeouts.read, session.take(), in_flight));
             }
             Err(SendError::Connect(e)) => {
                 debug!(node = %target_node.authority, error = %e, "cannot connect to node");
@@ -400,7 +408,7 @@ async fn proxy(
                 }
                 return Err(ProxyError::Timeout {
                     node: target_node.authority.to_string(),
-                    seconds: target.timeouts.read.as_secs_f64(),
+                    seconds: timeouts.read.as_secs_f64(),
                 });
             }
         }
@@ -463,7 +471,7 @@ fn prepare_attempt<'u>(
 
 fn response(
     resp: Response<UpstreamBody>,
-    target: &Target,
+    read_timeout: Duration,
     mut session: Option<Box<Session>>,
     in_flight: Option<InFlight>,
 ) -> Response<ResponseBody> {
@@ -472,7 +480,7 @@ fn response(
     if let Some(s) = session.as_mut() {
         s.response_header(&mut parts);
     }
-    let body = ReadTimeoutBody::new(body, target.timeouts.read, session, in_flight);
+    let body = ReadTimeoutBody::new(body, read_timeout, session, in_flight);
     Response::from_parts(parts, Either::Left(body))
 }
 
@@ -496,7 +504,7 @@ fn normalize_target(uri: &mut Uri) -> Result<(), InvalidPath> {
 fn switched(
     resp: Response<UpstreamBody>,
     client: Option<hyper::upgrade::OnUpgrade>,
-    target: &Target,
+    read_timeout: Duration,
     mut session: Option<Box<Session>>,
     in_flight: Option<InFlight>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
@@ -510,7 +518,7 @@ fn switched(
         s.response_header(&mut parts);
     }
     parts.headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    tunnel::spawn(client, node, early, target.timeouts.read, in_flight);
+    tunnel::spawn(client, node, early, read_timeout, in_flight);
     Ok(Response::from_parts(parts, Either::Right(Full::new(Bytes::new()))))
 }
 

@@ -99,6 +99,24 @@ pub enum InvalidPluginSet {
     /// A field this version does not know.
     #[error("unknown field {0:?}")]
     UnknownField(String),
+    /// A plugin that works only where a route resolves its upstreams (routes, services, plugin configs).
+    #[error("plugin {plugin:?} cannot be used on a {object}")]
+    Misplaced {
+        /// The plugin.
+        plugin: &'static str,
+        /// The kind of object carrying it.
+        object: &'static str,
+    },
+}
+
+/// Plugins that choose among upstreams: resolved with the route, so not on consumers or global rules.
+const ROUTE_ONLY: &[&str] = &["traffic-split"];
+
+fn route_only(plugins: &crate::Plugins, object: &'static str) -> Result<(), InvalidPluginSet> {
+    match ROUTE_ONLY.iter().find(|name| plugins.get(name).is_some()) {
+        Some(plugin) => Err(InvalidPluginSet::Misplaced { plugin, object }),
+        None => Ok(()),
+    }
 }
 
 impl PluginConfig {
@@ -114,6 +132,7 @@ impl GlobalRule {
     /// Checks the rules APISIX applies to global rules.
     pub fn validate(&self) -> Result<(), InvalidPluginSet> {
         validate::id(self.id.as_deref())?;
+        route_only(&self.plugins, "global rule")?;
         unknown(&self.unknown)
     }
 }
@@ -133,6 +152,7 @@ impl Consumer {
             return Err(InvalidPluginSet::Username(u.clone()));
         }
         validate::labels(&self.labels)?;
+        route_only(&self.plugins.plugins, "consumer")?;
         unknown(&self.unknown)
     }
 }
@@ -160,5 +180,10 @@ mod tests {
         assert!(serde_json::from_value::<Consumer>(json!({"username": "a", "plugins": {"key-auth": {}}})).is_err());
         let g: GlobalRule = serde_json::from_value(json!({"id": "g", "plugins": {"prometheus": {}}})).unwrap();
         g.validate().unwrap();
+        let split = json!({"traffic-split": {"rules": []}});
+        let g: GlobalRule = serde_json::from_value(json!({"id": "g", "plugins": split.clone()})).unwrap();
+        assert!(matches!(g.validate(), Err(InvalidPluginSet::Misplaced { plugin: "traffic-split", .. })));
+        let c: Consumer = serde_json::from_value(json!({"username": "a", "plugins": split})).unwrap();
+        assert_eq!(c.validate().unwrap_err().to_string(), "plugin \"traffic-split\" cannot be used on a consumer");
     }
 }

@@ -18,12 +18,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use http::HeaderValue;
-use sluice_model::{Keys, Kind, Plugins, Timeout};
+use sluice_model::plugins::traffic_split::TrafficSplit;
+use sluice_model::{Keys, Kind, PluginConf, Plugins, Timeout};
 use tokio::sync::watch;
 use tracing::warn;
 
 use super::decode::{self, Ahead, Decoded, Refs, RouteDef, ServiceDef, Wanted};
-use super::{Compiled, RawObject, Target, Update};
+use super::{Compiled, Destination, RawObject, Target, Update};
 use crate::error::{Rejected, Unresolved};
 use crate::listener::certs::{self, Certificates, Served};
 use crate::membership::ClusterSize;
@@ -47,6 +48,8 @@ struct RouteObject {
     /// The first path and host patterns, for metrics labels.
     matched: (Arc<str>, Arc<str>),
     plugins: Vec<Built>,
+    /// The runtimes of the upstreams its traffic-split writes inline, by share number.
+    split_inline: SplitInline,
     /// `enable_websocket` as written.
     websocket: Option<bool>,
     /// Set when this is the stand-in of a rejected route that never had a good version: it answers 503.
@@ -71,6 +74,7 @@ struct ServiceObject {
     inline: Option<Arc<UpstreamRuntime>>,
     name: Option<Arc<str>>,
     plugins: Vec<Built>,
+    split_inline: SplitInline,
     websocket: Option<bool>,
 }
 
@@ -78,6 +82,19 @@ struct ServiceObject {
 struct PluginSetObject {
     revision: i64,
     plugins: Vec<Built>,
+    split_inline: SplitInline,
+}
+
+/// The runtimes of the upstreams a traffic-split plugin writes inline, by share number (`None` for shares that
+/// name an upstream by id, or none).
+type SplitInline = Vec<Option<Arc<UpstreamRuntime>>>;
+
+/// The traffic-split configuration among `plugins`, if there is one.
+fn traffic_split(plugins: &[Built]) -> Option<&TrafficSplit> {
+    plugins.iter().find_map(|b| match &b.source.conf {
+        PluginConf::TrafficSplit(split) => Some(split),
+        _ => None,
+    })
 }
 
 #[derive(Debug)]
@@ -370,6 +387,7 @@ impl State {
                 name: None,
                 matched: (Arc::from(""), Arc::from("")),
                 plugins: Vec::new(),
+                split_inline: Vec::new(),
                 websocket: None,
                 rejected: true,
                 deps: Vec::new(),
@@ -412,6 +430,7 @@ impl State {
             Kind::Route => match self.routes.remove(id) {
                 Some(obj) => {
                     self.unlink(&obj);
+                    self.stop_split_upstreams(&obj.split_inline, &[]);
                     let name = format!("route {id}");
                     self.checkers.remove(name.as_str());
                     self.metrics.forget_upstream(&name);
@@ -431,9 +450,21 @@ impl State {
                 let name = format!("service {id}");
                 self.checkers.remove(name.as_str());
                 self.metrics.forget_upstream(&name);
-                self.services.remove(id).is_some()
+                match self.services.remove(id) {
+                    Some(old) => {
+                        self.stop_split_upstreams(&old.split_inline, &[]);
+                        true
+                    }
+                    None => false,
+                }
             }
-            Kind::PluginConfig => self.plugin_configs.remove(id).is_some(),
+            Kind::PluginConfig => match self.plugin_configs.remove(id) {
+                Some(old) => {
+                    self.stop_split_upstreams(&old.split_inline, &[]);
+                    true
+                }
+                None => false,
+            },
             Kind::Consumer => {
                 let removed = self.consumers.remove(id).is_some();
                 self.consumers_dirty |= self.index.remove(id);
@@ -486,7 +517,9 @@ impl State {
         let old = self.routes.get(id).filter(|o| !o.rejected);
         let old_plugins = old.map(|o| o.plugins.clone()).unwrap_or_default();
         let old_inline = old.and_then(|o| o.inline.clone());
+        let old_split = old.map(|o| o.split_inline.clone()).unwrap_or_default();
         let plugins = self.build(&def.plugins, &old_plugins)?;
+        let split_inline = self.split_upstreams(&format!("route {id}"), &plugins, &old_split)?;
         let inline = self.inline_upstream(&format!("route {id}"), def.inline, old_inline)?;
         let obj = RouteObject {
             revision,
@@ -497,6 +530,7 @@ impl State {
             name: def.name,
             matched: def.matched,
             plugins,
+            split_inline,
             websocket: def.websocket,
             rejected: false,
             deps: Vec::new(),
@@ -529,6 +563,44 @@ impl State {
         Ok(inline)
     }
 
+    /// The runtimes of the upstreams written inline in the traffic-split among `plugins` (of the object called
+    /// `owner`), reusing `old`'s while unchanged; health checks are started for the new ones and stopped for those
+    /// that are gone. Every spec is checked before anything starts, so a rejected version changes nothing.
+    fn split_upstreams(&mut self, owner: &str, plugins: &[Built], old: &SplitInline) -> Result<SplitInline, Rejected> {
+        let Some(split) = traffic_split(plugins) else {
+            self.stop_split_upstreams(old, &[]);
+            return Ok(Vec::new());
+        };
+        let mut runtimes = Vec::new();
+        for (n, share) in split.shares().enumerate() {
+            let Some(up) = &share.upstream else {
+                runtimes.push(None);
+                continue;
+            };
+            let name = format!("{owner} traffic-split {n}");
+            let spec = UpstreamSpec::from_model(up).map_err(|e| Rejected::Invalid(format!("{name}: {e}")))?;
+            let previous = old.get(n).cloned().flatten();
+            runtimes.push(Some(runtime_for(&name, &spec, previous, &self.metrics, &self.pools, self.zone.as_deref())?));
+        }
+        self.stop_split_upstreams(old, &runtimes);
+        for rt in runtimes.iter().flatten() {
+            self.track_health(rt);
+        }
+        Ok(runtimes)
+    }
+
+    /// Stops the health checks and forgets the metrics of the split upstreams in `old` that `new` no longer has.
+    fn stop_split_upstreams(&mut self, old: &[Option<Arc<UpstreamRuntime>>], new: &[Option<Arc<UpstreamRuntime>>]) {
+        for (n, rt) in old.iter().enumerate() {
+            if let Some(rt) = rt
+                && new.get(n).is_none_or(Option::is_none)
+            {
+                self.checkers.remove(&rt.name);
+                self.metrics.forget_upstream(&rt.name);
+            }
+        }
+    }
+
     fn put_upstream(&mut self, id: &Arc<str>, revision: i64, spec: UpstreamSpec) -> Result<(), Rejected> {
         let old = self.upstreams.get(id).map(|o| o.runtime.clone());
         let unchanged = old.as_ref().is_some_and(|rt| *rt.spec() == spec);
@@ -544,10 +616,12 @@ impl State {
     fn put_service(&mut self, id: &Arc<str>, revision: i64, def: ServiceDef) -> Result<(), Rejected> {
         let old_plugins = self.services.get(id).map(|o| o.plugins.clone()).unwrap_or_default();
         let plugins = self.build(&def.plugins, &old_plugins)?;
+        let old_split = self.services.get(id).map(|o| o.split_inline.clone()).unwrap_or_default();
+        let split_inline = self.split_upstreams(&format!("service {id}"), &plugins, &old_split)?;
         let old_inline = self.services.get(id).and_then(|o| o.inline.clone());
         let inline = self.inline_upstream(&format!("service {id}"), def.inline, old_inline)?;
         let ServiceDef { hosts, upstream_id, name, websocket, .. } = def;
-        let service = ServiceObject { revision, hosts, upstream_id, inline, name, plugins, websocket };
+        let service = ServiceObject { revision, hosts, upstream_id, inline, name, plugins, split_inline, websocket };
         self.services.insert(id.clone(), service);
         self.mark_dependents(Kind::Service, id);
         Ok(())
@@ -555,8 +629,10 @@ impl State {
 
     fn put_plugin_config(&mut self, id: &Arc<str>, revision: i64, plugins: &Plugins) -> Result<(), Rejected> {
         let old = self.plugin_configs.get(id).map(|o| o.plugins.clone()).unwrap_or_default();
+        let old_split = self.plugin_configs.get(id).map(|o| o.split_inline.clone()).unwrap_or_default();
         let plugins = self.build(plugins, &old)?;
-        self.plugin_configs.insert(id.clone(), PluginSetObject { revision, plugins });
+        let split_inline = self.split_upstreams(&format!("plugin_config {id}"), &plugins, &old_split)?;
+        self.plugin_configs.insert(id.clone(), PluginSetObject { revision, plugins, split_inline });
         self.mark_dependents(Kind::PluginConfig, id);
         Ok(())
     }
@@ -564,7 +640,8 @@ impl State {
     fn put_global_rule(&mut self, id: &Arc<str>, revision: i64, plugins: &Plugins) -> Result<(), Rejected> {
         let old = self.global_rules.get(id).map(|o| o.plugins.clone()).unwrap_or_default();
         let plugins = self.build(plugins, &old)?;
-        self.global_rules.insert(id.clone(), PluginSetObject { revision, plugins });
+        // The model refuses traffic-split here: global rules are not resolved with a route.
+        self.global_rules.insert(id.clone(), PluginSetObject { revision, plugins, split_inline: Vec::new() });
         self.global_dirty = true;
         Ok(())
     }
@@ -720,6 +797,35 @@ impl State {
             (None, None, Some(ServiceObject { upstream_id: Some(up), .. })) => by_id(up),
             _ => Err(Unresolved::NoUpstream),
         };
+        // traffic-split's upstreams, from the layer whose traffic-split runs (the same precedence as the merge
+        // below); one that is missing makes the route unresolved, as its own upstream would.
+        let split = [
+            Some((&obj.plugins, &obj.split_inline)),
+            plugin_config.map(|pc| (&pc.plugins, &pc.split_inline)),
+            service.map(|s| (&s.plugins, &s.split_inline)),
+        ]
+        .into_iter()
+        .flatten()
+        .find_map(|(plugins, inline)| traffic_split(plugins).map(|split| (split, inline)));
+        let route_timeout = obj.timeout;
+        let destination = |upstream: Result<Arc<UpstreamRuntime>, Unresolved>| Destination {
+            timeouts: Timeouts::from_model(route_timeout.or(upstream.as_ref().ok().and_then(|u| u.timeout()))),
+            upstream,
+        };
+        let splits: Box<[Destination]> = match split {
+            None => Box::default(),
+            Some((split, inline)) => split
+                .shares()
+                .enumerate()
+                .map(|(n, share)| {
+                    destination(match (inline.get(n).cloned().flatten(), &share.upstream_id) {
+                        (Some(rt), _) => Ok(rt),
+                        (None, Some(up)) => by_id(&Arc::from(up.as_str())),
+                        (None, None) => upstream.clone(),
+                    })
+                })
+                .collect(),
+        };
         // A rejected route, or a missing service or plugin config, is reported before what could not be found
         // through it.
         let upstream = match missing {
@@ -754,7 +860,8 @@ impl State {
         let timeouts = Timeouts::from_model(obj.timeout.or(upstream.as_ref().ok().and_then(|u| u.timeout())));
         // As APISIX: the route's own setting, else its service's.
         let websocket = obj.websocket.or(service.and_then(|s| s.websocket)).unwrap_or(false);
-        let target = Target { route_id: id.clone(), meta, upstream, timeouts, warned: false.into(), chain, websocket };
+        let target =
+            Target { route_id: id.clone(), meta, upstream, timeouts, warned: false.into(), chain, websocket, splits };
         let entry = Arc::new(Entry { rule, value: target });
 
         let Some(obj) = self.routes.get_mut(id) else { return };

@@ -183,6 +183,74 @@ fn a_rejected_route_keeps_its_last_good_version_or_answers_503_in_its_place() {
     assert_eq!(h.route("x", "/new"), Some(("any".into(), Ok("u".into()))));
 }
 
+impl Harness {
+    /// Publishes and routes `GET x path`: the upstream names of its traffic-split shares.
+    fn splits(&mut self, path: &str) -> Vec<Result<String, Unresolved>> {
+        let compiled = self.state.publish();
+        let headers = HeaderMap::new();
+        let info = RequestInfo {
+            method: &Method::GET,
+            host: "x",
+            path,
+            query: None,
+            headers: &headers,
+            remote_addr: "127.0.0.1".parse().unwrap(),
+            tls: false,
+        };
+        let entry = compiled.router.find(&info).unwrap();
+        entry.value.splits.iter().map(|d| d.upstream.as_ref().map(|u| u.name.to_string()).map_err(Clone::clone)).collect()
+    }
+}
+
+#[test]
+fn traffic_split_upstreams_resolve_with_the_route() {
+    let mut h = Harness::new();
+    h.put("upstreams/u", json!({"nodes": {"127.0.0.1:1": 1}}));
+    let split = |canary: &str| {
+        json!({"traffic-split": {"rules": [{"weighted_upstreams": [
+            {"upstream_id": canary, "weight": 1},
+            {"upstream": {"nodes": {"127.0.0.1:2": 1}}, "weight": 1},
+            {"weight": 1}]}]}})
+    };
+    h.put("routes/r", json!({"uri": "/r", "upstream_id": "u", "plugins": split("canary")}));
+    // A share naming a missing upstream makes the whole route unresolved, as its own upstream would.
+    assert_eq!(h.route("x", "/r").unwrap().1, Err(missing(Kind::Upstream, "canary")));
+    h.put("upstreams/canary", json!({"nodes": {"127.0.0.1:3": 1}}));
+    assert_eq!(h.route("x", "/r").unwrap().1, Ok("u".into()));
+    let names = |v: Vec<Result<String, Unresolved>>| v.into_iter().map(Result::unwrap).collect::<Vec<_>>();
+    assert_eq!(names(h.splits("/r")), ["canary", "route r traffic-split 1", "u"]);
+    let inline = |h: &mut Harness| {
+        let compiled = h.state.publish();
+        let headers = HeaderMap::new();
+        let info = RequestInfo {
+            method: &Method::GET,
+            host: "x",
+            path: "/r",
+            query: None,
+            headers: &headers,
+            remote_addr: "127.0.0.1".parse().unwrap(),
+            tls: false,
+        };
+        compiled.router.find(&info).unwrap().value.splits[1].upstream.as_ref().unwrap().clone()
+    };
+    let before = inline(&mut h);
+    h.put("upstreams/canary", json!({"nodes": {"127.0.0.1:4": 1}}));
+    assert!(Arc::ptr_eq(&before, &inline(&mut h)), "an unchanged inline share keeps its runtime");
+
+    // From a plugin config: the route's own traffic-split wins over it, as in the merge.
+    h.put("plugin_configs/pc", json!({"plugins": split("u")}));
+    h.put("routes/p", json!({"uri": "/p", "upstream_id": "canary", "plugin_config_id": "pc"}));
+    assert_eq!(names(h.splits("/p")), ["u", "plugin_config pc traffic-split 1", "canary"]);
+    h.put("routes/p", json!({"uri": "/p", "upstream_id": "canary", "plugin_config_id": "pc", "plugins": split("canary")}));
+    assert_eq!(names(h.splits("/p")), ["canary", "route p traffic-split 1", "canary"]);
+
+    // Not on consumers or global rules: they are not resolved with a route.
+    let rejected = h.rejected.get();
+    h.put("global_rules/g", json!({"plugins": split("u")}));
+    h.put("consumers/c", json!({"username": "c", "plugins": split("u")}));
+    assert_eq!(h.rejected.get(), rejected + 2);
+}
+
 #[test]
 fn routes_inherit_upstream_and_hosts_from_their_service() {
     let mut h = Harness::new();

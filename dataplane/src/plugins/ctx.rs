@@ -196,6 +196,9 @@ pub struct Ctx {
     pub quota: Option<super::limit_count::Quota>,
     /// The `limit-conn` keys this request counts against while it is in flight.
     pub held: Vec<super::limit_conn::Held>,
+    /// The traffic-split share chosen for this request (numbered over every rule), whose upstream replaces the
+    /// route's.
+    pub split: Option<usize>,
     /// Values plugins hand to later phases or to other plugins.
     pub extensions: Extensions,
 }
@@ -231,6 +234,7 @@ impl Ctx {
             max_body_size: None,
             quota: None,
             held: Vec::new(),
+            split: None,
             extensions: Extensions::new(),
         }
     }

@@ -49,6 +49,7 @@ mod redirect;
 mod referer_restriction;
 mod request_id;
 mod response_rewrite;
+mod traffic_split;
 mod ua_restriction;
 mod uri_blocker;
 mod values;

@@ -14,7 +14,7 @@ use super::{
     Plugin, api_breaker, basic_auth, brotli, client_control, consumer_restriction, cors, fault_injection, forward_auth,
     gzip, hmac_auth, http_logger, ip_restriction, jwt_auth, key_auth, limit_conn, limit_count, limit_req, mocking,
     opentelemetry, prometheus, proxy_mirror, proxy_rewrite, real_ip, redirect, referer_restriction, request_id,
-    response_rewrite, ua_restriction, uri_blocker,
+    response_rewrite, traffic_split, ua_restriction, uri_blocker,
 };
 use crate::membership::ClusterSize;
 use crate::metrics::Metrics;
@@ -71,6 +71,7 @@ pub static FACTORIES: &[Factory] = &[
     client_control::FACTORY,
     real_ip::FACTORY,
     proxy_mirror::FACTORY,
+    traffic_split::FACTORY,
     proxy_rewrite::FACTORY,
     response_rewrite::FACTORY,
     redirect::FACTORY,

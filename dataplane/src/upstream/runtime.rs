@@ -131,9 +131,9 @@ fn keepalive_pool(value: &serde_json::Value) -> Result<Pool, Rejected> {
     Ok(pool)
 }
 
-/// Where a `chash` upstream takes the value it hashes from.
+/// Where a hashed choice takes its key from: a `chash` upstream's `hash_on` and `key`, and traffic-split's.
 #[derive(Debug, Clone)]
-enum HashKey {
+pub(crate) enum HashKey {
     /// One request variable (`hash_on` `vars`, `header`, `cookie`).
     Var(Variable),
     /// `vars_combinations`: text with `$var` references, such as `$host$uri`.
@@ -148,11 +148,15 @@ impl HashKey {
         if spec.lb != LoadBalancer::Chash {
             return Ok(None);
         }
-        let key = spec.key.as_deref().unwrap_or("");
+        HashKey::parse(spec.hash_on.as_deref(), spec.key.as_deref().unwrap_or("")).map(Some)
+    }
+
+    /// The key that `hash_on` (default `vars`) and `key` name.
+    pub(crate) fn parse(hash_on: Option<&str>, key: &str) -> Result<HashKey, Rejected> {
         let var = |name: String| {
-            Variable::parse(&name).ok_or_else(|| Rejected::Unsupported(format!("chash key variable {name:?}")))
+            Variable::parse(&name).ok_or_else(|| Rejected::Unsupported(format!("hash key variable {name:?}")))
         };
-        let compiled = match spec.hash_on.as_deref().unwrap_or("vars") {
+        let compiled = match hash_on.unwrap_or("vars") {
             "vars" => HashKey::Var(var(key.to_string())?),
             // APISIX reads these through nginx's `http_*` and `cookie_*` variables.
             "header" => HashKey::Var(var(format!("http_{}", key.to_ascii_lowercase().replace('-', "_")))?),
@@ -160,29 +164,31 @@ impl HashKey {
             "consumer" => HashKey::Consumer,
             "vars_combinations" => {
                 let template =
-                    Template::compile(key, false).map_err(|e| Rejected::Unsupported(format!("chash key: {e}")))?;
+                    Template::compile(key, false).map_err(|e| Rejected::Unsupported(format!("hash key: {e}")))?;
                 if template.is_contextual() {
-                    return Err(Rejected::Unsupported(format!("chash key {key:?}: only request variables")));
+                    return Err(Rejected::Unsupported(format!("hash key {key:?}: only request variables")));
                 }
                 HashKey::Template(template)
             }
             other => return Err(Rejected::Unsupported(format!("hash_on {other:?}"))),
         };
-        Ok(Some(compiled))
+        Ok(compiled)
     }
 
-    /// The hash of this request's key; the client address when the key is absent or empty (or, for
-    /// `hash_on: consumer`, when no consumer was authenticated), as APISIX does.
-    fn hash(&self, req: &RequestInfo<'_>, consumer: Option<&str>) -> u64 {
+    /// The hash of this request's key, `None` when the key is absent or empty (or, for `hash_on: consumer`, when
+    /// no consumer was authenticated).
+    pub(crate) fn hash_of(&self, req: &RequestInfo<'_>, consumer: Option<&str>) -> Option<u64> {
         let text = match self {
             HashKey::Var(v) => v.value(req),
             HashKey::Template(t) => Some(t.render(req, &Scope::default(), verbatim)),
             HashKey::Consumer => consumer.map(Cow::Borrowed),
         };
-        match text.filter(|t| !t.is_empty()) {
-            Some(t) => balancer::hash_key(t.as_bytes()),
-            None => balancer::hash_key(req.remote_addr.to_string().as_bytes()),
-        }
+        text.filter(|t| !t.is_empty()).map(|t| balancer::hash_key(t.as_bytes()))
+    }
+
+    /// The hash of this request's key; the client address's when the key is absent, as APISIX's `chash` does.
+    fn hash(&self, req: &RequestInfo<'_>, consumer: Option<&str>) -> u64 {
+        self.hash_of(req, consumer).unwrap_or_else(|| balancer::hash_key(req.remote_addr.to_string().as_bytes()))
     }
 }
 

@@ -44,6 +44,7 @@ pub mod redirect;
 pub mod referer_restriction;
 pub mod request_id;
 pub mod response_rewrite;
+pub mod traffic_split;
 pub mod ua_restriction;
 pub mod uri_blocker;
 
@@ -165,6 +166,8 @@ plugin_set! {
         ForwardAuth(forward_auth::ForwardAuth),
         /// `proxy-mirror`.
         ProxyMirror(proxy_mirror::ProxyMirror),
+        /// `traffic-split` (routes, services and plugin configs only).
+        TrafficSplit(traffic_split::TrafficSplit),
         /// `client-control`.
         ClientControl(client_control::ClientControl),
         /// `real-ip`.

@@ -117,7 +117,7 @@ fn every_plugin_checks_its_configuration() {
         "limit-req": {"rate": 1, "burst": 0, "key": "remote_addr"},
         "limit-conn": {"conn": 1, "burst": 0, "default_conn_delay": 0.1, "key": "remote_addr"},
         "api-breaker": {"break_response_code": 502}, "forward-auth": {"uri": "http://auth:9000/verify"},
-        "proxy-mirror": {"host": "http://127.0.0.1:9797"}
+        "proxy-mirror": {"host": "http://127.0.0.1:9797"}, "traffic-split": {"rules": []}
     });
     let all = decode(valid).unwrap();
     assert_eq!(all.len(), PluginConf::NAMES.len(), "every plugin has a minimal valid configuration here");
