@@ -67,6 +67,37 @@ pub struct HttpRule {
     /// Whether WebSocket upgrades are proxied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket: Option<bool>,
+    /// Send each request to one backend, chosen by weight (and kept per client with a key), instead of spreading
+    /// it over all backends' pods: canaries and blue-green. Backends only, not `upstreams`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<Split>,
+}
+
+/// How a rule's traffic is split between its backends.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Split {
+    /// Where the key that keeps one client on one backend comes from; none: the weights take turns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_from: Option<SplitKeyFrom>,
+    /// The header, query argument or cookie name (not for `Consumer`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub key: Option<String>,
+    /// The request header that tells the backend its `tag` (default `X-Traffic-Split-Tag`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256), pattern(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))]
+    pub tag_header: Option<String>,
+}
+
+/// Where a split's key comes from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[allow(missing_docs)]
+pub enum SplitKeyFrom {
+    Header,
+    Query,
+    Cookie,
+    Consumer,
 }
 
 /// Request conditions; all given ones must hold.
@@ -200,6 +231,10 @@ pub struct Backend {
     /// Only endpoints whose pods carry the labels of this subset of the Service's Upstream.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
+    /// With `split`: the value of the split's tag header on requests sent to this backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub tag: Option<String>,
 }
 
 /// How a Service backend becomes nodes.

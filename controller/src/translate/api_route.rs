@@ -8,7 +8,7 @@
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{Value, json};
 use sluice_crds::ApiRoute;
-use sluice_crds::api_route::{Backend, HttpRule, Operator, ResolveGranularity, Scope};
+use sluice_crds::api_route::{Backend, HttpRule, Operator, ResolveGranularity, Scope, Split, SplitKeyFrom};
 use sluice_model::{Nodes, Route, Upstream, labels};
 
 use super::backend::{BackendRef, Index, NODE_WEIGHT, PortRef};
@@ -92,7 +92,10 @@ fn route(
     // A path, host, expression or address that cannot be expressed leaves the rule out: there is no match to write.
     let matching_invalid = problems.iter().any(|p| p.reason.is_invalid_spec());
     let before = problems.len();
-    let plugins = plugins::map(&rule.plugins, ns, secrets, problems);
+    let mut plugins = plugins::map(&rule.plugins, ns, secrets, problems);
+    if rule.split.is_some() && plugins.get("traffic-split").is_some() {
+        problems.push(invalid("a rule with a split cannot also have a traffic-split plugin".into()));
+    }
     let plugins_failed = problems.len() > before;
     let plugin_config_id = rule.plugin_config_name.as_deref().map(|pc| {
         if !plugins::config_exists(resources, ns, pc) {
@@ -105,10 +108,20 @@ fn route(
         return None;
     }
     let before = problems.len();
-    let upstream_id = upstream(rule, ns, ar_name, index, config, problems);
-    if problems[before..].iter().any(|p| p.reason.is_invalid_spec()) {
+    let upstream_id = match &rule.split {
+        None => upstream(rule, ns, ar_name, index, config, problems),
+        Some(split) => {
+            let (id, plugin) = split_backends(rule, split, ns, index, config, problems);
+            plugins.insert(plugin);
+            id
+        }
+    };
+    // A split that cannot be written answers 503 in the rule's place, as plugins that cannot be configured do.
+    let split_invalid = rule.split.is_some() && problems[before..].iter().any(|p| p.reason.is_invalid_spec());
+    if !split_invalid && problems[before..].iter().any(|p| p.reason.is_invalid_spec()) {
         return None;
     }
+    let plugins_failed = plugins_failed || split_invalid;
     let (uri, uris) = match m.paths.as_slice() {
         [one] => (Some(one.clone()), None),
         many => (None, Some(many.to_vec())),
@@ -225,6 +238,72 @@ fn upstream(
         config.upstreams.insert(id.clone(), u);
     }
     id
+}
+
+/// A rule with a split: each backend's shared per-Service upstream as one share of a traffic-split plugin, and the
+/// first backend's as the route's own upstream (which takes the requests of a disabled plugin).
+fn split_backends(
+    rule: &HttpRule,
+    split: &Split,
+    ns: &str,
+    index: &Index,
+    config: &mut Config,
+    problems: &mut Vec<Problem>,
+) -> (String, sluice_model::Plugin) {
+    use sluice_model::plugins::traffic_split::{DEFAULT_TAG_HEADER, Rule, TrafficSplit, WeightedUpstream};
+    if !rule.upstreams.is_empty() {
+        let message = "a split takes backends only, not upstreams".to_string();
+        problems.push(Problem { reason: Reason::InvalidSpec, message });
+    }
+    let mut shares = Vec::new();
+    for b in &rule.backends {
+        let resolved = index.resolve(ns, &backend_ref(b));
+        match resolved.upstream {
+            Ok(u) => {
+                config.upstreams.insert(resolved.upstream_id.clone(), u);
+            }
+            Err(p) => problems.push(ref_problem(p)),
+        }
+        shares.push(WeightedUpstream {
+            upstream_id: Some(resolved.upstream_id),
+            upstream: None,
+            weight: u32::try_from(b.weight.unwrap_or(i64::from(NODE_WEIGHT))).unwrap_or(0),
+            tag: b.tag.clone(),
+        });
+    }
+    let (hash_on, key) = match (split.key_from, split.key.as_deref()) {
+        (None, _) => (None, None),
+        (Some(SplitKeyFrom::Consumer), _) => (Some("consumer"), None),
+        (Some(SplitKeyFrom::Header), Some(k)) => (Some("header"), Some(k.to_string())),
+        (Some(SplitKeyFrom::Cookie), Some(k)) => (Some("cookie"), Some(k.to_string())),
+        (Some(SplitKeyFrom::Query), Some(k)) => (Some("vars"), Some(format!("arg_{k}"))),
+        (Some(from), None) => {
+            let message = format!("split: keyFrom {from:?} needs a key");
+            problems.push(Problem { reason: Reason::InvalidSpec, message });
+            (None, None)
+        }
+    };
+    let route_upstream = shares.first().and_then(|s| s.upstream_id.clone()).unwrap_or_default();
+    let conf = TrafficSplit {
+        rules: vec![Rule { matches: Vec::new(), weighted_upstreams: shares }],
+        hash_on: hash_on.map(str::to_string),
+        key,
+        tag_header: split.tag_header.clone().unwrap_or_else(|| DEFAULT_TAG_HEADER.into()),
+    };
+    // Checked with the data plane's own rules (a total weight of 0, a bad tag).
+    let plugin = serde_json::to_value(&conf)
+        .map_err(|e| e.to_string())
+        .and_then(|v| sluice_model::Plugin::decode("traffic-split", v).map_err(|e| e.to_string()));
+    match plugin {
+        Ok(plugin) => (route_upstream, plugin),
+        Err(message) => {
+            problems.push(Problem { reason: Reason::InvalidSpec, message: format!("split: {message}") });
+            (
+                route_upstream,
+                sluice_model::Plugin { conf: sluice_model::PluginConf::TrafficSplit(conf), meta: Default::default() },
+            )
+        }
+    }
 }
 
 /// Spreads a backend's weight over its nodes so that backends, not nodes, get the declared shares.

@@ -15,6 +15,15 @@ pub(super) fn map(plugins: &[Plugin], ns: &str, secrets: &Secrets, problems: &mu
     let mut out = Plugins::default();
     for (name, config) in raw_map(plugins, ns, secrets, problems) {
         match sluice_model::Plugin::decode(&name, config) {
+            // Upstream ids are the controller's own: a resource may not aim at another namespace's upstream.
+            Ok(sluice_model::Plugin { conf: sluice_model::PluginConf::TrafficSplit(split), .. })
+                if split.shares().any(|s| s.upstream_id.is_some()) =>
+            {
+                let message = "plugin \"traffic-split\": upstream_id cannot be used from a resource; give the rule's \
+                               backends a split instead"
+                    .to_string();
+                problems.push(Problem { reason: Reason::InvalidSpec, message });
+            }
             Ok(plugin) => out.insert(plugin),
             Err(e) => problems.push(Problem { reason: Reason::InvalidSpec, message: e.to_string() }),
         }

@@ -198,7 +198,12 @@ impl Harness {
             tls: false,
         };
         let entry = compiled.router.find(&info).unwrap();
-        entry.value.splits.iter().map(|d| d.upstream.as_ref().map(|u| u.name.to_string()).map_err(Clone::clone)).collect()
+        entry
+            .value
+            .splits
+            .iter()
+            .map(|d| d.upstream.as_ref().map(|u| u.name.to_string()).map_err(Clone::clone))
+            .collect()
     }
 }
 
@@ -241,7 +246,10 @@ fn traffic_split_upstreams_resolve_with_the_route() {
     h.put("plugin_configs/pc", json!({"plugins": split("u")}));
     h.put("routes/p", json!({"uri": "/p", "upstream_id": "canary", "plugin_config_id": "pc"}));
     assert_eq!(names(h.splits("/p")), ["u", "plugin_config pc traffic-split 1", "canary"]);
-    h.put("routes/p", json!({"uri": "/p", "upstream_id": "canary", "plugin_config_id": "pc", "plugins": split("canary")}));
+    h.put(
+        "routes/p",
+        json!({"uri": "/p", "upstream_id": "canary", "plugin_config_id": "pc", "plugins": split("canary")}),
+    );
     assert_eq!(names(h.splits("/p")), ["canary", "route p traffic-split 1", "canary"]);
 
     // Not on consumers or global rules: they are not resolved with a route.

@@ -20,6 +20,7 @@ mod prometheus;
 mod proxy_rewrite;
 mod restrictions;
 mod runtime;
+mod traffic_split;
 mod transforms;
 
 use std::net::SocketAddr;

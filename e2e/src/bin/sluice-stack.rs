@@ -63,7 +63,7 @@ struct Target {
 }
 
 /// Example requests, one per feature the examples show.
-const EXAMPLES: [Example; 10] = [
+const EXAMPLES: [Example; 12] = [
     example(None, "/web/hello", "web-"),
     example(None, "/api/health", "api-1"),
     example(Some("shop.example.test"), "/cart", "api-1"),
@@ -80,6 +80,9 @@ const EXAMPLES: [Example; 10] = [
         backend: Some("api-1"),
         tls: false,
     },
+    // The ApiRoute's canary: a user is kept on one backend by X-User-Id (erin in the canary, alice not).
+    Example { headers: &[("X-User-Id", "erin")], ..example(Some("store.example.test"), "/canary", "api-1") },
+    Example { headers: &[("X-User-Id", "alice")], ..example(Some("store.example.test"), "/canary", "web-") },
     // The Ingress with TLS: served over HTTPS with its Secret's certificate, and plain HTTP is redirected there.
     Example { tls: true, ..example(Some("secure.example.test"), "/account", "api-1") },
     Example {

@@ -72,8 +72,11 @@ fn one() -> u32 {
     1
 }
 
+/// The tag header's name when none is given.
+pub const DEFAULT_TAG_HEADER: &str = "X-Traffic-Split-Tag";
+
 fn default_tag_header() -> String {
-    "X-Traffic-Split-Tag".into()
+    DEFAULT_TAG_HEADER.into()
 }
 
 /// The hash sources `hash_on` may name.
@@ -172,11 +175,11 @@ mod tests {
     #[test]
     fn reads_apisix_examples_and_sluice_fields() {
         let conf = decode(json!({"rules": [{
-            "match": [{"vars": [["arg_name", "==", "jack"], ["http_user-id", ">", "23"]]}],
-            "weighted_upstreams": [
-                {"upstream": {"name": "canary", "type": "roundrobin", "nodes": {"127.0.0.1:1981": 1}}, "weight": 3},
-                {"weight": 2}
-            ]}]}))
+        "match": [{"vars": [["arg_name", "==", "jack"], ["http_user-id", ">", "23"]]}],
+        "weighted_upstreams": [
+            {"upstream": {"name": "canary", "type": "roundrobin", "nodes": {"127.0.0.1:1981": 1}}, "weight": 3},
+            {"weight": 2}
+        ]}]}))
         .unwrap();
         let PluginConf::TrafficSplit(split) = conf else { panic!("{conf:?}") };
         assert_eq!(split.tag_header, "X-Traffic-Split-Tag");
