@@ -53,7 +53,8 @@ impl Harness {
         Some((t.route_id.to_string(), t.upstream.as_ref().map(|u| u.name.to_string()).map_err(Clone::clone)))
     }
 
-    fn runtime(&mut self, path: &str) -> Arc<UpstreamRuntime> {
+    /// Publishes and routes `GET x path`: the matched entry.
+    fn entry(&mut self, path: &str) -> Arc<crate::router::Entry<Target>> {
         let compiled = self.state.publish();
         let headers = HeaderMap::new();
         let info = RequestInfo {
@@ -65,7 +66,11 @@ impl Harness {
             remote_addr: "127.0.0.1".parse().unwrap(),
             tls: false,
         };
-        compiled.router.find(&info).unwrap().value.upstream.as_ref().unwrap().clone()
+        compiled.router.find(&info).unwrap().clone()
+    }
+
+    fn runtime(&mut self, path: &str) -> Arc<UpstreamRuntime> {
+        self.entry(path).value.upstream.as_ref().unwrap().clone()
     }
 }
 
@@ -186,18 +191,7 @@ fn a_rejected_route_keeps_its_last_good_version_or_answers_503_in_its_place() {
 impl Harness {
     /// Publishes and routes `GET x path`: the upstream names of its traffic-split shares.
     fn splits(&mut self, path: &str) -> Vec<Result<String, Unresolved>> {
-        let compiled = self.state.publish();
-        let headers = HeaderMap::new();
-        let info = RequestInfo {
-            method: &Method::GET,
-            host: "x",
-            path,
-            query: None,
-            headers: &headers,
-            remote_addr: "127.0.0.1".parse().unwrap(),
-            tls: false,
-        };
-        let entry = compiled.router.find(&info).unwrap();
+        let entry = self.entry(path);
         entry
             .value
             .splits
@@ -224,20 +218,7 @@ fn traffic_split_upstreams_resolve_with_the_route() {
     assert_eq!(h.route("x", "/r").unwrap().1, Ok("u".into()));
     let names = |v: Vec<Result<String, Unresolved>>| v.into_iter().map(Result::unwrap).collect::<Vec<_>>();
     assert_eq!(names(h.splits("/r")), ["canary", "route r traffic-split 1", "u"]);
-    let inline = |h: &mut Harness| {
-        let compiled = h.state.publish();
-        let headers = HeaderMap::new();
-        let info = RequestInfo {
-            method: &Method::GET,
-            host: "x",
-            path: "/r",
-            query: None,
-            headers: &headers,
-            remote_addr: "127.0.0.1".parse().unwrap(),
-            tls: false,
-        };
-        compiled.router.find(&info).unwrap().value.splits[1].upstream.as_ref().unwrap().clone()
-    };
+    let inline = |h: &mut Harness| h.entry("/r").value.splits[1].upstream.as_ref().unwrap().clone();
     let before = inline(&mut h);
     h.put("upstreams/canary", json!({"nodes": {"127.0.0.1:4": 1}}));
     assert!(Arc::ptr_eq(&before, &inline(&mut h)), "an unchanged inline share keeps its runtime");
