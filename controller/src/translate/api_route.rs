@@ -112,7 +112,9 @@ fn route(
         None => upstream(rule, ns, ar_name, index, config, problems),
         Some(split) => {
             let (id, plugin) = split_backends(rule, split, ns, index, config, problems);
-            plugins.insert(plugin);
+            if let Some(plugin) = plugin {
+                plugins.insert(plugin);
+            }
             id
         }
     };
@@ -249,7 +251,7 @@ fn split_backends(
     index: &Index,
     config: &mut Config,
     problems: &mut Vec<Problem>,
-) -> (String, sluice_model::Plugin) {
+) -> (String, Option<sluice_model::Plugin>) {
     use sluice_model::plugins::traffic_split::{DEFAULT_TAG_HEADER, Rule, TrafficSplit, WeightedUpstream};
     if !rule.upstreams.is_empty() {
         let message = "a split takes backends only, not upstreams".to_string();
@@ -271,17 +273,14 @@ fn split_backends(
             tag: b.tag.clone(),
         });
     }
-    let (hash_on, key) = match (split.key_from, split.key.as_deref()) {
-        (None, _) => (None, None),
-        (Some(SplitKeyFrom::Consumer), _) => (Some("consumer"), None),
-        (Some(SplitKeyFrom::Header), Some(k)) => (Some("header"), Some(k.to_string())),
-        (Some(SplitKeyFrom::Cookie), Some(k)) => (Some("cookie"), Some(k.to_string())),
-        (Some(SplitKeyFrom::Query), Some(k)) => (Some("vars"), Some(format!("arg_{k}"))),
-        (Some(from), None) => {
-            let message = format!("split: keyFrom {from:?} needs a key");
-            problems.push(Problem { reason: Reason::InvalidSpec, message });
-            (None, None)
-        }
+    // A missing key is reported by the model's check below.
+    let key = split.key.clone();
+    let (hash_on, key) = match split.key_from {
+        None => (None, None),
+        Some(SplitKeyFrom::Consumer) => (Some("consumer"), None),
+        Some(SplitKeyFrom::Header) => (Some("header"), key),
+        Some(SplitKeyFrom::Cookie) => (Some("cookie"), key),
+        Some(SplitKeyFrom::Query) => (Some("vars"), key.map(|k| format!("arg_{k}"))),
     };
     let route_upstream = shares.first().and_then(|s| s.upstream_id.clone()).unwrap_or_default();
     let conf = TrafficSplit {
@@ -294,16 +293,10 @@ fn split_backends(
     let plugin = serde_json::to_value(&conf)
         .map_err(|e| e.to_string())
         .and_then(|v| sluice_model::Plugin::decode("traffic-split", v).map_err(|e| e.to_string()));
-    match plugin {
-        Ok(plugin) => (route_upstream, plugin),
-        Err(message) => {
-            problems.push(Problem { reason: Reason::InvalidSpec, message: format!("split: {message}") });
-            (
-                route_upstream,
-                sluice_model::Plugin { conf: sluice_model::PluginConf::TrafficSplit(conf), meta: Default::default() },
-            )
-        }
+    if let Err(message) = &plugin {
+        problems.push(Problem { reason: Reason::InvalidSpec, message: format!("split: {message}") });
     }
+    (route_upstream, plugin.ok())
 }
 
 /// Spreads a backend's weight over its nodes so that backends, not nodes, get the declared shares.

@@ -107,7 +107,13 @@ pub(super) fn translate(resources: &Resources, secrets: &Secrets, config: &mut C
                 labels: labels::owner("Consumer", ns, c_name),
                 ..Consumer::default()
             };
-            config.consumers.insert(username, consumer);
+            // The data plane's own check of the whole object (a plugin that consumers cannot carry, say).
+            match consumer.validate() {
+                Ok(()) => {
+                    config.consumers.insert(username, consumer);
+                }
+                Err(e) => problems.push(invalid(&e.to_string())),
+            }
         }
         statuses.push(StatusUpdate::new(object, c.metadata.generation, problems));
     }

@@ -519,8 +519,9 @@ impl State {
         let old_inline = old.and_then(|o| o.inline.clone());
         let old_split = old.map(|o| o.split_inline.clone()).unwrap_or_default();
         let plugins = self.build(&def.plugins, &old_plugins)?;
-        let split_inline = self.split_upstreams(&format!("route {id}"), &plugins, &old_split)?;
+        let split_inline = self.split_runtimes(&format!("route {id}"), &plugins, &old_split)?;
         let inline = self.inline_upstream(&format!("route {id}"), def.inline, old_inline)?;
+        self.start_split_upstreams(&old_split, &split_inline);
         let obj = RouteObject {
             revision,
             rule: def.rule,
@@ -564,13 +565,10 @@ impl State {
     }
 
     /// The runtimes of the upstreams written inline in the traffic-split among `plugins` (of the object called
-    /// `owner`), reusing `old`'s while unchanged; health checks are started for the new ones and stopped for those
-    /// that are gone. Every spec is checked before anything starts, so a rejected version changes nothing.
-    fn split_upstreams(&mut self, owner: &str, plugins: &[Built], old: &SplitInline) -> Result<SplitInline, Rejected> {
-        let Some(split) = traffic_split(plugins) else {
-            self.stop_split_upstreams(old, &[]);
-            return Ok(Vec::new());
-        };
+    /// `owner`), reusing `old`'s while unchanged. Nothing starts here: the caller calls
+    /// [`State::start_split_upstreams`] once the whole object is accepted, so a rejected version changes nothing.
+    fn split_runtimes(&self, owner: &str, plugins: &[Built], old: &SplitInline) -> Result<SplitInline, Rejected> {
+        let Some(split) = traffic_split(plugins) else { return Ok(Vec::new()) };
         let mut runtimes = Vec::new();
         for (n, share) in split.shares().enumerate() {
             let Some(up) = &share.upstream else {
@@ -582,11 +580,15 @@ impl State {
             let previous = old.get(n).cloned().flatten();
             runtimes.push(Some(runtime_for(&name, &spec, previous, &self.metrics, &self.pools, self.zone.as_deref())?));
         }
-        self.stop_split_upstreams(old, &runtimes);
-        for rt in runtimes.iter().flatten() {
+        Ok(runtimes)
+    }
+
+    /// Health checks for an accepted version's split upstreams `new`, and an end to those of `old` it dropped.
+    fn start_split_upstreams(&mut self, old: &SplitInline, new: &SplitInline) {
+        self.stop_split_upstreams(old, new);
+        for rt in new.iter().flatten() {
             self.track_health(rt);
         }
-        Ok(runtimes)
     }
 
     /// Stops the health checks and forgets the metrics of the split upstreams in `old` that `new` no longer has.
@@ -617,9 +619,10 @@ impl State {
         let old_plugins = self.services.get(id).map(|o| o.plugins.clone()).unwrap_or_default();
         let plugins = self.build(&def.plugins, &old_plugins)?;
         let old_split = self.services.get(id).map(|o| o.split_inline.clone()).unwrap_or_default();
-        let split_inline = self.split_upstreams(&format!("service {id}"), &plugins, &old_split)?;
+        let split_inline = self.split_runtimes(&format!("service {id}"), &plugins, &old_split)?;
         let old_inline = self.services.get(id).and_then(|o| o.inline.clone());
         let inline = self.inline_upstream(&format!("service {id}"), def.inline, old_inline)?;
+        self.start_split_upstreams(&old_split, &split_inline);
         let ServiceDef { hosts, upstream_id, name, websocket, .. } = def;
         let service = ServiceObject { revision, hosts, upstream_id, inline, name, plugins, split_inline, websocket };
         self.services.insert(id.clone(), service);
@@ -631,7 +634,8 @@ impl State {
         let old = self.plugin_configs.get(id).map(|o| o.plugins.clone()).unwrap_or_default();
         let old_split = self.plugin_configs.get(id).map(|o| o.split_inline.clone()).unwrap_or_default();
         let plugins = self.build(plugins, &old)?;
-        let split_inline = self.split_upstreams(&format!("plugin_config {id}"), &plugins, &old_split)?;
+        let split_inline = self.split_runtimes(&format!("plugin_config {id}"), &plugins, &old_split)?;
+        self.start_split_upstreams(&old_split, &split_inline);
         self.plugin_configs.insert(id.clone(), PluginSetObject { revision, plugins, split_inline });
         self.mark_dependents(Kind::PluginConfig, id);
         Ok(())
@@ -857,7 +861,7 @@ impl State {
             matched_uri: obj.matched.0.clone(),
             matched_host: obj.matched.1.clone(),
         });
-        let timeouts = Timeouts::from_model(obj.timeout.or(upstream.as_ref().ok().and_then(|u| u.timeout())));
+        let Destination { upstream, timeouts } = destination(upstream);
         // As APISIX: the route's own setting, else its service's.
         let websocket = obj.websocket.or(service.and_then(|s| s.websocket)).unwrap_or(false);
         let target =

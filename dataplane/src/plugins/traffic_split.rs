@@ -34,10 +34,12 @@ const MAX_SCHEDULE: u64 = 4096;
 
 fn build(conf: &PluginConf, _: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, String> {
     let PluginConf::TrafficSplit(c) = conf else { return Err(mismatch(FACTORY.name, conf)) };
-    let key = match (&c.key, c.hash_on.as_deref()) {
-        (None, Some("consumer")) => Some(HashKey::Consumer),
-        (None, _) => None,
-        (Some(key), hash_on) => Some(HashKey::parse(hash_on, key).map_err(|e| e.to_string())?),
+    // The model requires a key whenever `hash_on` is set, except for `consumer`, which needs none.
+    let key = match (&c.key, &c.hash_on) {
+        (None, None) => None,
+        (key, hash_on) => {
+            Some(HashKey::parse(hash_on.as_deref(), key.as_deref().unwrap_or("")).map_err(|e| e.to_string())?)
+        }
     };
     let tag_header = HeaderName::try_from(c.tag_header.as_str()).map_err(|e| format!("tag_header: {e}"))?;
     let mut rules = Vec::with_capacity(c.rules.len());
