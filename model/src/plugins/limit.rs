@@ -49,6 +49,20 @@ pub enum Policy {
     Redis,
     /// In a Redis cluster.
     RedisCluster,
+    /// In the Redis master that Sentinels name.
+    RedisSentinel,
+}
+
+impl Policy {
+    /// The policy's name as configured.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Policy::Local => "local",
+            Policy::Redis => "redis",
+            Policy::RedisCluster => "redis-cluster",
+            Policy::RedisSentinel => "redis-sentinel",
+        }
+    }
 }
 
 pub(super) fn default_key() -> String {
@@ -79,13 +93,13 @@ pub(super) fn check_common(
     Ok(())
 }
 
-/// Refuses a policy this data plane cannot count with yet, so the controller reports it instead of a route
-/// answering 503.
+/// Refuses a policy this plugin cannot count with yet (only limit-count counts in Redis), so the controller
+/// reports it instead of a route answering 503.
 pub(super) fn check_policy(policy: Policy) -> Result<(), FieldError> {
     match policy {
         Policy::Local => Ok(()),
-        Policy::Redis | Policy::RedisCluster => {
-            Err(FieldError::new("policy", "only `local` is supported yet (Redis counting is not implemented)"))
+        Policy::Redis | Policy::RedisCluster | Policy::RedisSentinel => {
+            Err(FieldError::new("policy", "only `local` is supported here yet (limit-count counts in Redis)"))
         }
     }
 }

@@ -1,14 +1,16 @@
 //! `limit-count`: at most `count` requests per `time_window` seconds for each key (a fixed window that starts with
 //! the key's first request, as APISIX's local policy counts).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use super::limit::{self, KeyType, Policy, Scope};
+use super::redis::{RedisFields, RedisTarget};
 use super::{FieldError, Schema, check};
 
 /// `limit-count`'s configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LimitCount {
     /// Requests admitted per window and key (at most 2³² − 1).
     pub count: u64,
@@ -41,6 +43,20 @@ pub struct LimitCount {
     /// Whom the limit is for (sluice's field, left out when it is APISIX's per-node default).
     #[serde(default, skip_serializing_if = "Scope::is_node")]
     pub scope: Scope,
+    /// Where a Redis policy counts (APISIX's flat `redis_*` fields).
+    #[serde(flatten)]
+    pub redis: RedisFields,
+    /// Fields no policy knows, refused by the check (`deny_unknown_fields` cannot be combined with the flattened
+    /// Redis fields).
+    #[serde(flatten, skip_serializing)]
+    pub unknown: BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+impl LimitCount {
+    /// Where the counters live when they are not local.
+    pub fn redis_target(&self) -> Option<RedisTarget> {
+        self.redis.target(self.policy).ok().flatten()
+    }
 }
 
 fn yes() -> bool {
@@ -51,6 +67,9 @@ impl Schema for LimitCount {
     const NAME: &'static str = "limit-count";
 
     fn check(&self) -> Result<(), FieldError> {
+        if let Some(field) = self.unknown.keys().next() {
+            return Err(FieldError::new(field.as_str(), "unknown field"));
+        }
         check::range("count", self.count, 1, u64::from(u32::MAX))?;
         // A window longer than a year is a typo; the counters' 10 ms clock wraps after 497 days, beyond any window.
         check::range("time_window", self.time_window, 1, 31_536_000)?;
@@ -58,6 +77,9 @@ impl Schema for LimitCount {
             check::min_len("group", group, 1)?;
         }
         limit::check_common(self.key_type, &self.key, self.rejected_code, self.rejected_msg.as_deref())?;
-        limit::check_policy(self.policy)
+        if self.policy != Policy::Local && self.scope == Scope::Cluster {
+            return Err(FieldError::new("scope", "a Redis policy counts for the whole cluster already"));
+        }
+        self.redis.target(self.policy).map(drop)
     }
 }

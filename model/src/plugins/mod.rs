@@ -41,6 +41,7 @@ pub mod proxy_mirror;
 pub mod proxy_rewrite;
 pub mod real_ip;
 pub mod redirect;
+pub mod redis;
 pub mod referer_restriction;
 pub mod request_id;
 pub mod response_rewrite;
