@@ -11,6 +11,7 @@ pub mod membership;
 pub mod metrics;
 pub mod plugins;
 pub mod proxy;
+pub mod redis;
 pub mod router;
 pub mod snapshot;
 pub mod source;

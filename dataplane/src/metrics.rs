@@ -43,6 +43,9 @@ pub struct Metrics {
     /// Live data planes registered in etcd, this one included (`sluice_dataplane_cluster_size`).
     pub cluster_size: IntGauge,
     limited: IntCounterVec,
+    redis_up: IntGaugeVec,
+    redis_batches: IntCounterVec,
+    limit_fallback: IntCounterVec,
     /// Requests let through by forward-auth because its service could not be asked (`allow_degradation`).
     pub auth_bypassed: IntCounter,
     mirrored: IntCounterVec,
@@ -181,6 +184,27 @@ impl Metrics {
             &["plugin"],
         )
         .expect("static metric definition");
+        let redis_up = IntGaugeVec::new(
+            Opts::new(
+                "sluice_redis_up",
+                "1 while a Redis deployment used by limits answers; 0 while they count locally.",
+            ),
+            &["target"],
+        )
+        .expect("static metric definition");
+        let redis_batches = IntCounterVec::new(
+            Opts::new("sluice_redis_batches_total", "Batches of limit claims sent to Redis, by target and result."),
+            &["target", "result"],
+        )
+        .expect("static metric definition");
+        let limit_fallback = IntCounterVec::new(
+            Opts::new(
+                "sluice_limit_redis_fallback_total",
+                "Requests a Redis-backed limit decided without Redis (counted locally, or let through).",
+            ),
+            &["plugin"],
+        )
+        .expect("static metric definition");
         let auth_bypassed = IntCounter::new(
             "sluice_forward_auth_bypassed_total",
             "Requests forward-auth let through unchecked because its service failed (allow_degradation).",
@@ -209,6 +233,9 @@ impl Metrics {
             Box::new(auth_bypassed.clone()),
             Box::new(cluster_size.clone()),
             Box::new(limited.clone()),
+            Box::new(redis_up.clone()),
+            Box::new(redis_batches.clone()),
+            Box::new(limit_fallback.clone()),
             Box::new(tls_handshakes.clone()),
             Box::new(log_dropped.clone()),
             Box::new(log_failed.clone()),
@@ -251,6 +278,9 @@ impl Metrics {
             tls_handshakes,
             cluster_size,
             limited,
+            redis_up,
+            redis_batches,
+            limit_fallback,
             auth_bypassed,
             mirrored,
         }
@@ -264,6 +294,21 @@ impl Metrics {
     /// The counter of requests refused by limiting plugin `plugin`.
     pub fn limited(&self, plugin: &str) -> IntCounter {
         self.limited.with_label_values(&[plugin])
+    }
+
+    /// The gauge saying whether Redis deployment `target` answers.
+    pub fn redis_up(&self, target: &str) -> IntGauge {
+        self.redis_up.with_label_values(&[target])
+    }
+
+    /// The counter of claim batches sent to `target` that ended as `result` (`ok`, `failed`).
+    pub fn redis_batches(&self, target: &str, result: &str) -> IntCounter {
+        self.redis_batches.with_label_values(&[target, result])
+    }
+
+    /// The counter of requests limiting plugin `plugin` decided without Redis.
+    pub fn limit_fallback(&self, plugin: &str) -> IntCounter {
+        self.limit_fallback.with_label_values(&[plugin])
     }
 
     /// Counts one TLS handshake by how it ended.

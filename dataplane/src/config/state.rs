@@ -508,9 +508,9 @@ impl State {
         }
     }
 
-    /// Builds `plugins`, keeping the instances of unchanged configurations from `old`.
-    fn build(&self, plugins: &Plugins, old: &[Built]) -> Result<Vec<Built>, Rejected> {
-        self.registry.build_all(plugins, old).map_err(Rejected::Plugin)
+    /// Builds `plugins` of `owner` (`routes/r1`), keeping the instances of unchanged configurations from `old`.
+    fn build(&self, plugins: &Plugins, old: &[Built], owner: &str) -> Result<Vec<Built>, Rejected> {
+        self.registry.build_all(plugins, old, owner).map_err(Rejected::Plugin)
     }
 
     fn put_route(&mut self, id: &Arc<str>, revision: i64, def: RouteDef) -> Result<(), Rejected> {
@@ -518,7 +518,7 @@ impl State {
         let old_plugins = old.map(|o| o.plugins.clone()).unwrap_or_default();
         let old_inline = old.and_then(|o| o.inline.clone());
         let old_split = old.map(|o| o.split_inline.clone()).unwrap_or_default();
-        let plugins = self.build(&def.plugins, &old_plugins)?;
+        let plugins = self.build(&def.plugins, &old_plugins, &format!("routes/{id}"))?;
         let split_inline = self.split_runtimes(&format!("route {id}"), &plugins, &old_split)?;
         let inline = self.inline_upstream(&format!("route {id}"), def.inline, old_inline)?;
         self.start_split_upstreams(&old_split, &split_inline);
@@ -617,7 +617,7 @@ impl State {
 
     fn put_service(&mut self, id: &Arc<str>, revision: i64, def: ServiceDef) -> Result<(), Rejected> {
         let old_plugins = self.services.get(id).map(|o| o.plugins.clone()).unwrap_or_default();
-        let plugins = self.build(&def.plugins, &old_plugins)?;
+        let plugins = self.build(&def.plugins, &old_plugins, &format!("services/{id}"))?;
         let old_split = self.services.get(id).map(|o| o.split_inline.clone()).unwrap_or_default();
         let split_inline = self.split_runtimes(&format!("service {id}"), &plugins, &old_split)?;
         let old_inline = self.services.get(id).and_then(|o| o.inline.clone());
@@ -633,7 +633,7 @@ impl State {
     fn put_plugin_config(&mut self, id: &Arc<str>, revision: i64, plugins: &Plugins) -> Result<(), Rejected> {
         let old = self.plugin_configs.get(id).map(|o| o.plugins.clone()).unwrap_or_default();
         let old_split = self.plugin_configs.get(id).map(|o| o.split_inline.clone()).unwrap_or_default();
-        let plugins = self.build(plugins, &old)?;
+        let plugins = self.build(plugins, &old, &format!("plugin_configs/{id}"))?;
         let split_inline = self.split_runtimes(&format!("plugin_config {id}"), &plugins, &old_split)?;
         self.start_split_upstreams(&old_split, &split_inline);
         self.plugin_configs.insert(id.clone(), PluginSetObject { revision, plugins, split_inline });
@@ -643,7 +643,7 @@ impl State {
 
     fn put_global_rule(&mut self, id: &Arc<str>, revision: i64, plugins: &Plugins) -> Result<(), Rejected> {
         let old = self.global_rules.get(id).map(|o| o.plugins.clone()).unwrap_or_default();
-        let plugins = self.build(plugins, &old)?;
+        let plugins = self.build(plugins, &old, &format!("global_rules/{id}"))?;
         // The model refuses traffic-split here: global rules are not resolved with a route.
         self.global_rules.insert(id.clone(), PluginSetObject { revision, plugins, split_inline: Vec::new() });
         self.global_dirty = true;
@@ -691,7 +691,7 @@ impl State {
 
     fn put_consumer(&mut self, id: &Arc<str>, revision: i64, consumer: sluice_model::Consumer) -> Result<(), Rejected> {
         let old = self.consumers.get(id).map(|o| o.plugins.clone()).unwrap_or_default();
-        let plugins = self.build(&consumer.plugins.plugins, &old)?;
+        let plugins = self.build(&consumer.plugins.plugins, &old, &format!("consumers/{id}"))?;
         let jwt = crate::plugins::jwt_keys(&consumer.plugins.credentials).map_err(Rejected::Invalid)?;
         let runtime = Arc::new(Consumer {
             jwt,

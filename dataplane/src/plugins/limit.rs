@@ -212,26 +212,32 @@ impl Share {
     }
 }
 
-/// The registry of limit-count groups: routes whose limit-count names the same `group` share one table, which
-/// outlives any one configuration of them.
-#[derive(Debug, Default)]
-pub struct Groups<V> {
-    tables: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<Table<V>>>>,
+/// The registry of limit-count groups: routes whose limit-count names the same `group` share one counter store
+/// (a table, or a Redis-backed count), which outlives any one configuration of them.
+#[derive(Debug)]
+pub struct Groups<T> {
+    shared: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<T>>>,
 }
 
-impl<V: Idle + Default> Groups<V> {
-    /// The table of `group`, shared with every plugin instance that names it (their configurations are equal, so
-    /// the first one's clock and span hold for all).
-    pub fn table(&self, group: &str, tick_ms: u32, span: u32) -> Arc<Table<V>> {
+impl<T> Default for Groups<T> {
+    fn default() -> Self {
+        Groups { shared: std::sync::Mutex::default() }
+    }
+}
+
+impl<T> Groups<T> {
+    /// The store of `group`, shared with every plugin instance that names it, made by `make` if none is alive
+    /// (their configurations are equal, so the first one's settings hold for all).
+    pub fn get(&self, group: &str, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
         // Only the configuration thread takes this lock, when it builds a plugin.
-        let mut tables = self.tables.lock().unwrap_or_else(|e| e.into_inner());
-        tables.retain(|_, t| t.strong_count() > 0);
-        if let Some(table) = tables.get(group).and_then(std::sync::Weak::upgrade) {
-            return table;
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.retain(|_, t| t.strong_count() > 0);
+        if let Some(store) = shared.get(group).and_then(std::sync::Weak::upgrade) {
+            return store;
         }
-        let table = Arc::new(Table::new(tick_ms, span));
-        tables.insert(group.to_string(), Arc::downgrade(&table));
-        table
+        let store = make();
+        shared.insert(group.to_string(), Arc::downgrade(&store));
+        store
     }
 }
 

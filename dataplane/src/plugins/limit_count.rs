@@ -7,16 +7,19 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use http::header::{HeaderName, HeaderValue};
 use http::{request, response};
 use prometheus::IntCounter;
 use sluice_model::PluginConf;
+use sluice_model::plugins::limit::Scope;
 use sluice_model::plugins::{Schema, limit_count as model};
 
 use super::limit::{Groups, Idle, KeySource, Share, Table, refusal};
+use super::redis_count::{RedisCount, Setup, Verdict as RedisVerdict};
 use super::registry::{BuildCtx, Factory, mismatch};
-use super::{Ctx, Flow, Phases, Plugin, Reply, clone_reply};
+use super::{Ctx, Flow, Phases, Plugin, Reply, Resume, clone_reply};
 
 /// limit-count's place in the registry (APISIX priority 1002).
 pub(super) const FACTORY: Factory =
@@ -25,27 +28,90 @@ pub(super) const FACTORY: Factory =
 /// The window clock's step: 10 ms.
 const TICK_MS: u32 = 10;
 
-/// The tables of limit-count groups.
-pub type CountGroups = Groups<Window>;
+/// The tables of local limit-count groups.
+pub type CountGroups = Groups<Table<Window>>;
+/// The Redis-backed counts of limit-count groups.
+pub type RedisGroups = Groups<RedisCount>;
 
 fn build(conf: &PluginConf, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, String> {
     let PluginConf::LimitCount(c) = conf else { return Err(mismatch(FACTORY.name, conf)) };
     let window = u32::try_from(c.time_window.saturating_mul(1000 / u64::from(TICK_MS))).unwrap_or(u32::MAX);
     let table = match &c.group {
-        Some(group) => ctx.count_groups.table(group, TICK_MS, window),
+        Some(group) => ctx.count_groups.get(group, || Arc::new(Table::new(TICK_MS, window))),
         None => Arc::new(Table::new(TICK_MS, window)),
     };
+    let redis_target = c.redis_target();
+    // Without Redis, a Redis-backed limit falls back to the cluster-aware local limit.
+    let scope = if redis_target.is_some() { Scope::Cluster } else { c.scope };
+    let local = Local { table, count: c.count, window, share: Share::new(scope, ctx.cluster) };
+    let redis = redis_target.map(|target| {
+        let make = || {
+            let link = ctx.redis.link(&target, ctx.metrics);
+            RedisCount::start(Setup {
+                owner: match &c.group {
+                    Some(group) => format!("group/{group}"),
+                    None => ctx.owner.to_string(),
+                },
+                count: c.count,
+                window_secs: c.time_window,
+                link,
+                cluster: ctx.cluster.clone(),
+                local: local.clone(),
+                allow_degradation: c.allow_degradation,
+                fallback: ctx.metrics.limit_fallback(FACTORY.name),
+                timeout: std::time::Duration::from_millis(target.timeout_ms),
+            })
+        };
+        match &c.group {
+            Some(group) => ctx.redis_groups.get(group, make),
+            None => make(),
+        }
+    });
     Ok(Arc::new(LimitCount {
         key: KeySource::compile(c.key_type, &c.key)?,
         count: c.count,
-        window,
-        share: Share::new(c.scope, ctx.cluster),
+        local,
+        redis,
         refusal: refusal(c.rejected_code, c.rejected_msg.as_deref())?,
         headers: c.show_limit_quota_header,
         limit_value: HeaderValue::from(c.count),
-        table,
         refused: ctx.metrics.limited(FACTORY.name),
     }))
+}
+
+/// Local counting: per-key fixed windows in this data plane's memory, of this data plane's share of the limit.
+#[derive(Debug, Clone)]
+pub struct Local {
+    table: Arc<Table<Window>>,
+    count: u64,
+    /// The window, in ticks.
+    window: u32,
+    share: Share,
+}
+
+impl Local {
+    /// Counts one request with key `key`, arrived at `started`.
+    pub fn decide(&self, key: &[u8], started: Instant) -> Decision {
+        let limit = self.share.of(self.count);
+        let now = self.table.ticks(started);
+        match self.table.with(key, now, |w| w.admit(limit, self.window, now)) {
+            Verdict::Admitted { remaining, reset } => {
+                Decision::Admitted(Quota { limit, remaining, reset: seconds(reset) })
+            }
+            Verdict::Refused { reset } => Decision::Refused(Quota { limit, remaining: 0, reset: seconds(reset) }),
+        }
+    }
+}
+
+/// What limit-count decided about one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Admitted, with the quota left.
+    Admitted(Quota),
+    /// Refused.
+    Refused(Quota),
+    /// Let through uncounted (Redis unreachable, `allow_degradation`).
+    Pass,
 }
 
 /// One key's window: when it opened (ticks) in the high half, requests admitted in it in the low half; 0 for a
@@ -109,15 +175,34 @@ pub struct Quota {
 struct LimitCount {
     key: KeySource,
     count: u64,
-    /// The window, in ticks.
-    window: u32,
-    share: Share,
+    local: Local,
+    /// A Redis policy's count (`local` is then its fallback).
+    redis: Option<Arc<RedisCount>>,
     refusal: Reply,
     headers: bool,
     /// `X-RateLimit-Limit` of the whole count, made once.
     limit_value: HeaderValue,
-    table: Arc<Table<Window>>,
     refused: IntCounter,
+}
+
+/// Applies `decision` to the request.
+fn apply(decision: Decision, ctx: &mut Ctx, headers: bool, refusal: &Reply, refused: &IntCounter) -> Flow {
+    match decision {
+        Decision::Admitted(q) => {
+            if headers {
+                ctx.quota = Some(q);
+            }
+            Flow::Continue
+        }
+        Decision::Refused(q) => {
+            refused.inc();
+            if headers {
+                ctx.quota = Some(q);
+            }
+            Flow::Respond(clone_reply(refusal))
+        }
+        Decision::Pass => Flow::Continue,
+    }
 }
 
 /// Ticks as whole seconds, rounded up (a client waiting that long finds the window closed).
@@ -146,25 +231,22 @@ impl Plugin for LimitCount {
     }
 
     fn access(&self, ctx: &mut Ctx, req: &mut request::Parts) -> Flow {
-        let limit = self.share.of(self.count);
-        let now = self.table.ticks(ctx.started);
-        let verdict =
-            self.key.with_key(ctx, req, |key| self.table.with(key, now, |w| w.admit(limit, self.window, now)));
-        match verdict {
-            Verdict::Admitted { remaining, reset } => {
-                if self.headers {
-                    ctx.quota = Some(Quota { limit, remaining, reset: seconds(reset) });
+        let decision = match &self.redis {
+            None => self.key.with_key(ctx, req, |key| self.local.decide(key, ctx.started)),
+            Some(redis) => match self.key.with_key(ctx, req, |key| redis.admit(key, ctx.started)) {
+                RedisVerdict::Now(decision) => decision,
+                RedisVerdict::Later(decided) => {
+                    let (headers, refusal, refused) = (self.headers, clone_reply(&self.refusal), self.refused.clone());
+                    return Flow::Wait(Box::pin(async move {
+                        let decision = decided.await;
+                        Box::new(move |ctx: &mut Ctx, _: &mut request::Parts| {
+                            apply(decision, ctx, headers, &refusal, &refused)
+                        }) as Resume
+                    }));
                 }
-                Flow::Continue
-            }
-            Verdict::Refused { reset } => {
-                self.refused.inc();
-                if self.headers {
-                    ctx.quota = Some(Quota { limit, remaining: 0, reset: seconds(reset) });
-                }
-                Flow::Respond(clone_reply(&self.refusal))
-            }
-        }
+            },
+        };
+        apply(decision, ctx, self.headers, &self.refusal, &self.refused)
     }
 
     fn response_header(&self, ctx: &mut Ctx, resp: &mut response::Parts) {

@@ -46,6 +46,7 @@ mod proxy_mirror;
 mod proxy_rewrite;
 mod real_ip;
 mod redirect;
+mod redis_count;
 mod referer_restriction;
 mod request_id;
 mod response_rewrite;
@@ -226,7 +227,7 @@ pub fn exercise(data: &[u8]) {
     let _ = sluice_model::ConsumerPlugins::from_json(map.clone());
     let Ok(plugins) = sluice_model::Plugins::from_json(map) else { return };
     let registry = Registry::new(Enabled::all(), crate::metrics::Metrics::new());
-    let Ok(built) = registry.build_all(&plugins, &[]) else { return };
+    let Ok(built) = registry.build_all(&plugins, &[], "routes/fuzz") else { return };
     let chain = Chain::new(registry::slots(&built));
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_time().build() else { return };
     runtime.block_on(async move {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use sluice_model::{Plugin as PluginModel, PluginConf, Plugins};
 
 use super::chain::Slot;
-use super::limit_count::CountGroups;
+use super::limit_count::{CountGroups, RedisGroups};
 use super::{
     Plugin, api_breaker, basic_auth, brotli, client_control, consumer_restriction, cors, fault_injection, forward_auth,
     gzip, hmac_auth, http_logger, ip_restriction, jwt_auth, key_auth, limit_conn, limit_count, limit_req, mocking,
@@ -18,6 +18,7 @@ use super::{
 };
 use crate::membership::ClusterSize;
 use crate::metrics::Metrics;
+use crate::redis::RedisLinks;
 use crate::router::Vars;
 
 /// What a factory may use besides the plugin's configuration.
@@ -31,6 +32,12 @@ pub struct BuildCtx<'a> {
     pub cluster: &'a ClusterSize,
     /// The counters of limit-count groups, shared by the routes that name one.
     pub count_groups: &'a CountGroups,
+    /// The Redis-backed counts of limit-count groups.
+    pub redis_groups: &'a RedisGroups,
+    /// The connections to Redis, shared by the limits naming the same deployment.
+    pub redis: &'a RedisLinks,
+    /// The object carrying the plugin (`routes/r1`, `consumers/alice`): names its counters in shared stores.
+    pub owner: &'a str,
 }
 
 /// Builds one plugin instance from its configuration (which is of the factory's own plugin).
@@ -154,12 +161,22 @@ pub struct Registry {
     https_port: Option<u16>,
     cluster: ClusterSize,
     count_groups: Arc<CountGroups>,
+    redis_groups: Arc<RedisGroups>,
+    redis: Arc<RedisLinks>,
 }
 
 impl Registry {
     /// A registry running `enabled`, registering metrics in `metrics`.
     pub fn new(enabled: Enabled, metrics: Metrics) -> Registry {
-        Registry { enabled, metrics, https_port: None, cluster: ClusterSize::default(), count_groups: Arc::default() }
+        Registry {
+            enabled,
+            metrics,
+            https_port: None,
+            cluster: ClusterSize::default(),
+            count_groups: Arc::default(),
+            redis_groups: Arc::default(),
+            redis: Arc::default(),
+        }
     }
 
     /// Divides cluster-wide limits by `size`.
@@ -174,8 +191,8 @@ impl Registry {
         self
     }
 
-    /// Builds one plugin.
-    pub fn build(&self, source: &PluginModel) -> Result<Built, BuildError> {
+    /// Builds one plugin of `owner` (`routes/r1`, `consumers/alice`).
+    pub fn build(&self, source: &PluginModel, owner: &str) -> Result<Built, BuildError> {
         let name = source.name();
         let factory = factory(name).filter(|_| self.enabled.allows(name));
         let factory = factory.ok_or_else(|| BuildError::NotEnabled(name.to_string()))?;
@@ -189,6 +206,9 @@ impl Registry {
             https_port: self.https_port,
             cluster: &self.cluster,
             count_groups: &self.count_groups,
+            redis_groups: &self.redis_groups,
+            redis: &self.redis,
+            owner,
         };
         let plugin = (factory.build)(&source.conf, &ctx).map_err(invalid)?;
         let slot = Slot {
@@ -204,13 +224,14 @@ impl Registry {
         Ok(Built { source: source.clone(), slot })
     }
 
-    /// Builds every plugin of `plugins`, reusing the instances in `old` whose configuration is unchanged.
-    pub fn build_all(&self, plugins: &Plugins, old: &[Built]) -> Result<Vec<Built>, BuildError> {
+    /// Builds every plugin of `plugins` of `owner`, reusing the instances in `old` whose configuration is
+    /// unchanged.
+    pub fn build_all(&self, plugins: &Plugins, old: &[Built], owner: &str) -> Result<Vec<Built>, BuildError> {
         plugins
             .iter()
             .map(|p| match old.iter().find(|b| b.source == *p) {
                 Some(same) => Ok(same.clone()),
-                None => self.build(p),
+                None => self.build(p, owner),
             })
             .collect()
     }
@@ -243,18 +264,18 @@ mod tests {
         }))
         .unwrap();
         let registry = Registry::new(Enabled::all(), Metrics::new());
-        let built = registry.build_all(&plugins, &[]).unwrap();
+        let built = registry.build_all(&plugins, &[], "routes/1").unwrap();
         assert_eq!(built[0].slot.priority, 3);
         assert!(built[0].slot.auth);
-        let again = registry.build_all(&plugins, &built).unwrap();
+        let again = registry.build_all(&plugins, &built, "routes/1").unwrap();
         assert!(Arc::ptr_eq(&built[1].slot.plugin, &again[1].slot.plugin), "unchanged configuration, same instance");
 
         let only = Registry::new(Enabled::only(["prometheus"]).unwrap(), Metrics::new());
-        assert_eq!(only.build_all(&plugins, &[]).unwrap_err(), BuildError::NotEnabled("key-auth".into()));
+        assert_eq!(only.build_all(&plugins, &[], "routes/1").unwrap_err(), BuildError::NotEnabled("key-auth".into()));
         assert!(Enabled::only(["nope"]).is_err());
 
         let bad = sluice_model::plugins::decode_map(serde_json::json!({"key-auth": {"_meta": {"filter": [["x"]]}}}));
-        let err = registry.build_all(&bad.unwrap(), &[]).unwrap_err();
+        let err = registry.build_all(&bad.unwrap(), &[], "routes/1").unwrap_err();
         assert!(matches!(err, BuildError::Invalid { .. }), "{err}");
     }
 }

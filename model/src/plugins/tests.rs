@@ -152,8 +152,14 @@ fn every_plugin_checks_its_configuration() {
         (json!({"limit-count": {"count": 1, "time_window": 1, "rejected_code": 600}}), "rejected_code"),
         (json!({"limit-count": {"count": 1, "time_window": 1, "policy": "redis"}}), "redis_host"),
         (json!({"limit-count": {"count": 1, "time_window": 1, "policy": "redis-cluster"}}), "redis_cluster_nodes"),
-        (json!({"limit-count": {"count": 1, "time_window": 1, "policy": "redis", "redis_host": "rr", "redis_port": 0}}), "redis_port"),
-        (json!({"limit-count": {"count": 1, "time_window": 1, "policy": "redis", "redis_host": "rr", "scope": "cluster"}}), "scope"),
+        (
+            json!({"limit-count": {"count": 1, "time_window": 1, "policy": "redis", "redis_host": "rr", "redis_port": 0}}),
+            "redis_port",
+        ),
+        (
+            json!({"limit-count": {"count": 1, "time_window": 1, "policy": "redis", "redis_host": "rr", "scope": "cluster"}}),
+            "scope",
+        ),
         (json!({"limit-count": {"count": 1, "time_window": 1, "redis_hots": "rr"}}), "redis_hots"),
         (json!({"limit-req": {"rate": 1, "burst": 0, "key": "remote_addr", "policy": "redis"}}), "policy"),
         (json!({"limit-count": {"count": 1, "time_window": 1, "scope": "galaxy"}}), "scope"),
