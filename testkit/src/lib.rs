@@ -1,4 +1,4 @@
-//! Real parts for sluice's tests: an etcd server, echo backends, an HTTP client, and child processes that are
+//! Real parts for sluice's tests: an etcd server, a Redis server, echo backends, an HTTP client, and child processes that are
 //! stopped when dropped. Nothing here is a stand-in: etcd is the real binary, backends are real sockets.
 
 mod echo;
@@ -6,6 +6,7 @@ mod etcd;
 pub mod grpc;
 mod http;
 mod process;
+mod redis;
 mod tls;
 mod tls_client;
 
@@ -14,6 +15,7 @@ pub use etcd::Etcd;
 pub use grpc::GrpcEchoServer;
 pub use http::{Reply, get, request};
 pub use process::{Child, workspace_bin};
+pub use redis::Redis;
 pub use tls::{CA_PEM, CLIENT_CERT_PEM, CLIENT_KEY_PEM, ClientAuth, OTHER_CA_PEM, TlsEchoServer};
 pub use tls_client::{TlsClient, TlsClientOptions, TlsConnection};
 

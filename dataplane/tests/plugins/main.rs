@@ -18,6 +18,7 @@ mod mirror;
 mod observability;
 mod prometheus;
 mod proxy_rewrite;
+mod redis_limits;
 mod restrictions;
 mod runtime;
 mod traffic_split;
