@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building and testing sluice needs and is not on a fresh machine: protoc (etcd-client's build
-# script needs it), and with the argument `tests` the Python packages of the chart tests. Safe to run again: it
-# only installs what is missing.
+# script needs it), redis-server (the tests' and the local stack's Redis for Redis-backed limits; it is not
+# started as a service), and with the argument `tests` the Python packages of the chart tests. Safe to run again:
+# it only installs what is missing.
 set -euo pipefail
 
 need_apt=()
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2
@@ -14,6 +16,10 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -qq
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  # The package starts a system Redis on 6379; sluice's tests and local stack start their own on free ports.
+  if [[ " ${need_apt[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null 2>&1; then
+    "${sudo_cmd[@]}" systemctl disable --now redis-server >/dev/null 2>&1 || true
+  fi
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -1,5 +1,5 @@
 //! A real Redis server (Debian's `redis-server`, which `scripts/setup.sh tests` installs) on a free loopback port,
-//! without persistence, and a Sentinel watching one. Commands go over a plain RESP connection.
+//! without persistence, a one-node Redis cluster, and a Sentinel watching a server. Commands go over a plain RESP connection.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -16,6 +16,7 @@ pub struct Redis {
     port: u16,
     dir: tempfile::TempDir,
     sentinel_of: Option<u16>,
+    cluster: bool,
 }
 
 /// The `redis-server` binary: `$SLUICE_REDIS_BIN`, else `redis-server` on PATH.
@@ -28,8 +29,13 @@ impl Redis {
     pub async fn start() -> anyhow::Result<Redis> {
         let mut last = None;
         for _ in 0..3 {
-            let mut redis =
-                Redis { child: None, port: crate::free_port(), dir: tempfile::tempdir()?, sentinel_of: None };
+            let mut redis = Redis {
+                child: None,
+                port: crate::free_port(),
+                dir: tempfile::tempdir()?,
+                sentinel_of: None,
+                cluster: false,
+            };
             match redis.spawn().await {
                 Ok(()) => return Ok(redis),
                 Err(e) => last = Some(e),
@@ -40,9 +46,35 @@ impl Redis {
 
     /// Starts a Sentinel that monitors the server on `master_port` under the name `master`.
     pub async fn sentinel(master_port: u16) -> anyhow::Result<Redis> {
-        let mut redis =
-            Redis { child: None, port: crate::free_port(), dir: tempfile::tempdir()?, sentinel_of: Some(master_port) };
+        let mut redis = Redis {
+            child: None,
+            port: crate::free_port(),
+            dir: tempfile::tempdir()?,
+            sentinel_of: Some(master_port),
+            cluster: false,
+        };
         redis.spawn().await?;
+        Ok(redis)
+    }
+
+    /// Starts a Redis cluster of one node that serves every slot, and waits until the cluster is up.
+    pub async fn cluster() -> anyhow::Result<Redis> {
+        let mut redis = Redis {
+            child: None,
+            port: crate::free_port(),
+            dir: tempfile::tempdir()?,
+            sentinel_of: None,
+            cluster: true,
+        };
+        redis.spawn().await?;
+        redis.command(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"])?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !redis.command(&["CLUSTER", "INFO"])?.contains("cluster_state:ok") {
+            if std::time::Instant::now() > deadline {
+                bail!("the one-node Redis cluster did not come up within 10 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         Ok(redis)
     }
 
@@ -67,6 +99,9 @@ impl Redis {
             None => {
                 cmd.arg("--port").arg(self.port.to_string()).args(["--save", "", "--appendonly", "no"]);
                 cmd.args(["--bind", "127.0.0.1"]);
+                if self.cluster {
+                    cmd.args(["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]);
+                }
             }
             Some(master) => {
                 // A Sentinel rewrites its file, so it gets one of its own.

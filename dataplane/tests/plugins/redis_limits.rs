@@ -190,3 +190,34 @@ async fn counts_locally_while_redis_is_down_and_returns_to_redis() {
     let counter = redis.command(&["KEYS", "sluice:limit-count:routes/r:*:after"]).unwrap();
     assert_eq!(redis.command(&["GET", counter.trim()]).unwrap(), "3", "counting is back in Redis");
 }
+
+/// Routes `/<id>` with a limit of 3 counted by `policy` with `fields`, and expects Redis counting.
+async fn counts_three_with(s: &mut Stack, id: &str, policy: &str, fields: Value) -> Vec<u16> {
+    let mut conf = json!({"count": 3, "time_window": 3600, "key_type": "constant", "key": id, "policy": policy});
+    for (k, v) in fields.as_object().unwrap() {
+        conf[k] = v.clone();
+    }
+    s.route(id, json!({"uri": format!("/{id}"), "plugins": {"limit-count": conf}})).await;
+    statuses(s.dp.http_addr(), &format!("/{id}"), 4).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_in_a_redis_cluster_and_through_sentinels() {
+    let cluster = Redis::cluster().await.unwrap();
+    let master = Redis::start().await.unwrap();
+    let sentinel = Redis::sentinel(master.port()).await.unwrap();
+    let mut s = Stack::start().await;
+
+    let nodes = json!({"redis_cluster_nodes": [format!("127.0.0.1:{}", cluster.port())], "redis_cluster_name": "c"});
+    assert_eq!(counts_three_with(&mut s, "in-cluster", "redis-cluster", nodes).await, [200, 200, 200, 503]);
+    let counter = cluster.command(&["KEYS", "sluice:limit-count:routes/in-cluster:*"]).unwrap();
+    assert_eq!(cluster.command(&["GET", counter.trim()]).unwrap(), "3", "counted in the cluster");
+
+    let sentinels =
+        json!({"redis_sentinels": [format!("127.0.0.1:{}", sentinel.port())], "redis_master_name": "master"});
+    assert_eq!(counts_three_with(&mut s, "by-sentinel", "redis-sentinel", sentinels).await, [200, 200, 200, 503]);
+    let counter = master.command(&["KEYS", "sluice:limit-count:routes/by-sentinel:*"]).unwrap();
+    assert_eq!(master.command(&["GET", counter.trim()]).unwrap(), "3", "counted in the master the Sentinel names");
+    let fallback = s.metric("sluice_limit_redis_fallback_total{plugin=\"limit-count\"}").await.unwrap_or(0.0);
+    assert_eq!(fallback, 0.0, "nothing was decided without Redis");
+}
