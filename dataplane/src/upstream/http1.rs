@@ -287,7 +287,9 @@ fn parse_head(
         let head = read_buf.split_to(len).freeze();
         let version = if version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
         let mut framing = FramingFields::default();
-        let mut headers = HeaderMap::with_capacity(spans.len());
+        // Room for the fields plugins add to a response (quota headers, CORS, a rewrite's) without regrowing the
+        // map, which copies and rehashes every field.
+        let mut headers = HeaderMap::with_capacity(spans.len() + 4);
         for (name, start, end) in spans.drain(..) {
             let value =
                 HeaderValue::from_maybe_shared(head.slice(start..end)).map_err(|e| Error::Head(e.to_string()))?;
