@@ -98,3 +98,118 @@ impl Etcd {
         bail!("etcd did not answer on {client} within 20 s")
     }
 }
+
+/// One member of an [`EtcdCluster`].
+struct Member {
+    name: String,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    client_port: u16,
+    peer_port: u16,
+}
+
+impl Member {
+    fn client(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    fn peer(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+}
+
+/// A real etcd cluster of several members on loopback, each of which can be killed and resumed with its data.
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    initial: String,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members on free ports and waits until every one answers and the cluster takes a write.
+    pub async fn start(n: usize) -> anyhow::Result<EtcdCluster> {
+        let mut members = Vec::with_capacity(n);
+        for i in 0..n {
+            members.push(Member {
+                name: format!("m{i}"),
+                child: None,
+                dir: tempfile::tempdir()?,
+                client_port: crate::free_port(),
+                peer_port: crate::free_port(),
+            });
+        }
+        let initial = members.iter().map(|m| format!("{}={}", m.name, m.peer())).collect::<Vec<_>>().join(",");
+        let mut cluster = EtcdCluster { members, initial };
+        for i in 0..n {
+            cluster.spawn(i)?;
+        }
+        for i in 0..n {
+            cluster.wait(i).await?;
+        }
+        let mut client = cluster.client().await?;
+        client.put("/testkit/ready", "1", None).await.context("the new cluster takes no write")?;
+        Ok(cluster)
+    }
+
+    /// Every member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Member::client).collect()
+    }
+
+    /// A client of every member.
+    pub async fn client(&self) -> anyhow::Result<etcd_client::Client> {
+        Ok(etcd_client::Client::connect(self.endpoints(), None).await?)
+    }
+
+    /// Kills member `i` (its data stays for [`EtcdCluster::resume`]).
+    pub fn kill(&mut self, i: usize) {
+        self.members[i].child = None;
+    }
+
+    /// Starts the given members again with their data, and waits until each answers (which needs a quorum of
+    /// members up, those resumed here included).
+    pub async fn resume(&mut self, members: &[usize]) -> anyhow::Result<()> {
+        for &i in members {
+            self.spawn(i)?;
+        }
+        for &i in members {
+            self.wait(i).await?;
+        }
+        Ok(())
+    }
+
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let m = &self.members[i];
+        let mut cmd = Command::new(etcd_binary());
+        cmd.arg(format!("--name={}", m.name))
+            .arg(format!("--data-dir={}", m.dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={}", m.client()))
+            .arg(format!("--advertise-client-urls={}", m.client()))
+            .arg(format!("--listen-peer-urls={}", m.peer()))
+            .arg(format!("--initial-advertise-peer-urls={}", m.peer()))
+            .arg(format!("--initial-cluster={}", self.initial))
+            .arg("--initial-cluster-token=testkit")
+            .arg("--log-level=error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = Child::spawn("etcd", cmd).context("starting an etcd member")?;
+        self.members[i].child = Some(child);
+        Ok(())
+    }
+
+    async fn wait(&mut self, i: usize) -> anyhow::Result<()> {
+        let client = self.members[i].client();
+        for _ in 0..750 {
+            if let Some(status) = self.members[i].child.as_mut().and_then(Child::exited) {
+                bail!("etcd member {i} exited at start ({status})");
+            }
+            // A member answers status once it has a leader: only then can it serve reads and writes.
+            if let Ok(mut c) = etcd_client::Client::connect([client.as_str()], None).await
+                && c.status().await.is_ok_and(|s| s.leader() != 0)
+            {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        bail!("etcd member {i} did not answer on {client} within 30 s")
+    }
+}

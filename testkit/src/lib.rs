@@ -3,6 +3,7 @@
 
 mod echo;
 mod etcd;
+mod gate;
 pub mod grpc;
 mod http;
 mod process;
@@ -11,7 +12,8 @@ mod tls;
 mod tls_client;
 
 pub use echo::EchoServer;
-pub use etcd::Etcd;
+pub use etcd::{Etcd, EtcdCluster};
+pub use gate::Gate;
 pub use grpc::GrpcEchoServer;
 pub use http::{Reply, get, request};
 pub use process::{Child, workspace_bin};

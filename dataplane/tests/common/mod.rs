@@ -3,15 +3,11 @@
 #![allow(dead_code, missing_docs)]
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 use sluice_dataplane::{Dataplane, Options};
 use sluice_testkit::{eventually, get};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::task::AbortHandle;
 
 /// How long a change may take to show.
 pub const SETTLE: Duration = Duration::from_secs(8);
@@ -72,64 +68,5 @@ pub async fn metric(admin: SocketAddr, sample: &str) -> Option<f64> {
     reply.body.lines().find_map(|line| line.strip_prefix(sample)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
-/// A TCP forwarder between the data plane and etcd that the test can cut: while closed it drops every
-/// connection, so the data plane sees etcd as unreachable while the test still talks to etcd directly.
-pub struct Gate {
-    addr: SocketAddr,
-    open: Arc<AtomicBool>,
-    links: Arc<Mutex<Vec<AbortHandle>>>,
-    accept: AbortHandle,
-}
-
-impl Gate {
-    pub async fn start(target: String) -> Gate {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let target = target.trim_start_matches("http://").to_string();
-        let open = Arc::new(AtomicBool::new(true));
-        let links: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
-        let accept = tokio::spawn({
-            let (open, links) = (open.clone(), links.clone());
-            async move {
-                while let Ok((mut inbound, _)) = listener.accept().await {
-                    if !open.load(Ordering::SeqCst) {
-                        drop(inbound);
-                        continue;
-                    }
-                    let target = target.clone();
-                    let link = tokio::spawn(async move {
-                        if let Ok(mut outbound) = TcpStream::connect(&target).await {
-                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                        }
-                    });
-                    links.lock().unwrap().push(link.abort_handle());
-                }
-            }
-        })
-        .abort_handle();
-        Gate { addr, open, links, accept }
-    }
-
-    pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Cuts every open connection and refuses new ones.
-    pub fn close(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        for link in self.links.lock().unwrap().drain(..) {
-            link.abort();
-        }
-    }
-
-    pub fn open(&self) {
-        self.open.store(true, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Gate {
-    fn drop(&mut self) {
-        self.accept.abort();
-        self.close();
-    }
-}
+#[allow(unused_imports)] // not every test binary cuts etcd off
+pub use sluice_testkit::Gate;
