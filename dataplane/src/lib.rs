@@ -44,6 +44,8 @@ use crate::upstream::tls::Trust;
 pub struct Options {
     /// etcd client URLs.
     pub etcd_endpoints: Vec<String>,
+    /// How patient to be with etcd: dial, call and keep-alive timeouts.
+    pub etcd_timeouts: source::EtcdTimeouts,
     /// The key prefix the configuration lives under.
     pub etcd_prefix: String,
     /// Where the proxy listens.
@@ -90,6 +92,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
+            etcd_timeouts: source::EtcdTimeouts::default(),
             etcd_prefix: sluice_model::DEFAULT_PREFIX.into(),
             http_addr: SocketAddr::from(([0, 0, 0, 0], 9080)),
             https_addr: None,
@@ -215,10 +218,12 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
         ttl: opts.registration_ttl,
         size: cluster.clone(),
         metrics: shared.metrics.clone(),
+        timeouts: opts.etcd_timeouts,
     };
     let (updates_tx, updates_rx) = mpsc::channel(1024);
     let mut source = Source::new(opts.etcd_endpoints.clone(), keys.clone(), updates_tx, shared.metrics.clone())
-        .with_tls(opts.etcd_tls.clone());
+        .with_tls(opts.etcd_tls.clone())
+        .with_timeouts(opts.etcd_timeouts);
     let mut background = Vec::new();
     if let Some(path) = &opts.snapshot_file {
         let writer = snapshot::Writer::new(path.clone());

@@ -21,6 +21,18 @@ struct Args {
     /// etcd client URLs, comma-separated.
     #[arg(long, env = "SLUICE_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     etcd_endpoints: Vec<String>,
+    /// How long connecting to an etcd endpoint may take, in milliseconds.
+    #[arg(long, env = "SLUICE_ETCD_DIAL_TIMEOUT_MS", default_value_t = 3000)]
+    etcd_dial_timeout_ms: u64,
+    /// Limit on one etcd call (a list, a watch's creation, a lease call), in milliseconds.
+    #[arg(long, env = "SLUICE_ETCD_REQUEST_TIMEOUT_MS", default_value_t = 3000)]
+    etcd_request_timeout_ms: u64,
+    /// How often the etcd connection is pinged, in milliseconds, so that a silently dead member is noticed.
+    #[arg(long, env = "SLUICE_ETCD_KEEPALIVE_INTERVAL_MS", default_value_t = 2000)]
+    etcd_keepalive_interval_ms: u64,
+    /// How long a ping may go unanswered before the connection is dropped and another member tried, in ms.
+    #[arg(long, env = "SLUICE_ETCD_KEEPALIVE_TIMEOUT_MS", default_value_t = 2000)]
+    etcd_keepalive_timeout_ms: u64,
     /// CA bundle (PEM) to verify the etcd servers; use https:// endpoints with it.
     #[arg(long, env = "SLUICE_ETCD_CA_FILE")]
     etcd_ca_file: Option<std::path::PathBuf>,
@@ -201,6 +213,12 @@ fn main() -> anyhow::Result<()> {
         plugins,
         etcd_tls,
         etcd_endpoints: args.etcd_endpoints,
+        etcd_timeouts: sluice_dataplane::source::EtcdTimeouts {
+            dial: Duration::from_millis(args.etcd_dial_timeout_ms.max(1)),
+            request: Duration::from_millis(args.etcd_request_timeout_ms.max(1)),
+            keep_alive_interval: Duration::from_millis(args.etcd_keepalive_interval_ms.max(1)),
+            keep_alive_timeout: Duration::from_millis(args.etcd_keepalive_timeout_ms.max(1)),
+        },
         etcd_prefix: args.etcd_prefix,
         http_addr: args.http_addr,
         admin_addr: args.admin_addr,

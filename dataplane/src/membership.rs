@@ -11,15 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Client, ConnectOptions, GetOptions, PutOptions};
+use etcd_client::{Client, GetOptions, PutOptions};
 use sluice_model::{Keys, ServerInfo};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::metrics::Metrics;
 
-/// Limit on each etcd call, so a dead endpoint cannot stall the renewals.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -72,13 +70,17 @@ pub struct Membership {
     pub size: ClusterSize,
     /// Metrics (`sluice_dataplane_cluster_size`).
     pub metrics: Metrics,
+    /// How patient to be with etcd.
+    pub timeouts: crate::source::EtcdTimeouts,
 }
 
+/// `call` within `limit` (so a dead endpoint cannot stall the renewals).
 async fn bounded<T, E: Into<SessionError>>(
+    limit: Duration,
     what: &'static str,
     call: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, SessionError> {
-    tokio::time::timeout(CALL_TIMEOUT, call).await.map_err(|_| SessionError::Timeout(what))?.map_err(Into::into)
+    tokio::time::timeout(limit, call).await.map_err(|_| SessionError::Timeout(what))?.map_err(Into::into)
 }
 
 impl Membership {
@@ -100,17 +102,19 @@ impl Membership {
 
     /// Registers under a new lease and renews it until stopped (`Ok`) or until etcd fails.
     async fn session(&self, stop: &mut watch::Receiver<bool>, delay: &mut Duration) -> Result<(), SessionError> {
-        let mut options = ConnectOptions::new().with_connect_timeout(CALL_TIMEOUT);
+        let mut options = self.timeouts.connect_options();
+        let limit = self.timeouts.request;
         if let Some(tls) = &self.tls {
             options = options.with_tls(tls.clone());
         }
-        let mut client = bounded("a connection", Client::connect(&self.endpoints, Some(options))).await?;
+        let mut client = bounded(limit, "a connection", Client::connect(&self.endpoints, Some(options))).await?;
         let ttl = i64::try_from(self.ttl.as_secs().max(1)).unwrap_or(i64::MAX);
-        let lease = bounded("a lease grant", client.lease_grant(ttl, None)).await?.id();
+        let lease = bounded(limit, "a lease grant", client.lease_grant(ttl, None)).await?.id();
         let key = self.keys.server_info(&self.info.id);
         let value = serde_json::to_vec(&self.info).unwrap_or_default();
-        bounded("the registration", client.put(key.as_str(), value, Some(PutOptions::new().with_lease(lease)))).await?;
-        let (mut keeper, mut renewals) = bounded("a keep-alive stream", client.lease_keep_alive(lease)).await?;
+        bounded(limit, "the registration", client.put(key.as_str(), value, Some(PutOptions::new().with_lease(lease))))
+            .await?;
+        let (mut keeper, mut renewals) = bounded(limit, "a keep-alive stream", client.lease_keep_alive(lease)).await?;
         info!(id = %self.info.id, ttl_s = ttl, "registered in etcd as a data plane");
         *delay = BACKOFF_MIN;
         // Renew three times per lease period, so one late renewal does not lose the lease.
@@ -120,7 +124,7 @@ impl Membership {
             tokio::select! {
                 () = tokio::time::sleep(every) => {}
                 _ = stop.changed() => {
-                    let revoked = bounded("the revocation", client.lease_revoke(lease)).await;
+                    let revoked = bounded(limit, "the revocation", client.lease_revoke(lease)).await;
                     match revoked {
                         Ok(_) => info!(id = %self.info.id, "left the data plane registry"),
                         Err(e) => warn!(error = %e, "could not revoke the registration; it expires with its lease"),
@@ -128,8 +132,8 @@ impl Membership {
                     return Ok(());
                 }
             }
-            bounded("a lease renewal", keeper.keep_alive()).await?;
-            match bounded("a lease renewal", renewals.message()).await? {
+            bounded(limit, "a lease renewal", keeper.keep_alive()).await?;
+            match bounded(limit, "a lease renewal", renewals.message()).await? {
                 Some(renewed) if renewed.ttl() > 0 => debug!(lease, ttl = renewed.ttl(), "renewed the registration"),
                 _ => return Err(SessionError::LeaseLost),
             }
@@ -139,7 +143,8 @@ impl Membership {
     /// Counts the registered data planes.
     async fn count(&self, client: &mut Client) -> Result<(), SessionError> {
         let options = GetOptions::new().with_prefix().with_count_only();
-        let found = bounded("the count", client.get(self.keys.server_infos(), Some(options))).await?;
+        let found =
+            bounded(self.timeouts.request, "the count", client.get(self.keys.server_infos(), Some(options))).await?;
         let n = usize::try_from(found.count()).unwrap_or(1);
         if n != self.size.get() {
             info!(data_planes = n, "the number of live data planes changed");

@@ -21,20 +21,50 @@ use crate::snapshot;
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Longest delay between attempts.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Limit on one list or watch creation: the client's balanced channel waits forever for a dead endpoint.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
-/// HTTP/2 pings on the etcd connection, so a silently dead etcd is noticed within a few seconds.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
-/// How long a ping may go unanswered.
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How patient the data plane is with etcd (`--etcd-dial-timeout`, `--etcd-request-timeout`,
+/// `--etcd-keepalive-interval`, `--etcd-keepalive-timeout`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EtcdTimeouts {
+    /// How long connecting to an endpoint may take.
+    pub dial: Duration,
+    /// Limit on one call (a list, a watch's creation, a lease call): the client's balanced channel would wait
+    /// forever for a dead endpoint.
+    pub request: Duration,
+    /// How often the connection is pinged (HTTP/2), so that a silently dead etcd is noticed.
+    pub keep_alive_interval: Duration,
+    /// How long a ping may go unanswered before the connection counts as dead.
+    pub keep_alive_timeout: Duration,
+}
+
+impl Default for EtcdTimeouts {
+    fn default() -> Self {
+        EtcdTimeouts {
+            dial: Duration::from_secs(3),
+            request: Duration::from_secs(3),
+            keep_alive_interval: Duration::from_secs(2),
+            keep_alive_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl EtcdTimeouts {
+    /// Connection options with these timeouts.
+    pub fn connect_options(&self) -> ConnectOptions {
+        ConnectOptions::new()
+            .with_connect_timeout(self.dial)
+            .with_keep_alive(self.keep_alive_interval, self.keep_alive_timeout)
+            .with_keep_alive_while_idle(true)
+    }
+}
 
 /// Why a session with etcd ended.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
     #[error(transparent)]
     Etcd(#[from] etcd_client::Error),
-    #[error("{0} timed out after {REQUEST_TIMEOUT:?}")]
-    Timeout(&'static str),
+    #[error("{0} timed out after {1:?}")]
+    Timeout(&'static str, Duration),
     #[error("the watch stream ended")]
     Closed,
     #[error("etcd canceled the watch: {0}")]
@@ -61,6 +91,7 @@ pub struct Source {
     metrics: Metrics,
     tls: Option<etcd_client::TlsOptions>,
     snapshot: Option<SnapshotFile>,
+    timeouts: EtcdTimeouts,
 }
 
 /// The snapshot file the source keeps, and falls back on when etcd cannot be reached at start.
@@ -73,7 +104,13 @@ struct SnapshotFile {
 impl Source {
     /// A source for `keys` on `endpoints`, sending to `updates`.
     pub fn new(endpoints: Vec<String>, keys: Keys, updates: mpsc::Sender<Update>, metrics: Metrics) -> Source {
-        Source { endpoints, keys, updates, metrics, tls: None, snapshot: None }
+        Source { endpoints, keys, updates, metrics, tls: None, snapshot: None, timeouts: EtcdTimeouts::default() }
+    }
+
+    /// Uses `timeouts` with etcd.
+    pub fn with_timeouts(mut self, timeouts: EtcdTimeouts) -> Source {
+        self.timeouts = timeouts;
+        self
     }
 
     /// Keeps `writer`'s snapshot file up to date, and starts from that file when etcd cannot be reached at start;
@@ -147,10 +184,7 @@ impl Source {
     }
 
     async fn session(&self, position: &mut Position, delay: &mut Duration, ever_connected: &mut bool) -> SessionError {
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(REQUEST_TIMEOUT)
-            .with_keep_alive(KEEP_ALIVE_INTERVAL, KEEP_ALIVE_TIMEOUT)
-            .with_keep_alive_while_idle(true);
+        let mut options = self.timeouts.connect_options();
         if let Some(tls) = &self.tls {
             options = options.with_tls(tls.clone());
         }
@@ -181,9 +215,9 @@ impl Source {
     async fn list(&self, client: &mut Client) -> Result<i64, SessionError> {
         let prefix = self.keys.all();
         let listed =
-            tokio::time::timeout(REQUEST_TIMEOUT, sluice_etcd::list_prefix(client, &prefix, sluice_etcd::PAGE))
+            tokio::time::timeout(self.timeouts.request, sluice_etcd::list_prefix(client, &prefix, sluice_etcd::PAGE))
                 .await
-                .map_err(|_| SessionError::Timeout("listing the prefix"))??;
+                .map_err(|_| SessionError::Timeout("listing the prefix", self.timeouts.request))??;
         let revision = listed.revision;
         let objects: Vec<RawObject> =
             listed.kvs.iter().filter_map(|kv| self.raw(kv.key_str().ok()?, kv.value(), kv.mod_revision())).collect();
@@ -209,9 +243,9 @@ impl Source {
         ever_connected: &mut bool,
     ) -> Result<(), SessionError> {
         let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1).with_progress_notify();
-        let mut stream = tokio::time::timeout(REQUEST_TIMEOUT, client.watch(self.keys.all(), Some(options)))
+        let mut stream = tokio::time::timeout(self.timeouts.request, client.watch(self.keys.all(), Some(options)))
             .await
-            .map_err(|_| SessionError::Timeout("creating the watch"))??;
+            .map_err(|_| SessionError::Timeout("creating the watch", self.timeouts.request))??;
         loop {
             let Some(resp) = stream.message().await? else { return Err(SessionError::Closed) };
             if resp.compact_revision() > 0 {

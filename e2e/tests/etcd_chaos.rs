@@ -97,6 +97,10 @@ fn dataplane(endpoints: &str, snapshot: &std::path::Path, http: u16, admin: u16,
             format!("--admin-addr=127.0.0.1:{admin}"),
             "--https-addr=off".into(),
             format!("--snapshot-file={}", snapshot.display()),
+            // Short pings: a member that dies under the watch is left within a second.
+            "--etcd-keepalive-interval-ms=500".into(),
+            "--etcd-keepalive-timeout-ms=500".into(),
+            "--etcd-dial-timeout-ms=1000".into(),
         ],
         logs,
     )
