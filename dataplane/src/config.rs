@@ -193,6 +193,7 @@ fn compile(keys: Keys, mut updates: mpsc::Receiver<Update>, shared: &Shared, set
         .with_https_port(settings.https_port)
         .with_cluster(settings.cluster)
         .with_zone(settings.zone.as_deref())
+        .with_first_pass(shared.first_pass.clone())
         .with_default_ssl(settings.default_ssl.as_deref());
     let mut state = state.with_global(settings.global);
     let metrics = shared.metrics.clone();
@@ -212,7 +213,7 @@ fn compile(keys: Keys, mut updates: mpsc::Receiver<Update>, shared: &Shared, set
                 Err(_quiet) => break,
             }
         }
-        if !synced || (!changed && shared.is_ready()) {
+        if !synced || (!changed && shared.config_loaded()) {
             continue;
         }
         let compiled = state.publish();

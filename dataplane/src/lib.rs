@@ -149,11 +149,57 @@ pub(crate) struct Shared {
     draining: AtomicBool,
     /// Cleared if the configuration thread ends while the data plane runs: liveness then fails.
     config_alive: AtomicBool,
+    /// Proxy sockets not listening yet (they listen once the configuration is loaded).
+    unbound_proxies: std::sync::atomic::AtomicUsize,
+    /// The active health checkers still in their first round.
+    first_pass: upstream::health::FirstPass,
+    /// When the first configuration was loaded (ms since `started`; 0: not yet), for the first pass's time limit.
+    loaded_at_ms: std::sync::atomic::AtomicU64,
+    /// Set once the first configuration is loaded and its health checks have made a first pass (or ran out of
+    /// time): from then on new upstreams' checks do not hold readiness back.
+    settled: AtomicBool,
+    started: std::time::Instant,
 }
 
+/// How long readiness waits for the health checkers' first round after the first configuration is loaded.
+const FIRST_PASS_LIMIT: Duration = Duration::from_secs(10);
+
 impl Shared {
+    /// Ready: the configuration is loaded, its health checks have made a first pass, and every proxy socket
+    /// listens.
     fn is_ready(&self) -> bool {
+        self.serving() && self.unbound_proxies.load(Ordering::Acquire) == 0
+    }
+
+    /// Whether a configuration (from etcd or the snapshot) has been published.
+    pub(crate) fn config_loaded(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Whether traffic may come: the configuration is loaded and the nodes that are down are known (the health
+    /// checkers' first round is over, or took longer than [`FIRST_PASS_LIMIT`]). Latched once true.
+    fn serving(&self) -> bool {
+        if self.settled.load(Ordering::Acquire) {
+            return true;
+        }
+        if !self.config_loaded() {
+            return false;
+        }
+        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
+        let loaded = match self.loaded_at_ms.compare_exchange(0, now_ms, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => now_ms,
+            Err(at) => at,
+        };
+        let pending = self.first_pass.pending();
+        let late = now_ms.saturating_sub(loaded) >= FIRST_PASS_LIMIT.as_millis() as u64;
+        if pending == 0 || late {
+            if late && pending > 0 {
+                warn!(pending, "health checks' first round still running after {FIRST_PASS_LIMIT:?}; ready anyway");
+            }
+            self.settled.store(true, Ordering::Release);
+            return true;
+        }
+        false
     }
 }
 
@@ -189,9 +235,9 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
         None => None,
     };
     let admin = bind(opts.admin_addr).await?;
-    let local = |l: &TcpListener, fallback| l.local_addr().unwrap_or(fallback);
-    let (http_addr, admin_addr) = (local(&http, opts.http_addr), local(&admin, opts.admin_addr));
-    let https_addr = https.as_ref().zip(opts.https_addr).map(|(l, addr)| local(l, addr));
+    let (http_addr, admin_addr) =
+        (http.local_addr().unwrap_or(opts.http_addr), admin.local_addr().unwrap_or(opts.admin_addr));
+    let https_addr = https.as_ref().zip(opts.https_addr).map(|(s, addr)| s.local_addr().unwrap_or(addr));
 
     let shared = Arc::new(Shared {
         config: ArcSwap::from_pointee(Compiled::default()),
@@ -202,6 +248,11 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
         snapshot_revision: Arc::default(),
         draining: AtomicBool::new(false),
         config_alive: AtomicBool::new(true),
+        unbound_proxies: std::sync::atomic::AtomicUsize::new(1 + usize::from(https.is_some())),
+        first_pass: Default::default(),
+        loaded_at_ms: Default::default(),
+        settled: AtomicBool::new(false),
+        started: std::time::Instant::now(),
     });
     let global = match &opts.access_log {
         Some(log) => log.start(&shared.metrics).map_err(StartError::AccessLog)?,
@@ -286,34 +337,59 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
     })
 }
 
-/// Binds a proxy listener with `SO_REUSEPORT`, so that a new data plane process can take over the port while the
-/// old one drains (a local handover; in Kubernetes each pod has its own port space anyway).
-fn bind_shared(addr: SocketAddr) -> Result<TcpListener, StartError> {
+/// Binds a proxy socket with `SO_REUSEPORT`, so that a new data plane process can take over the port while the
+/// old one drains (a local handover; in Kubernetes each pod has its own port space anyway). It listens only once
+/// the data plane is ready (see [`spawn_proxy`]).
+fn bind_shared(addr: SocketAddr) -> Result<tokio::net::TcpSocket, StartError> {
     let bound = (|| {
         let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
         socket.set_reuseaddr(true)?;
         #[cfg(unix)]
         socket.set_reuseport(true)?;
         socket.bind(addr)?;
-        socket.listen(1024)
+        Ok(socket)
     })();
     bound.map_err(|source| StartError::Bind { addr, source })
 }
 
-/// Serves proxied requests on `socket` after `handshake`; `public_port` is the port clients reach it on.
+/// How often a proxy socket waiting to listen checks readiness.
+const READY_POLL: Duration = Duration::from_millis(10);
+
+/// Serves proxied requests on `socket` after `handshake`; `public_port` is the port clients reach it on. The
+/// socket starts listening only once the data plane is ready (its configuration loaded from etcd or the snapshot):
+/// a process that shares the port with another (SO_REUSEPORT) would otherwise take its share of new connections
+/// before it has a route, and answer them 404. Until then the port is refused (or served by the other process).
 fn spawn_proxy<T: listener::Handshake>(
-    socket: TcpListener,
+    socket: tokio::net::TcpSocket,
     handshake: T,
     shared: &Arc<Shared>,
     public_port: u16,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let (shared, port, limits) = (shared.clone(), HeaderValue::from(public_port), shared.limits);
-    let connection = move |remote, transport: &listener::Transport| {
-        let (shared, peer) = (shared.clone(), Arc::new(Peer::new(remote, port.clone(), transport)));
-        move |req| proxy::handle(shared.clone(), peer.clone(), req)
-    };
-    tokio::spawn(listener::serve(socket, handshake, connection, limits, stop));
+    tokio::spawn(async move {
+        while !shared.serving() {
+            tokio::select! {
+                () = tokio::time::sleep(READY_POLL) => {}
+                _ = stop.changed() => return,
+            }
+        }
+        let addr = socket.local_addr().ok();
+        let listener = match socket.listen(1024) {
+            Ok(l) => l,
+            Err(e) => {
+                // The data plane then never becomes ready, which its readiness probe reports.
+                tracing::error!(error = %e, ?addr, "cannot listen on the proxy port");
+                return;
+            }
+        };
+        shared.unbound_proxies.fetch_sub(1, Ordering::AcqRel);
+        let connection = move |remote, transport: &listener::Transport| {
+            let (shared, peer) = (shared.clone(), Arc::new(Peer::new(remote, port.clone(), transport)));
+            move |req| proxy::handle(shared.clone(), peer.clone(), req)
+        };
+        listener::serve(listener, handshake, connection, limits, stop).await;
+    });
 }
 
 /// Closes idle upstream connections past their idle timeout, every few seconds.

@@ -43,7 +43,7 @@ pub enum LinkError {
 
 /// What a link shares with the limits using it.
 #[derive(Debug)]
-struct Shared {
+struct LinkState {
     label: String,
     up: AtomicBool,
     gauge: IntGauge,
@@ -51,7 +51,7 @@ struct Shared {
     failed: IntCounter,
 }
 
-impl Shared {
+impl LinkState {
     fn set_up(&self, up: bool, reason: &str) {
         if self.up.swap(up, Ordering::AcqRel) != up {
             if up {
@@ -73,7 +73,7 @@ struct Job {
 /// One Redis deployment as the limits see it.
 #[derive(Debug)]
 pub struct RedisLink {
-    shared: Arc<Shared>,
+    shared: Arc<LinkState>,
     jobs: mpsc::Sender<Job>,
     timeout: Duration,
 }
@@ -121,7 +121,7 @@ impl RedisLinks {
             return link;
         }
         let label = target.label();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(LinkState {
             up: AtomicBool::new(true),
             gauge: metrics.redis_up(&label),
             ok: metrics.redis_batches(&label, "ok"),
@@ -158,7 +158,7 @@ impl Conn {
 
 /// The link's task: runs batches in order, reconnecting as needed, and probes a target that is down. Ends when
 /// the last limit using the link is gone.
-async fn serve(target: RedisTarget, shared: Arc<Shared>, timeout: Duration, mut jobs: mpsc::Receiver<Job>) {
+async fn serve(target: RedisTarget, shared: Arc<LinkState>, timeout: Duration, mut jobs: mpsc::Receiver<Job>) {
     let mut conn: Option<Conn> = None;
     loop {
         let job = if shared.up.load(Ordering::Acquire) {

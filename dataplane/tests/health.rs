@@ -177,3 +177,26 @@ async fn prefers_its_own_zone_and_spills_over_when_it_is_down() {
     put(&mut client, "/sluice/upstreams/z", even).await;
     assert!(eventually(SETTLE, || async { backends(addr, 6).await.contains(&"far".to_string()) }).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_data_plane_is_ready_only_once_its_checks_know_which_nodes_are_down() {
+    let etcd = Etcd::start().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    let good = EchoServer::start("good").await.unwrap();
+    let (down, failing) = switchable("down").await;
+    failing.store(true, Ordering::SeqCst);
+    // Far more failures needed than one probe: without the first probe deciding, the node would take traffic
+    // for ten seconds.
+    let checks = json!({"active": {"http_path": "/status", "healthy": {"interval": 1, "successes": 1},
+        "unhealthy": {"interval": 1, "http_failures": 10}}});
+    let upstream = json!({"checks": checks, "nodes": {good.addr().to_string(): 1, down.to_string(): 1}});
+    put(&mut client, "/sluice/upstreams/hc", upstream).await;
+    put(&mut client, "/sluice/routes/h", json!({"uri": "/h", "upstream_id": "hc"})).await;
+    // Ready means the first round of probes is over: from the first request on, the failing node gets none.
+    let dp = ready_dataplane(&etcd.endpoint()).await;
+    let seen = backends(dp.http_addr(), 10).await;
+    assert!(seen.iter().all(|b| b == "good"), "a node that failed its first probe took traffic: {seen:?}");
+    // It comes back after `healthy.successes` good probes.
+    failing.store(false, Ordering::SeqCst);
+    assert!(eventually(SETTLE, || async { backends(dp.http_addr(), 4).await.contains(&"down".to_string()) }).await);
+}

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -147,5 +149,69 @@ impl Stack {
     /// One process's log.
     pub fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.config.log_dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+/// A bounded load loop: requests sent through the data plane (`GET /x`, a new connection each) by a few
+/// clients until stopped, and those that did not answer 200.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    first_failures: Arc<std::sync::Mutex<Vec<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Two clients, each sending `GET /x` one after another with a short pause (a bounded load: a few hundred
+    /// requests a second, so that etcd's members keep their heartbeats on two cores).
+    pub fn start(addr: SocketAddr) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let first_failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks = (0..2)
+            .map(|_| {
+                let (stop, sent, failed, first) = (stop.clone(), sent.clone(), failed.clone(), first_failures.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let answer =
+                            tokio::time::timeout(Duration::from_secs(5), sluice_testkit::get(addr, "load", "/x")).await;
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        let what = match answer {
+                            Ok(Ok(r)) if r.status == 200 => None,
+                            Ok(Ok(r)) => Some(format!("status {}", r.status)),
+                            Ok(Err(e)) => Some(format!("error {e}")),
+                            Err(_) => Some("no answer within 5 s".to_string()),
+                        };
+                        if let Some(what) = what {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            let mut first = first.lock().unwrap();
+                            if first.len() < 5 {
+                                first.push(what);
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(4)).await;
+                    }
+                })
+            })
+            .collect();
+        Load { stop, sent, failed, first_failures, tasks }
+    }
+
+    /// Asserts that nothing failed so far, naming the phase.
+    pub fn none_failed(&self, phase: &str) {
+        let (sent, failed) = (self.sent.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed));
+        let first = self.first_failures.lock().unwrap().clone();
+        assert_eq!(failed, 0, "{phase}: {failed} of {sent} requests failed, first: {first:?}");
+        eprintln!("{phase}: {sent} requests so far, none failed");
+    }
+
+    /// Stops the clients; returns how many requests were sent.
+    pub async fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        self.sent.load(Ordering::Relaxed)
     }
 }

@@ -5,74 +5,11 @@
 //! changes flow again within seconds of etcd coming back.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sluice_e2e::spawn;
+use sluice_e2e::{Load, spawn};
 use sluice_testkit::{Child, EchoServer, EtcdCluster, Gate, eventually, free_port, get};
-
-/// Requests sent through the data plane by a few clients until stopped, and those that did not answer 200.
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    first_failures: Arc<std::sync::Mutex<Vec<String>>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    /// Two clients, each sending `GET /x` one after another with a short pause (a bounded load: a few hundred
-    /// requests a second, so that etcd's members keep their heartbeats on two cores).
-    fn start(addr: SocketAddr) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let first_failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let tasks = (0..2)
-            .map(|_| {
-                let (stop, sent, failed, first) = (stop.clone(), sent.clone(), failed.clone(), first_failures.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::Relaxed) {
-                        let answer = tokio::time::timeout(Duration::from_secs(5), get(addr, "chaos", "/x")).await;
-                        sent.fetch_add(1, Ordering::Relaxed);
-                        let what = match answer {
-                            Ok(Ok(r)) if r.status == 200 => None,
-                            Ok(Ok(r)) => Some(format!("status {}", r.status)),
-                            Ok(Err(e)) => Some(format!("error {e}")),
-                            Err(_) => Some("no answer within 5 s".to_string()),
-                        };
-                        if let Some(what) = what {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            let mut first = first.lock().unwrap();
-                            if first.len() < 5 {
-                                first.push(what);
-                            }
-                        }
-                        tokio::time::sleep(Duration::from_millis(4)).await;
-                    }
-                })
-            })
-            .collect();
-        Load { stop, sent, failed, first_failures, tasks }
-    }
-
-    /// Asserts that nothing failed so far, naming the phase.
-    fn none_failed(&self, phase: &str) {
-        let (sent, failed) = (self.sent.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed));
-        let first = self.first_failures.lock().unwrap().clone();
-        assert_eq!(failed, 0, "{phase}: {failed} of {sent} requests failed, first: {first:?}");
-        eprintln!("{phase}: {sent} requests so far, none failed");
-    }
-
-    async fn stop(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-        self.sent.load(Ordering::Relaxed)
-    }
-}
 
 /// Puts a route `/<name>` to the echo backend through `client`.
 async fn put_route(client: &mut etcd_client::Client, name: &str, echo: &EchoServer) {

@@ -159,6 +159,8 @@ pub struct State {
     zone: Option<Arc<str>>,
     /// Upstream name → the channel feeding its health-check task; dropping the sender ends the task.
     checkers: HashMap<Arc<str>, watch::Sender<Arc<UpstreamRuntime>>>,
+    /// The checkers still in their first round (readiness waits for them).
+    first_pass: health::FirstPass,
     version: u64,
 }
 
@@ -198,6 +200,7 @@ impl State {
             zone: None,
             metrics,
             checkers: HashMap::new(),
+            first_pass: health::FirstPass::default(),
             version: 0,
         }
     }
@@ -230,6 +233,12 @@ impl State {
     pub fn with_cluster(mut self, size: ClusterSize) -> State {
         self.cluster = size;
         self.rebuild_registry()
+    }
+
+    /// Counts the health checkers' first rounds in `first_pass`.
+    pub fn with_first_pass(mut self, first_pass: health::FirstPass) -> State {
+        self.first_pass = first_pass;
+        self
     }
 
     /// Prefers upstream nodes in `zone` (set before any upstream is built).
@@ -724,7 +733,7 @@ impl State {
         // Without a runtime (unit tests of the state) there is nothing to run checks on.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let (tx, rx) = watch::channel(rt.clone());
-            handle.spawn(health::run(active, rx, self.metrics.clone()));
+            handle.spawn(health::run(active, rx, self.metrics.clone(), self.first_pass.begin()));
             self.checkers.insert(rt.name.clone(), tx);
         }
     }

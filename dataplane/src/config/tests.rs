@@ -371,6 +371,11 @@ fn shared() -> Arc<crate::Shared> {
         snapshot_revision: Default::default(),
         draining: AtomicBool::new(false),
         config_alive: AtomicBool::new(true),
+        unbound_proxies: Default::default(),
+        first_pass: Default::default(),
+        loaded_at_ms: Default::default(),
+        settled: AtomicBool::new(false),
+        started: std::time::Instant::now(),
     })
 }
 

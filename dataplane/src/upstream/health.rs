@@ -5,10 +5,15 @@
 //! results; the request path only reads those flags. Counters are kept per node address inside the task, which
 //! lives as long as the upstream, and the compiler copies flags into a rebuilt runtime by address, so changing one
 //! node of an upstream does not reset the health of the others.
+//!
+//! A node's first probe decides at once: one that fails it is unhealthy from the start instead of after
+//! `unhealthy.*_failures` probes, so that a data plane that has just started (or an upstream that has just gained
+//! a node) sends no burst of requests to a node that is down. [`FirstPass`] counts the checkers that have not
+//! finished their first round; the data plane is not ready until they have (or a time limit has passed).
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -397,9 +402,50 @@ impl Counters {
     }
 }
 
+/// The checkers that have not finished their first round of probes. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct FirstPass(Arc<AtomicUsize>);
+
+impl FirstPass {
+    /// Checkers still in their first round.
+    pub fn pending(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Counts one more checker in its first round, until the returned token is dropped.
+    pub fn begin(&self) -> FirstRound {
+        self.0.fetch_add(1, Ordering::AcqRel);
+        FirstRound(Some(self.0.clone()))
+    }
+}
+
+/// One checker's first round; dropped (or [`FirstRound::finish`]ed) when it is over, or when the checker ends.
+#[derive(Debug)]
+pub struct FirstRound(Option<Arc<AtomicUsize>>);
+
+impl FirstRound {
+    /// The round is over.
+    fn finish(&mut self) {
+        if let Some(count) = self.0.take() {
+            count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Drop for FirstRound {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 /// Runs the active checks of one upstream until the sender side is dropped; a new runtime sent through `runtime`
 /// replaces the nodes probed while keeping the counters of nodes that stay.
-pub async fn run(active: Active, mut runtime: watch::Receiver<Arc<UpstreamRuntime>>, metrics: Metrics) {
+pub async fn run(
+    active: Active,
+    mut runtime: watch::Receiver<Arc<UpstreamRuntime>>,
+    metrics: Metrics,
+    mut first: FirstRound,
+) {
     let mut active = active;
     let mut counters: HashMap<String, Counters> = HashMap::new();
     loop {
@@ -432,7 +478,13 @@ pub async fn run(active: Active, mut runtime: watch::Receiver<Arc<UpstreamRuntim
         .collect::<Vec<_>>()
         .await;
         for (addr, outcome) in probes {
+            let new = !counters.contains_key(&addr);
             let c = counters.entry(addr.clone()).or_default();
+            if new && !matches!(outcome, Outcome::Success | Outcome::Neutral) {
+                // The first probe decides: a node never seen answering gets no traffic until it recovers.
+                *c = Counters { unhealthy: true, ..Counters::default() };
+                warn!(upstream = %rt.name, node = %addr, ?outcome, "node failed its first health check; no traffic until it recovers");
+            }
             // Passive checks may have ejected the node from the request path; count recovery from there.
             let nodes = by_address.get(&addr).map(Vec::as_slice).unwrap_or_default();
             if !c.unhealthy && nodes.iter().any(|&j| !rt.balancer.is_healthy(j)) {
@@ -452,6 +504,7 @@ pub async fn run(active: Active, mut runtime: watch::Receiver<Arc<UpstreamRuntim
             }
             metrics.node_healthy(&rt.name, &addr).set(i64::from(!c.unhealthy));
         }
+        first.finish();
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
             changed = runtime.changed() => {
