@@ -30,7 +30,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p sluice-controller -p sluice-dataplane -p sluice-testkit --bins \
  && mkdir -p /out \
- && cp target/release/sluice-controller target/release/sluice-dataplane target/release/sluice-echo /out/
+ && cp target/release/sluice-controller target/release/sluice-dataplane target/release/sluice-echo target/release/sluice-load /out/
 
 FROM ${RUNTIME_IMAGE} AS controller
 COPY --from=build /out/sluice-controller /usr/local/bin/
@@ -45,7 +45,7 @@ EXPOSE 9080 9091
 ENTRYPOINT ["sluice-dataplane"]
 
 FROM ${RUNTIME_IMAGE} AS all
-COPY --from=build /out/sluice-controller /out/sluice-dataplane /out/sluice-echo /usr/local/bin/
+COPY --from=build /out/sluice-controller /out/sluice-dataplane /out/sluice-echo /out/sluice-load /usr/local/bin/
 USER 65532:65532
 EXPOSE 9080 9091 9092
 ENTRYPOINT []
