@@ -49,6 +49,8 @@ pub struct Metrics {
     /// Requests let through by forward-auth because its service could not be asked (`allow_degradation`).
     pub auth_bypassed: IntCounter,
     mirrored: IntCounterVec,
+    /// Active health checkers restarted after a panic (`sluice_health_checker_restarts_total`).
+    pub health_checker_restarts: IntCounter,
 }
 
 /// APISIX's latency buckets, in milliseconds.
@@ -205,6 +207,11 @@ impl Metrics {
             &["plugin"],
         )
         .expect("static metric definition");
+        let health_checker_restarts = IntCounter::new(
+            "sluice_health_checker_restarts_total",
+            "Active health checkers restarted after a panic (a bug: their upstream's nodes were unchecked for 1 s).",
+        )
+        .expect("static");
         let auth_bypassed = IntCounter::new(
             "sluice_forward_auth_bypassed_total",
             "Requests forward-auth let through unchecked because its service failed (allow_degradation).",
@@ -231,6 +238,7 @@ impl Metrics {
             Box::new(snapshot_refused.clone()),
             Box::new(mirrored.clone()),
             Box::new(auth_bypassed.clone()),
+            Box::new(health_checker_restarts.clone()),
             Box::new(cluster_size.clone()),
             Box::new(limited.clone()),
             Box::new(redis_up.clone()),
@@ -283,6 +291,7 @@ impl Metrics {
             limit_fallback,
             auth_bypassed,
             mirrored,
+            health_checker_restarts,
         }
     }
 

@@ -733,7 +733,8 @@ impl State {
         // Without a runtime (unit tests of the state) there is nothing to run checks on.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             let (tx, rx) = watch::channel(rt.clone());
-            handle.spawn(health::run(active, rx, self.metrics.clone(), self.first_pass.begin()));
+            let first = self.first_pass.begin();
+            handle.spawn(health::supervise(rt.name.clone(), active, rx, self.metrics.clone(), first));
             self.checkers.insert(rt.name.clone(), tx);
         }
     }

@@ -424,6 +424,11 @@ impl FirstPass {
 pub struct FirstRound(Option<Arc<AtomicUsize>>);
 
 impl FirstRound {
+    /// A token that counts nothing (a restarted checker's: its first round was already counted).
+    pub fn finished() -> FirstRound {
+        FirstRound(None)
+    }
+
     /// The round is over.
     fn finish(&mut self) {
         if let Some(count) = self.0.take() {
@@ -435,6 +440,34 @@ impl FirstRound {
 impl Drop for FirstRound {
     fn drop(&mut self) {
         self.finish();
+    }
+}
+
+/// Runs [`run`] for one upstream and restarts it a second later if it panics (a bug, which must not leave the
+/// upstream's nodes unchecked for good), counting the restarts; ends when the upstream is gone.
+pub async fn supervise(
+    upstream: Arc<str>,
+    active: Active,
+    runtime: watch::Receiver<Arc<UpstreamRuntime>>,
+    metrics: Metrics,
+    first: FirstRound,
+) {
+    let mut first = Some(first);
+    loop {
+        let round = first.take().unwrap_or_else(FirstRound::finished);
+        let checker = tokio::spawn(run(active.clone(), runtime.clone(), metrics.clone(), round));
+        match checker.await {
+            Err(e) if e.is_panic() => {
+                tracing::error!(%upstream, "the health checker panicked; restarting it in 1 s");
+                metrics.health_checker_restarts.inc();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if runtime.has_changed().is_err() {
+                    return;
+                }
+            }
+            // Ended because the upstream is gone, or cancelled because the runtime shuts down.
+            _ => return,
+        }
     }
 }
 

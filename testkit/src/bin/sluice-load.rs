@@ -19,7 +19,8 @@ async fn main() -> anyhow::Result<()> {
     let host = target.split(':').next().unwrap_or("load").to_string();
     let mut clients = Vec::new();
     for _ in 0..2 {
-        let (sent, failed, target, path, host) = (sent.clone(), failed.clone(), target.clone(), path.clone(), host.clone());
+        let (sent, failed, target, path, host) =
+            (sent.clone(), failed.clone(), target.clone(), path.clone(), host.clone());
         clients.push(tokio::spawn(async move {
             let mut resolved = None;
             let mut resolved_at = Instant::now();
@@ -31,7 +32,9 @@ async fn main() -> anyhow::Result<()> {
                 let outcome = match resolved {
                     None => Err("cannot resolve the target".to_string()),
                     Some(addr) => {
-                        match tokio::time::timeout(Duration::from_secs(5), sluice_testkit::get(addr, &host, &path)).await {
+                        match tokio::time::timeout(Duration::from_secs(5), sluice_testkit::get(addr, &host, &path))
+                            .await
+                        {
                             Ok(Ok(r)) if r.status == 200 => Ok(()),
                             Ok(Ok(r)) => Err(format!("status {}", r.status)),
                             Ok(Err(e)) => Err(format!("error {e}")),
