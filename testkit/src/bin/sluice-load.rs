@@ -43,10 +43,10 @@ async fn main() -> anyhow::Result<()> {
                     }
                 };
                 sent.fetch_add(1, Ordering::Relaxed);
-                if let Err(why) = outcome {
-                    if failed.fetch_add(1, Ordering::Relaxed) < 5 {
-                        eprintln!("failed: {why}");
-                    }
+                if let Err(why) = outcome
+                    && failed.fetch_add(1, Ordering::Relaxed) < 5
+                {
+                    eprintln!("failed: {why}");
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
