@@ -54,9 +54,15 @@ pub struct Stack {
     pub controller: Child,
     /// The data plane process.
     pub dataplane: Child,
+    /// The Redis of the example's Redis-backed limit, when this stack started it (another stack's may hold the
+    /// port; without `redis-server` the limit counts locally, as it does whenever Redis is down).
+    pub redis: Option<sluice_testkit::Redis>,
     /// Its configuration.
     pub config: StackConfig,
 }
+
+/// The port of the Redis that `config/examples/30-apiroute.yaml`'s `/quota` rule counts in.
+pub const EXAMPLE_REDIS_PORT: u16 = 6390;
 
 /// The path of a workspace binary, with a clear error when it has not been built.
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
@@ -102,7 +108,8 @@ impl Stack {
             ],
             &config.log_dir,
         )?;
-        let stack = Stack { etcd, controller, dataplane, config };
+        let redis = sluice_testkit::Redis::start_on(EXAMPLE_REDIS_PORT).await.ok();
+        let stack = Stack { etcd, controller, dataplane, redis, config };
         stack.wait_ready(Duration::from_secs(30)).await?;
         Ok(stack)
     }

@@ -44,6 +44,13 @@ impl Redis {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
     }
 
+    /// Starts a server on `port` and waits until it answers; fails if the port is taken.
+    pub async fn start_on(port: u16) -> anyhow::Result<Redis> {
+        let mut redis = Redis { child: None, port, dir: tempfile::tempdir()?, sentinel_of: None, cluster: false };
+        redis.spawn().await?;
+        Ok(redis)
+    }
+
     /// Starts a Sentinel that monitors the server on `master_port` under the name `master`.
     pub async fn sentinel(master_port: u16) -> anyhow::Result<Redis> {
         let mut redis = Redis {

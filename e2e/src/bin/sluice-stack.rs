@@ -63,7 +63,7 @@ struct Target {
 }
 
 /// Example requests, one per feature the examples show.
-const EXAMPLES: [Example; 12] = [
+const EXAMPLES: [Example; 13] = [
     example(None, "/web/hello", "web-"),
     example(None, "/api/health", "api-1"),
     example(Some("shop.example.test"), "/cart", "api-1"),
@@ -80,6 +80,8 @@ const EXAMPLES: [Example; 12] = [
         backend: Some("api-1"),
         tls: false,
     },
+    // The ApiRoute's `/quota`: a limit counted in Redis (the stack's own on 127.0.0.1:6390).
+    example(Some("store.example.test"), "/quota", "api-1"),
     // The ApiRoute's canary: a user is kept on one backend by X-User-Id (erin in the canary, alice not).
     Example { headers: &[("X-User-Id", "erin")], ..example(Some("store.example.test"), "/canary", "api-1") },
     Example { headers: &[("X-User-Id", "alice")], ..example(Some("store.example.test"), "/canary", "web-") },
@@ -194,6 +196,24 @@ async fn main() -> anyhow::Result<()> {
             reply.status.as_u16(),
             if ok { "(ok)" } else { "(UNEXPECTED)" }
         );
+    }
+    // The `/quota` rule counts in Redis: the data plane says whether it reached it.
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], stack.config.dataplane_admin_port));
+    let redis_up = format!("sluice_redis_up{{target=\"127.0.0.1:{}\"}}", sluice_e2e::EXAMPLE_REDIS_PORT);
+    let up = sluice_testkit::get(admin, "localhost", "/metrics")
+        .await
+        .ok()
+        .and_then(|r| r.body.lines().find_map(|l| l.strip_prefix(&redis_up).map(|v| v.trim() == "1")));
+    match up {
+        Some(true) => println!("# /quota counted in Redis on 127.0.0.1:{}", sluice_e2e::EXAMPLE_REDIS_PORT),
+        _ => {
+            eprintln!(
+                "the /quota limit could not reach Redis on 127.0.0.1:{} (is redis-server installed? \
+                 scripts/setup.sh installs it); it counts locally meanwhile",
+                sluice_e2e::EXAMPLE_REDIS_PORT
+            );
+            failures += 1;
+        }
     }
     if failures > 0 {
         eprintln!("{failures} example request(s) did not answer as expected; logs:\n{}", stack.logs());
