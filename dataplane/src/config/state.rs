@@ -208,7 +208,7 @@ impl State {
     /// Uses `pools` (which carry the TLS trust settings) for connections to nodes.
     pub fn with_pools(mut self, pools: Pools) -> State {
         self.pools = pools;
-        self
+        self.rebuild_registry()
     }
 
     /// Registers upstream and plugin metrics in `metrics` instead of a private registry.
@@ -251,7 +251,8 @@ impl State {
     fn rebuild_registry(mut self) -> State {
         self.registry = Registry::new(self.enabled.clone(), self.metrics.clone())
             .with_https_port(self.https_port)
-            .with_cluster(self.cluster.clone());
+            .with_cluster(self.cluster.clone())
+            .with_trust(self.pools.trust().clone());
         self
     }
 

@@ -41,7 +41,8 @@ fn build(conf: &PluginConf, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, Strin
     let uri: Uri = c.uri.parse().map_err(|e| format!("uri: {e}"))?;
     let authority = uri.authority().ok_or("uri has no host")?.clone();
     let idle = if c.keepalive { usize::try_from(c.keepalive_pool).unwrap_or(usize::MAX) } else { 0 };
-    let client = outbound::client(Duration::from_millis(c.timeout), idle, Duration::from_millis(c.keepalive_timeout));
+    let (connect, keepalive) = (Duration::from_millis(c.timeout), Duration::from_millis(c.keepalive_timeout));
+    let client = outbound::client(connect, idle, keepalive, ctx.trust, c.ssl_verify)?;
     let extra = c
         .extra_headers
         .iter()

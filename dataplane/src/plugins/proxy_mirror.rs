@@ -34,7 +34,8 @@ const IN_FLIGHT: usize = 16;
 
 fn build(conf: &PluginConf, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, String> {
     let PluginConf::ProxyMirror(c) = conf else { return Err(mismatch(FACTORY.name, conf)) };
-    let authority: Authority = c.host.trim_start_matches("http://").parse().map_err(|e| format!("host: {e}"))?;
+    let (scheme, rest) = c.host.split_once("://").ok_or("host: no scheme")?;
+    let authority: Authority = rest.parse().map_err(|e| format!("host: {e}"))?;
     let timeout = Duration::from_millis(c.timeout);
     Ok(Arc::new(ProxyMirror {
         authority,
@@ -44,7 +45,8 @@ fn build(conf: &PluginConf, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, Strin
         queue: OnceLock::new(),
         queue_size: usize::try_from(c.queue_size).unwrap_or(usize::MAX),
         worker: Worker {
-            client: outbound::client(timeout, IN_FLIGHT, Duration::from_secs(60)),
+            client: outbound::client(timeout, IN_FLIGHT, Duration::from_secs(60), ctx.trust, true)?,
+            scheme: if scheme == "https" { "https" } else { "http" },
             timeout,
             sent: ctx.metrics.mirrored("sent"),
             failed: ctx.metrics.mirrored("failed"),
@@ -65,6 +67,8 @@ struct Copy {
 #[derive(Clone)]
 struct Worker {
     client: Outbound,
+    /// `http` or `https`.
+    scheme: &'static str,
     timeout: Duration,
     sent: IntCounter,
     failed: IntCounter,
@@ -96,7 +100,7 @@ impl Worker {
     async fn send(&self, authority: &Authority, copy: Copy) -> Result<(), String> {
         let mut req = Request::builder()
             .method(copy.method)
-            .uri(format!("http://{authority}{}", copy.target))
+            .uri(format!("{}://{authority}{}", self.scheme, copy.target))
             .body(Full::new(copy.body))
             .map_err(|e| e.to_string())?;
         *req.headers_mut() = copy.headers;

@@ -20,6 +20,7 @@ use crate::membership::ClusterSize;
 use crate::metrics::Metrics;
 use crate::redis::RedisLinks;
 use crate::router::Vars;
+use crate::upstream::tls::Trust;
 
 /// What a factory may use besides the plugin's configuration.
 #[derive(Debug)]
@@ -38,6 +39,8 @@ pub struct BuildCtx<'a> {
     pub redis: &'a RedisLinks,
     /// The object carrying the plugin (`routes/r1`, `consumers/alice`): names its counters in shared stores.
     pub owner: &'a str,
+    /// The certificate authorities `https://` services of plugins are verified against.
+    pub trust: &'a Trust,
 }
 
 /// Builds one plugin instance from its configuration (which is of the factory's own plugin).
@@ -163,6 +166,7 @@ pub struct Registry {
     count_groups: Arc<CountGroups>,
     redis_groups: Arc<RedisGroups>,
     redis: Arc<RedisLinks>,
+    trust: Trust,
 }
 
 impl Registry {
@@ -176,12 +180,19 @@ impl Registry {
             count_groups: Arc::default(),
             redis_groups: Arc::default(),
             redis: Arc::default(),
+            trust: Trust::default(),
         }
     }
 
     /// Divides cluster-wide limits by `size`.
     pub fn with_cluster(mut self, size: ClusterSize) -> Registry {
         self.cluster = size;
+        self
+    }
+
+    /// Verifies plugins' `https://` services against `trust`.
+    pub fn with_trust(mut self, trust: Trust) -> Registry {
+        self.trust = trust;
         self
     }
 
@@ -209,8 +220,11 @@ impl Registry {
             redis_groups: &self.redis_groups,
             redis: &self.redis,
             owner,
+            trust: &self.trust,
         };
-        let plugin = (factory.build)(&source.conf, &ctx).map_err(invalid)?;
+        // A factory that panics (a bug) rejects this object alone instead of ending the configuration thread.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (factory.build)(&source.conf, &ctx)));
+        let plugin = built.map_err(|_| invalid("building the plugin panicked (a bug)".into()))?.map_err(invalid)?;
         let slot = Slot {
             name: factory.name,
             priority: source.meta.priority.unwrap_or(factory.priority),

@@ -153,6 +153,11 @@ struct Registry {
 }
 
 impl Pools {
+    /// The certificate authorities nodes are verified against.
+    pub fn trust(&self) -> &Trust {
+        &self.inner.trust
+    }
+
     /// Pools whose TLS connections verify nodes against `trust` when an upstream asks for verification.
     pub fn new(trust: Trust) -> Pools {
         Pools { inner: Arc::new(Registry { trust, ..Registry::default() }) }

@@ -116,6 +116,32 @@ fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+/// The rustls client configuration for `settings` (verification against `trust` or signatures only, a client
+/// certificate, ALPN), shared by connections to nodes and by plugins calling services over `https://`.
+pub fn client_config(settings: &TlsSettings, trust: &Trust) -> Result<ClientConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = if settings.verify {
+        builder.with_root_certificates(trust.roots.clone())
+    } else {
+        let verifier = SignatureOnly { algorithms: provider.signature_verification_algorithms };
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier))
+    };
+    let mut config = match (&settings.client_cert, &settings.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = certificates(cert.as_bytes()).map_err(|e| format!("tls.client_cert: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| format!("tls.client_key: {e}"))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("tls.client_cert/client_key: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    // Say which protocol the proxy will speak, so a node that prefers another does not pick it.
+    config.alpn_protocols = vec![if settings.h2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
+    Ok(config)
+}
+
 /// A rustls client configuration for one distinct `tls` setting, shared by every node pool that uses it (so TLS
 /// sessions are resumed across them).
 pub struct TlsClient {
@@ -126,26 +152,7 @@ pub struct TlsClient {
 impl TlsClient {
     /// Builds the configuration; fails when a certificate or key does not parse or does not match.
     pub fn new(settings: &TlsSettings, trust: &Trust) -> Result<TlsClient, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
-        let builder = if settings.verify {
-            builder.with_root_certificates(trust.roots.clone())
-        } else {
-            let verifier = SignatureOnly { algorithms: provider.signature_verification_algorithms };
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier))
-        };
-        let mut config = match (&settings.client_cert, &settings.client_key) {
-            (Some(cert), Some(key)) => {
-                let chain = certificates(cert.as_bytes()).map_err(|e| format!("tls.client_cert: {e}"))?;
-                let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| format!("tls.client_key: {e}"))?;
-                builder.with_client_auth_cert(chain, key).map_err(|e| format!("tls.client_cert/client_key: {e}"))?
-            }
-            _ => builder.with_no_client_auth(),
-        };
-        // Say which protocol the proxy will speak, so a node that prefers another does not pick it.
-        config.alpn_protocols = vec![if settings.h2 { b"h2".to_vec() } else { b"http/1.1".to_vec() }];
+        let config = client_config(settings, trust)?;
         Ok(TlsClient { settings: settings.clone(), connector: TlsConnector::from(Arc::new(config)) })
     }
 

@@ -9,7 +9,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 
-use super::{Stack, upstream_saw};
+use super::{Stack, common, upstream_saw};
 
 /// An authorisation service: `Authorization: Bearer good` is allowed (with `X-User-Id: 42` and the target it was
 /// asked about in `X-Seen-Uri`), anything else refused with 401, a body and `WWW-Authenticate`.
@@ -93,4 +93,32 @@ async fn forward_auth_allows_refuses_and_fails_closed_or_open() {
     assert_eq!(passed.status, 200, "with allow_degradation the request passes unchecked");
     assert!(upstream_saw(&passed)["headers"].get("x-user-id").is_none());
     assert_eq!(s.metric("sluice_forward_auth_bypassed_total").await, Some(before + 1.0), "bypasses are counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_auth_asks_https_services_and_verifies_them() {
+    let etcd = sluice_testkit::Etcd::start().await.unwrap();
+    let mut client = etcd.client().await.unwrap();
+    let echo = sluice_testkit::EchoServer::start("echo").await.unwrap();
+    let service = sluice_testkit::TlsEchoServer::start("tls-auth", sluice_testkit::ClientAuth::None).await.unwrap();
+    // This data plane trusts a CA that did not sign the service's certificate.
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), sluice_testkit::OTHER_CA_PEM).unwrap();
+    let opts = sluice_dataplane::Options {
+        upstream_ca_file: Some(ca.path().to_path_buf()),
+        ..common::loopback(&etcd.endpoint(), false)
+    };
+    let dp = sluice_dataplane::start(opts).await.unwrap();
+    let route = |path: &str, verify: bool| {
+        json!({"uri": path, "upstream": {"nodes": {echo.addr().to_string(): 1}}, "plugins": {"forward-auth":
+            {"uri": format!("https://localhost:{}/verify", service.addr().port()), "ssl_verify": verify}}})
+    };
+    common::put(&mut client, "/sluice/routes/verified", route("/verified", true)).await;
+    common::put(&mut client, "/sluice/routes/unverified", route("/unverified", false)).await;
+    // ssl_verify false: the service is asked over TLS (signatures checked, not the chain) and allows.
+    assert!(common::wait_served(dp.http_addr(), "x", "/unverified", Some("echo")).await, "allowed over https");
+    assert!(service.handshakes() >= 1, "the question went over TLS");
+    // ssl_verify true against an untrusted certificate: the service cannot be asked, so the request is refused.
+    let refused = sluice_testkit::get(dp.http_addr(), "x", "/verified").await.unwrap();
+    assert_eq!(refused.status, 403, "an unverifiable service fails closed");
 }

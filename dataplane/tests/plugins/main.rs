@@ -71,8 +71,12 @@ impl Stack {
         let marker = EchoServer::start("marker").await.unwrap();
         let upstream = json!({"nodes": {echo.addr().to_string(): 1}});
         client.put("/sluice/upstreams/u", upstream.to_string(), None).await.unwrap();
+        // Plugins calling https:// services (forward-auth, proxy-mirror) verify them against the testkit's CA.
+        let ca = std::env::temp_dir().join(format!("sluice-plugins-ca-{}.crt", std::process::id()));
+        std::fs::write(&ca, sluice_testkit::CA_PEM).unwrap();
         let opts = sluice_dataplane::Options {
             etcd_endpoints: vec![etcd.endpoint()],
+            upstream_ca_file: Some(ca),
             http_addr: "127.0.0.1:0".parse().unwrap(),
             admin_addr: "127.0.0.1:0".parse().unwrap(),
             grace: std::time::Duration::from_secs(1),

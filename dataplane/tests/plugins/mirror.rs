@@ -59,3 +59,19 @@ async fn a_mirror_that_never_answers_changes_nothing_for_real_requests() {
     assert!(dropped >= 1.0, "with the mirror stuck the queue fills and copies are dropped ({dropped})");
     drop(hole);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_go_to_https_mirrors() {
+    let mut s = Stack::start().await;
+    // The stack's data plane trusts the testkit's CA, which signed the mirror's certificate for localhost.
+    let mirror = sluice_testkit::TlsEchoServer::start("tls-mirror", sluice_testkit::ClientAuth::None).await.unwrap();
+    let host = format!("https://localhost:{}", mirror.addr().port());
+    s.route("tls", json!({"uri": "/tls", "plugins": {"proxy-mirror": {"host": host}}})).await;
+    assert_eq!(s.get("/tls").await.status, 200);
+    let sent = "sluice_mirror_requests_total{result=\"sent\"}";
+    assert!(
+        eventually(common::SETTLE, || async { s.metric(sent).await == Some(1.0) }).await,
+        "the copy went to the https mirror (handshakes: {})",
+        mirror.handshakes()
+    );
+}

@@ -12,7 +12,7 @@ use super::{FieldError, Schema, check};
 pub struct ForwardAuth {
     /// The authorisation service (`http://`).
     pub uri: String,
-    /// Verify the service's certificate (for `https://`, which is not supported yet).
+    /// Verify an `https://` service's certificate (against the system's authorities and `--upstream-ca-file`).
     #[serde(default = "yes")]
     pub ssl_verify: bool,
     /// `GET`, or `POST` with the client's request body (refused until the data plane can wait on a service in the
@@ -91,12 +91,9 @@ impl Schema for ForwardAuth {
 
     fn check(&self) -> Result<(), FieldError> {
         let fine = |c: char| c.is_ascii_graphic();
-        match self.uri.strip_prefix("http://") {
+        match self.uri.strip_prefix("http://").or_else(|| self.uri.strip_prefix("https://")) {
             Some(rest) if !rest.is_empty() && !rest.starts_with('/') && rest.chars().all(fine) => {}
-            _ if self.uri.starts_with("https://") => {
-                return Err(FieldError::new("uri", "https:// services are not supported yet; use http://"));
-            }
-            _ => return Err(FieldError::new("uri", "must be an http:// URL")),
+            _ => return Err(FieldError::new("uri", "must be an http:// or https:// URL")),
         }
         if self.request_method == AuthMethod::Post {
             return Err(FieldError::new(

@@ -8,7 +8,7 @@ use super::{FieldError, Schema, check};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxyMirror {
-    /// Where copies go: `http://host[:port]`, without a path.
+    /// Where copies go: `http://host[:port]` or `https://host[:port]` (certificate verified), without a path.
     pub host: String,
     /// The path copies are sent to instead of the request's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -52,15 +52,11 @@ impl Schema for ProxyMirror {
     const NAME: &'static str = "proxy-mirror";
 
     fn check(&self) -> Result<(), FieldError> {
-        let authority = match self.host.strip_prefix("http://") {
-            Some(rest) => rest,
-            None if self.host.starts_with("https://") => {
-                return Err(FieldError::new("host", "https:// mirrors are not supported yet; use http://"));
-            }
-            None => return Err(FieldError::new("host", "must be http://host or http://host:port")),
+        let Some(authority) = self.host.strip_prefix("http://").or_else(|| self.host.strip_prefix("https://")) else {
+            return Err(FieldError::new("host", "must be http(s)://host or http(s)://host:port"));
         };
         if authority.is_empty() || !authority.chars().all(|c| c.is_ascii_alphanumeric() || "-._:[]".contains(c)) {
-            return Err(FieldError::new("host", "must be http://host or http://host:port, without a path"));
+            return Err(FieldError::new("host", "must be http(s)://host or http(s)://host:port, without a path"));
         }
         if let Some(path) = &self.path
             && (!path.starts_with('/') || !path.chars().all(|c| c.is_ascii_graphic()))

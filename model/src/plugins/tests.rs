@@ -189,7 +189,7 @@ fn every_plugin_checks_its_configuration() {
             json!({"api-breaker": {"break_response_code": 502, "break_response_headers": [{"key": "a b", "value": "v"}]}}),
             "break_response_headers[0].key",
         ),
-        (json!({"forward-auth": {"uri": "https://auth/verify"}}), "uri"),
+        (json!({"forward-auth": {"uri": "ftp://auth/verify"}}), "uri"),
         (json!({"forward-auth": {"uri": "auth/verify"}}), "uri"),
         (json!({"forward-auth": {"uri": "http://a", "request_headers": ["bad name"]}}), "request_headers[0]"),
         (json!({"forward-auth": {"uri": "http://a", "timeout": 0}}), "timeout"),
