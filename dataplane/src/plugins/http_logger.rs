@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use http::{Method, Request, Uri, request, response};
 use http_body_util::Full;
-use hyper_util::rt::TokioIo;
 use prometheus::IntCounter;
 use serde_json::Value;
 use sluice_model::PluginConf;
@@ -28,9 +27,6 @@ pub(super) const FACTORY: Factory =
 
 fn build(conf: &PluginConf, cx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, String> {
     let PluginConf::HttpLogger(c) = conf else { return Err(mismatch(FACTORY.name, conf)) };
-    if c.uri.starts_with("https://") {
-        return Err("uri: https log sinks are not supported yet; use http://".into());
-    }
     let uri: Uri = c.uri.parse().map_err(|e| format!("uri: {e}"))?;
     let authority = uri.authority().ok_or("uri: no host")?.clone();
     let format = c.log_format.as_ref().map(Format::compile).transpose()?;
@@ -38,7 +34,10 @@ fn build(conf: &PluginConf, cx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, String
     let (tx, rx) = mpsc::channel(c.max_pending_entries);
     let dropped = cx.metrics.log_dropped(&c.name);
     let failed = cx.metrics.log_failed(&c.name);
-    let sink = Sink { conf: c.clone(), uri, authority, failed };
+    // One pooled connection is enough: a sink sends one batch at a time.
+    let timeout = Duration::from_secs(c.timeout);
+    let client = super::outbound::client(timeout, 1, Duration::from_secs(60), cx.trust, c.ssl_verify)?;
+    let sink = Sink { conf: c.clone(), uri, authority, failed, client };
     // Built on the configuration thread, inside the runtime; without one (unit tests) entries are dropped.
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         handle.spawn(sink.run(rx));
@@ -99,6 +98,7 @@ struct Sink {
     uri: Uri,
     authority: http::uri::Authority,
     failed: IntCounter,
+    client: super::outbound::Outbound,
 }
 
 impl Sink {
@@ -157,30 +157,20 @@ impl Sink {
     }
 
     async fn post(&self, body: Bytes, timeout: Duration) -> Result<(), String> {
-        let port = self.authority.port_u16().unwrap_or(80);
-        let addr = format!("{}:{port}", self.authority.host());
-        let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr))
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| e.to_string())?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let target = self.uri.path_and_query().map_or("/", |pq| pq.as_str());
         let content_type = match self.conf.concat_method {
             Concat::Json => "application/json",
             Concat::NewLine => "text/plain",
         };
         let mut req = Request::builder()
             .method(Method::POST)
-            .uri(target)
+            .uri(self.uri.clone())
             .header(HOST, self.authority.as_str())
             .header(CONTENT_TYPE, content_type);
         if let Some(auth) = &self.conf.auth_header {
             req = req.header(AUTHORIZATION, auth);
         }
         let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(timeout, sender.send_request(req))
+        let resp = tokio::time::timeout(timeout, self.client.request(req))
             .await
             .map_err(|_| "no answer in time".to_string())?
             .map_err(|e| e.to_string())?;

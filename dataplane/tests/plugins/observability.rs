@@ -176,3 +176,23 @@ async fn writes_an_access_log_line_per_request() {
     let missing = lines.iter().find(|l| l["request_uri"] == "/missing").unwrap();
     assert_eq!((missing["status"].clone(), missing["route_id"].clone()), (json!(404), Value::Null));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_logger_sends_to_https_sinks() {
+    let mut s = Stack::start().await;
+    // A TLS server signed by the testkit's CA, which the stack's data plane trusts (ssl_verify on).
+    let sink = sluice_testkit::TlsEchoServer::start("tls-log", sluice_testkit::ClientAuth::None).await.unwrap();
+    let uri = format!("https://localhost:{}/logs", sink.addr().port());
+    s.route(
+        "tls-logged",
+        json!({"uri": "/tls-logged", "plugins": {"http-logger": {"uri": uri, "ssl_verify": true, "batch_max_size": 1,
+            "name": "tls-sink"}}}),
+    )
+    .await;
+    assert_eq!(s.get("/tls-logged").await.status, 200);
+    // A completed handshake means the data plane accepted the sink's certificate (it aborts one it cannot verify).
+    assert!(
+        eventually(Duration::from_secs(10), || async { sink.handshakes() >= 1 }).await,
+        "the entry went to the https sink"
+    );
+}

@@ -22,8 +22,11 @@ pub enum Concat {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpLogger {
-    /// Where entries are POSTed (`http://host[:port]/path`).
+    /// Where entries are POSTed (`http://` or `https://host[:port]/path`).
     pub uri: String,
+    /// Verify an `https://` sink's certificate (APISIX's default: no).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ssl_verify: bool,
     /// Sent as the `Authorization` header.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_header: Option<String>,
