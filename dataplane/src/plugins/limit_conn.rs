@@ -1,11 +1,13 @@
 //! `limit-conn`: at most `conn` requests in flight per key. A request beyond `conn` but within `burst` more waits
-//! `default_conn_delay` for each `conn` requests ahead of it (as lua-resty-limit-traffic delays), one beyond that
-//! is refused. A request counts from its access phase until its context is dropped, when the response has been
-//! sent or the client went away, whichever way the request ends.
+//! one unit delay for each `conn` requests ahead of it (as lua-resty-limit-traffic delays), one beyond that is
+//! refused. The unit delay starts at `default_conn_delay` and, unless `only_use_default_delay`, follows the
+//! requests' latency as APISIX's does: each request that ends moves it halfway to its own latency (its time in
+//! flight less what it was delayed). A request counts from its access phase until its context is dropped, when
+//! the response has been sent or the client went away, whichever way the request ends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::request;
 use prometheus::IntCounter;
@@ -27,6 +29,8 @@ fn build(conf: &PluginConf, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, Strin
         conn: c.conn,
         burst: c.burst,
         delay: Duration::try_from_secs_f64(c.default_conn_delay).map_err(|e| e.to_string())?,
+        unit_us: (!c.only_use_default_delay)
+            .then(|| Arc::new(AtomicU64::new((c.default_conn_delay * 1e6).round().max(1.0) as u64))),
         share: Share::new(c.scope, ctx.cluster),
         refusal: refusal(c.rejected_code, c.rejected_msg.as_deref())?,
         table: Table::new(1000, 0),
@@ -45,13 +49,23 @@ impl Idle for Conns {
     }
 }
 
-/// One request counted against a key; the count drops with it.
+/// One request counted against a key; the count drops with it, and its latency moves the unit delay (when it
+/// adapts).
 #[derive(Debug)]
-pub struct Held(Arc<AtomicU64>);
+pub struct Held {
+    count: Arc<AtomicU64>,
+    /// The unit delay in µs, the request's arrival, and how long it was delayed.
+    adapt: Option<(Arc<AtomicU64>, Instant, Duration)>,
+}
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.count.fetch_sub(1, Ordering::AcqRel);
+        if let Some((unit, started, waited)) = &self.adapt {
+            let latency = u64::try_from(started.elapsed().saturating_sub(*waited).as_micros()).unwrap_or(u64::MAX);
+            // Halfway from the current unit to this latency (lua-resty-limit-traffic's `leaving`), at least 1 µs.
+            let _ = unit.fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| Some((u / 2 + latency / 2).max(1)));
+        }
     }
 }
 
@@ -61,6 +75,8 @@ struct LimitConn {
     conn: u64,
     burst: u64,
     delay: Duration,
+    /// The adapting unit delay in µs; none with `only_use_default_delay`.
+    unit_us: Option<Arc<AtomicU64>>,
     share: Share,
     refusal: Reply,
     table: Table<Conns>,
@@ -77,20 +93,46 @@ impl Plugin for LimitConn {
         let (conn, burst) = (self.share.of(self.conn).max(1), self.share.of(self.burst));
         let counter = self.key.with_key(ctx, req, |key| self.table.with(key, 0, |c| c.0.clone()));
         let n = counter.fetch_add(1, Ordering::AcqRel) + 1;
-        let held = Held(counter);
         if n > conn + burst {
-            drop(held);
+            // A refused request neither stays counted nor moves the unit delay.
+            drop(Held { count: counter, adapt: None });
             self.refused.inc();
             return Flow::Respond(clone_reply(&self.refusal));
         }
-        ctx.held.push(held);
-        if n <= conn {
+        let unit = match &self.unit_us {
+            Some(us) => Duration::from_micros(us.load(Ordering::Acquire)),
+            None => self.delay,
+        };
+        let wait = if n <= conn {
+            Duration::ZERO
+        } else {
+            unit.saturating_mul(u32::try_from((n - 1) / conn).unwrap_or(u32::MAX))
+        };
+        let adapt = self.unit_us.as_ref().map(|us| (us.clone(), ctx.started, wait));
+        ctx.held.push(Held { count: counter, adapt });
+        if wait.is_zero() {
             return Flow::Continue;
         }
-        let wait = self.delay.saturating_mul(u32::try_from((n - 1) / conn).unwrap_or(u32::MAX));
         Flow::Wait(Box::pin(async move {
             tokio::time::sleep(wait).await;
             Box::new(|_: &mut Ctx, _: &mut request::Parts| Flow::Continue) as Resume
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unit_delay_moves_halfway_to_each_latency() {
+        let unit = Arc::new(AtomicU64::new(2_000_000));
+        let count = Arc::new(AtomicU64::new(1));
+        let started = Instant::now() - Duration::from_millis(300);
+        // 300 ms in flight of which 100 ms waiting: a latency of 200 ms.
+        drop(Held { count: count.clone(), adapt: Some((unit.clone(), started, Duration::from_millis(100))) });
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+        let after = unit.load(Ordering::Relaxed);
+        assert!((1_100_000..1_110_000).contains(&after), "halfway from 2 s to 200 ms: {after} µs");
     }
 }

@@ -144,7 +144,7 @@ async fn limit_conn_refuses_beyond_conn_and_burst_until_requests_end() {
     s.route(
         "burst",
         json!({"uri": "/burst", "plugins": {"limit-conn": {"conn": 1, "burst": 1, "default_conn_delay": 0.5,
-            "key": "remote_addr"}}}),
+            "only_use_default_delay": true, "key": "remote_addr"}}}),
     )
     .await;
     let held = hold(addr, "/burst").await;
@@ -159,6 +159,33 @@ async fn limit_conn_refuses_beyond_conn_and_burst_until_requests_end() {
         }
     }
     assert!(delayed, "a request beyond conn within the burst waits default_conn_delay");
+    assert_eq!(release(held).await, 200);
+
+    // By default the delay follows the latency. Requests here take 200 ms (fault-injection, before limit-conn),
+    // so after a dozen the unit delay is near 200 ms, far from default_conn_delay's 2 s.
+    s.route(
+        "adaptive",
+        json!({"uri": "/adaptive", "plugins": {"fault-injection": {"delay": {"duration": 0.2}},
+            "limit-conn": {"conn": 1, "burst": 1, "default_conn_delay": 2, "key": "remote_addr"}}}),
+    )
+    .await;
+    for _ in 0..12 {
+        assert_eq!(get(addr, "x", "/adaptive").await.unwrap().status, 200);
+    }
+    let held = hold(addr, "/adaptive").await;
+    // Until the held request counts, the next is not delayed (about 200 ms in all); once it does, it waits one
+    // adapted unit (about 400 ms in all), never the default's 2 s.
+    let mut waited = None;
+    for _ in 0..20 {
+        let started = Instant::now();
+        assert_eq!(get(addr, "x", "/adaptive").await.unwrap().status, 200);
+        if started.elapsed() >= Duration::from_millis(330) {
+            waited = Some(started.elapsed());
+            break;
+        }
+    }
+    let waited = waited.expect("a request beyond conn was delayed");
+    assert!(waited < Duration::from_millis(1500), "delayed {waited:?}: the unit delay did not follow the latency");
     assert_eq!(release(held).await, 200);
     assert_eq!(s.metric("sluice_limit_rejected_total{plugin=\"limit-conn\"}").await.map(|n| n >= 1.0), Some(true));
 }

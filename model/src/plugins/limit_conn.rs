@@ -16,8 +16,7 @@ pub struct LimitConn {
     pub burst: u64,
     /// The delay of a request beyond `conn`, in seconds.
     pub default_conn_delay: f64,
-    /// Always delay by `default_conn_delay` (APISIX otherwise scales it by observed latency; sluice always does
-    /// this, and accepts the field for compatibility).
+    /// Always delay by `default_conn_delay`; otherwise the delay follows the requests' latency, as APISIX's does.
     #[serde(default)]
     pub only_use_default_delay: bool,
     /// How `key` is read (`var` or `var_combination`).
