@@ -226,6 +226,9 @@ pub struct Dataplane {
 
 /// Binds the listeners and starts the etcd source, the compiler and both servers.
 pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
+    // Libraries that build their own rustls configuration (the Redis client's TLS) use the process default; ring
+    // is the one sluice's own TLS uses. Already installed (a second data plane in one process) is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
     };

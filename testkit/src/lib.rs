@@ -18,7 +18,9 @@ pub use grpc::GrpcEchoServer;
 pub use http::{Reply, get, request};
 pub use process::{Child, workspace_bin};
 pub use redis::Redis;
-pub use tls::{CA_PEM, CLIENT_CERT_PEM, CLIENT_KEY_PEM, ClientAuth, OTHER_CA_PEM, TlsEchoServer};
+pub use tls::{
+    CA_PEM, CLIENT_CERT_PEM, CLIENT_KEY_PEM, ClientAuth, OTHER_CA_PEM, SERVER_CERT_PEM, SERVER_KEY_PEM, TlsEchoServer,
+};
 pub use tls_client::{TlsClient, TlsClientOptions, TlsConnection};
 
 use std::future::Future;

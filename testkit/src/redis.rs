@@ -17,6 +17,8 @@ pub struct Redis {
     dir: tempfile::TempDir,
     sentinel_of: Option<u16>,
     cluster: bool,
+    /// Listening on TLS only (the testkit's server certificate), on `port`.
+    tls: bool,
 }
 
 /// The `redis-server` binary: `$SLUICE_REDIS_BIN`, else `redis-server` on PATH.
@@ -35,6 +37,7 @@ impl Redis {
                 dir: tempfile::tempdir()?,
                 sentinel_of: None,
                 cluster: false,
+                tls: false,
             };
             match redis.spawn().await {
                 Ok(()) => return Ok(redis),
@@ -46,7 +49,8 @@ impl Redis {
 
     /// Starts a server on `port` and waits until it answers; fails if the port is taken.
     pub async fn start_on(port: u16) -> anyhow::Result<Redis> {
-        let mut redis = Redis { child: None, port, dir: tempfile::tempdir()?, sentinel_of: None, cluster: false };
+        let mut redis =
+            Redis { child: None, port, dir: tempfile::tempdir()?, sentinel_of: None, cluster: false, tls: false };
         redis.spawn().await?;
         Ok(redis)
     }
@@ -59,6 +63,7 @@ impl Redis {
             dir: tempfile::tempdir()?,
             sentinel_of: Some(master_port),
             cluster: false,
+            tls: false,
         };
         redis.spawn().await?;
         Ok(redis)
@@ -72,6 +77,7 @@ impl Redis {
             dir: tempfile::tempdir()?,
             sentinel_of: None,
             cluster: true,
+            tls: false,
         };
         redis.spawn().await?;
         redis.command(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"])?;
@@ -82,6 +88,21 @@ impl Redis {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        Ok(redis)
+    }
+
+    /// Starts a server that speaks TLS only (the testkit's certificate for `localhost` and 127.0.0.1, signed by
+    /// [`crate::CA_PEM`]), without client certificates. [`Redis::command`] does not work on it.
+    pub async fn start_tls() -> anyhow::Result<Redis> {
+        let mut redis = Redis {
+            child: None,
+            port: crate::free_port(),
+            dir: tempfile::tempdir()?,
+            sentinel_of: None,
+            cluster: false,
+            tls: true,
+        };
+        redis.spawn().await?;
         Ok(redis)
     }
 
@@ -103,6 +124,14 @@ impl Redis {
     async fn spawn(&mut self) -> anyhow::Result<()> {
         let mut cmd = Command::new(binary());
         match self.sentinel_of {
+            None if self.tls => {
+                let (cert, key) = (self.dir.path().join("server.crt"), self.dir.path().join("server.key"));
+                std::fs::write(&cert, crate::SERVER_CERT_PEM)?;
+                std::fs::write(&key, crate::SERVER_KEY_PEM)?;
+                cmd.args(["--port", "0", "--tls-port", &self.port.to_string(), "--tls-auth-clients", "no"]);
+                cmd.arg("--tls-cert-file").arg(&cert).arg("--tls-key-file").arg(&key);
+                cmd.args(["--save", "", "--appendonly", "no", "--bind", "127.0.0.1"]);
+            }
             None => {
                 cmd.arg("--port").arg(self.port.to_string()).args(["--save", "", "--appendonly", "no"]);
                 cmd.args(["--bind", "127.0.0.1"]);
@@ -131,7 +160,13 @@ impl Redis {
             if let Some(status) = child.exited() {
                 bail!("redis-server exited at start: {status}");
             }
-            if self.command(&["PING"]).is_ok_and(|r| r == "PONG") {
+            // A TLS server is up once it accepts connections; the others once they answer.
+            let up = if self.tls {
+                std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            } else {
+                self.command(&["PING"]).is_ok_and(|r| r == "PONG")
+            };
+            if up {
                 self.child = Some(child);
                 return Ok(());
             }

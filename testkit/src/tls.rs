@@ -22,8 +22,10 @@ pub const OTHER_CA_PEM: &str = include_str!("../certs/other-ca.crt");
 pub const CLIENT_CERT_PEM: &str = include_str!("../certs/client.crt");
 /// The key of [`CLIENT_CERT_PEM`] (PEM, PKCS#8).
 pub const CLIENT_KEY_PEM: &str = include_str!("../certs/client.key");
-const SERVER_CERT_PEM: &str = include_str!("../certs/server.crt");
-const SERVER_KEY_PEM: &str = include_str!("../certs/server.key");
+/// The server certificate (`backend.test`, `localhost`, `127.0.0.1`), signed by [`CA_PEM`] (PEM).
+pub const SERVER_CERT_PEM: &str = include_str!("../certs/server.crt");
+/// The server certificate's key (PEM).
+pub const SERVER_KEY_PEM: &str = include_str!("../certs/server.key");
 
 /// Whether the TLS echo server asks clients for a certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

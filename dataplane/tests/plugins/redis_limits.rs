@@ -221,3 +221,21 @@ async fn counts_in_a_redis_cluster_and_through_sentinels() {
     let fallback = s.metric("sluice_limit_redis_fallback_total{plugin=\"limit-count\"}").await.unwrap_or(0.0);
     assert_eq!(fallback, 0.0, "nothing was decided without Redis");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_in_redis_over_tls() {
+    let redis = Redis::start_tls().await.unwrap();
+    let mut s = Stack::start().await;
+    // The server's certificate is signed by the testkit's CA, which the Redis client's (system) roots do not
+    // hold: redis_ssl_verify false connects, verified it cannot.
+    let tls = json!({"redis_host": "localhost", "redis_port": redis.port(), "redis_ssl": true, "redis_timeout": 500});
+    assert_eq!(counts_three_with(&mut s, "over-tls", "redis", tls).await, [200, 200, 200, 503]);
+    let up = format!("sluice_redis_up{{target=\"localhost:{}\"}}", redis.port());
+    assert_eq!(s.metric(&up).await, Some(1.0), "counted in Redis over TLS");
+    let verified = json!({"redis_host": "localhost", "redis_port": redis.port(), "redis_ssl": true,
+        "redis_ssl_verify": true, "redis_timeout": 500});
+    // A second target (verification on): its link fails, so the limit counts locally and says so.
+    assert_eq!(counts_three_with(&mut s, "verified-tls", "redis", verified).await, [200, 200, 200, 503]);
+    let fallback = s.metric("sluice_limit_redis_fallback_total{plugin=\"limit-count\"}").await.unwrap_or(0.0);
+    assert!(fallback >= 4.0, "the unverifiable server was not used: {fallback}");
+}

@@ -37,7 +37,8 @@ pub enum RedisKind {
 }
 
 /// A Redis deployment and how to talk to it: the identity of a connection, shared by every limit naming the same.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Its `Debug` leaves the passwords out.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct RedisTarget {
     /// Which servers.
     pub kind: RedisKind,
@@ -53,6 +54,18 @@ pub struct RedisTarget {
     pub tls: Option<bool>,
 }
 
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTarget")
+            .field("target", &self.label())
+            .field("username", &self.username)
+            .field("database", &self.database)
+            .field("timeout_ms", &self.timeout_ms)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RedisTarget {
     /// A short name for logs and metric labels: the server, the seed nodes or the Sentinel master; never a
     /// credential.
@@ -65,8 +78,9 @@ impl RedisTarget {
     }
 }
 
-/// APISIX's Redis fields of a limiting plugin, as they are stored (flat, at the plugin's top level).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// APISIX's Redis fields of a limiting plugin, as they are stored (flat, at the plugin's top level). Its `Debug`
+/// leaves the passwords out.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RedisFields {
     /// `policy: redis`: the server's host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +130,23 @@ pub struct RedisFields {
     /// The Sentinels' password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_sentinel_password: Option<String>,
+}
+
+impl std::fmt::Debug for RedisFields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |p: &Option<String>| p.as_ref().map(|_| "<hidden>");
+        f.debug_struct("RedisFields")
+            .field("redis_host", &self.redis_host)
+            .field("redis_port", &self.redis_port)
+            .field("redis_username", &self.redis_username)
+            .field("redis_password", &hidden(&self.redis_password))
+            .field("redis_database", &self.redis_database)
+            .field("redis_cluster_nodes", &self.redis_cluster_nodes)
+            .field("redis_sentinels", &self.redis_sentinels)
+            .field("redis_master_name", &self.redis_master_name)
+            .field("redis_sentinel_password", &hidden(&self.redis_sentinel_password))
+            .finish_non_exhaustive()
+    }
 }
 
 /// The default port of a Redis server.
@@ -224,5 +255,9 @@ mod tests {
                 .unwrap();
         assert_eq!(sentinel.target(Policy::RedisSentinel).unwrap().unwrap().label(), "sentinel m");
         assert_eq!(serde_json::to_value(RedisFields::default()).unwrap(), serde_json::json!({}));
+        let secret: RedisFields =
+            serde_json::from_value(serde_json::json!({"redis_host": "rr", "redis_password": "s3cret"})).unwrap();
+        let shown = format!("{secret:?} {:?}", secret.target(Policy::Redis).unwrap());
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 }
