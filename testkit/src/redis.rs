@@ -27,18 +27,16 @@ fn binary() -> String {
 }
 
 impl Redis {
+    /// A server not started yet, in a directory of its own.
+    fn new(port: u16, sentinel_of: Option<u16>, cluster: bool, tls: bool) -> anyhow::Result<Redis> {
+        Ok(Redis { child: None, port, dir: tempfile::tempdir()?, sentinel_of, cluster, tls })
+    }
+
     /// Starts a server on a free port and waits until it answers `PING`.
     pub async fn start() -> anyhow::Result<Redis> {
         let mut last = None;
         for _ in 0..3 {
-            let mut redis = Redis {
-                child: None,
-                port: crate::free_port(),
-                dir: tempfile::tempdir()?,
-                sentinel_of: None,
-                cluster: false,
-                tls: false,
-            };
+            let mut redis = Redis::new(crate::free_port(), None, false, false)?;
             match redis.spawn().await {
                 Ok(()) => return Ok(redis),
                 Err(e) => last = Some(e),
@@ -49,36 +47,21 @@ impl Redis {
 
     /// Starts a server on `port` and waits until it answers; fails if the port is taken.
     pub async fn start_on(port: u16) -> anyhow::Result<Redis> {
-        let mut redis =
-            Redis { child: None, port, dir: tempfile::tempdir()?, sentinel_of: None, cluster: false, tls: false };
+        let mut redis = Redis::new(port, None, false, false)?;
         redis.spawn().await?;
         Ok(redis)
     }
 
     /// Starts a Sentinel that monitors the server on `master_port` under the name `master`.
     pub async fn sentinel(master_port: u16) -> anyhow::Result<Redis> {
-        let mut redis = Redis {
-            child: None,
-            port: crate::free_port(),
-            dir: tempfile::tempdir()?,
-            sentinel_of: Some(master_port),
-            cluster: false,
-            tls: false,
-        };
+        let mut redis = Redis::new(crate::free_port(), Some(master_port), false, false)?;
         redis.spawn().await?;
         Ok(redis)
     }
 
     /// Starts a Redis cluster of one node that serves every slot, and waits until the cluster is up.
     pub async fn cluster() -> anyhow::Result<Redis> {
-        let mut redis = Redis {
-            child: None,
-            port: crate::free_port(),
-            dir: tempfile::tempdir()?,
-            sentinel_of: None,
-            cluster: true,
-            tls: false,
-        };
+        let mut redis = Redis::new(crate::free_port(), None, true, false)?;
         redis.spawn().await?;
         redis.command(&["CLUSTER", "ADDSLOTSRANGE", "0", "16383"])?;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -94,14 +77,7 @@ impl Redis {
     /// Starts a server that speaks TLS only (the testkit's certificate for `localhost` and 127.0.0.1, signed by
     /// [`crate::CA_PEM`]), without client certificates. [`Redis::command`] does not work on it.
     pub async fn start_tls() -> anyhow::Result<Redis> {
-        let mut redis = Redis {
-            child: None,
-            port: crate::free_port(),
-            dir: tempfile::tempdir()?,
-            sentinel_of: None,
-            cluster: false,
-            tls: true,
-        };
+        let mut redis = Redis::new(crate::free_port(), None, false, true)?;
         redis.spawn().await?;
         Ok(redis)
     }

@@ -191,7 +191,7 @@ async fn limit_conn_refuses_beyond_conn_and_burst_until_requests_end() {
 }
 
 /// A data plane on `endpoint` registered as `id`, whose registration lapses two seconds after its last renewal.
-async fn member(endpoint: &str, id: &str) -> sluice_dataplane::Dataplane {
+pub(super) async fn member(endpoint: &str, id: &str) -> sluice_dataplane::Dataplane {
     let opts = sluice_dataplane::Options {
         node_id: Some(id.into()),
         registration_ttl: Duration::from_secs(2),

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use sluice_testkit::{EchoServer, Etcd, Redis, eventually, get};
 
+use super::limits::member;
 use super::{Stack, common};
 
 /// Two data planes registered in one etcd, so that each knows there are two.
@@ -18,17 +19,6 @@ struct Pair {
     a: sluice_dataplane::Dataplane,
     b: sluice_dataplane::Dataplane,
     echo: EchoServer,
-}
-
-async fn member(endpoint: &str, id: &str) -> sluice_dataplane::Dataplane {
-    let opts = sluice_dataplane::Options {
-        node_id: Some(id.into()),
-        registration_ttl: Duration::from_secs(3),
-        ..common::loopback(endpoint, false)
-    };
-    let dp = sluice_dataplane::start(opts).await.unwrap();
-    assert!(eventually(common::SETTLE, || async { dp.is_ready() }).await, "data plane never became ready");
-    dp
 }
 
 impl Pair {
