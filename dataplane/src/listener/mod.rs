@@ -9,6 +9,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -141,17 +142,35 @@ pub(crate) async fn serve<T, M, H, Fut, B>(
             let _slot = slot;
             // In the connection's own task, so a slow handshake never holds up the accept loop.
             let Some((stream, transport)) = handshake.handshake(stream, remote).await else { return };
-            let svc = service_fn(connection(remote, &transport));
+            // Whether a request has arrived: a connection stopped before its first request would be closed with
+            // that request unread (it may already be on its way), so it gets a moment to send it first.
+            let asked = Arc::new(AtomicBool::new(false));
+            let handler = connection(remote, &transport);
+            let svc = service_fn({
+                let asked = asked.clone();
+                move |req| {
+                    asked.store(true, Ordering::Release);
+                    handler(req)
+                }
+            });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             let mut stopping = false;
+            let mut first_request_wait: Option<Pin<Box<tokio::time::Sleep>>> = None;
             let result = std::future::poll_fn(|cx| {
                 if !stopping {
                     // Registered before the flag is read, so a stop in between still wakes this task.
                     waker.register(cx.waker());
                     if signal.is_stopped() {
-                        stopping = true;
-                        conn.as_mut().graceful_shutdown();
+                        let waited = first_request_wait
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(FIRST_REQUEST_GRACE)))
+                            .as_mut()
+                            .poll(cx)
+                            .is_ready();
+                        if asked.load(Ordering::Acquire) || waited {
+                            stopping = true;
+                            conn.as_mut().graceful_shutdown();
+                        }
                     }
                 }
                 conn.as_mut().poll(cx)
@@ -165,7 +184,54 @@ pub(crate) async fn serve<T, M, H, Fut, B>(
         });
     }
     signal.stop();
+    take_the_backlog(listener, handshake, connection, &limits, &shutdown);
 }
+
+/// Serves, one request each, the connections the kernel has already completed into `listener`'s queue, then
+/// closes it. Closing a listener resets the connections still queued on it; with SO_REUSEPORT another process may
+/// be taking over the port, and those clients must not see a reset. Only the instant between the last accept and
+/// the close is left open (Linux's `net.ipv4.tcp_migrate_req=1` moves even those to the other listener).
+fn take_the_backlog<T, M, H, Fut, B>(
+    listener: TcpListener,
+    handshake: Arc<T>,
+    connection: Arc<M>,
+    limits: &Limits,
+    held: &watch::Receiver<bool>,
+) where
+    T: Handshake,
+    M: Fn(SocketAddr, &Transport) -> H + Send + Sync + 'static,
+    H: Fn(Request<Incoming>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // A direct accept(2) on the socket: the runtime's readiness may not have seen the last arrivals yet.
+    let Ok(std_listener) = listener.into_std() else { return };
+    let mut once = Builder::new(TokioExecutor::new());
+    once.http1()
+        .timer(TokioTimer::new())
+        .keep_alive(false)
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes.max(limits::MIN_HEADER_BYTES))
+        .max_headers(limits.max_headers);
+    let once = Arc::new(once);
+    while let Ok((stream, remote)) = std_listener.accept() {
+        let Ok(tcp) = stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) else { continue };
+        let _ = tcp.set_nodelay(true);
+        let (once, handshake, connection, held) = (once.clone(), handshake.clone(), connection.clone(), held.clone());
+        tokio::spawn(async move {
+            let Some((stream, transport)) = handshake.handshake(tcp, remote).await else { return };
+            let svc = service_fn(connection(remote, &transport));
+            let _ = once.serve_connection_with_upgrades(TokioIo::new(stream), svc).await;
+            drop(held);
+        });
+    }
+    debug!("listener closed after taking its queued connections");
+}
+
+/// How long a connection that has not sent a request yet may still send one once the listener stops.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_millis(500);
 
 /// Tells an accept loop's connections to finish up. Each connection registers its task's waker once and checks one
 /// flag per poll; a watch receiver's `changed()` would take a lock on every poll of every connection.
