@@ -222,7 +222,7 @@ fn compile(keys: Keys, mut updates: mpsc::Receiver<Update>, shared: &Shared, set
         shared.metrics.routes.set(i64::try_from(routes).unwrap_or(i64::MAX));
         shared.metrics.compiles.inc();
         shared.config.store(Arc::new(compiled));
-        if !shared.ready.swap(true, Ordering::Release) {
+        if !shared.config_loaded() && shared.mark_loaded() {
             info!(routes, upstreams = state.upstreams(), "first configuration loaded from etcd; ready");
         }
     }

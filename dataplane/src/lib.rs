@@ -153,7 +153,7 @@ pub(crate) struct Shared {
     unbound_proxies: std::sync::atomic::AtomicUsize,
     /// The active health checkers still in their first round.
     first_pass: upstream::health::FirstPass,
-    /// When the first configuration was loaded (ms since `started`; 0: not yet), for the first pass's time limit.
+    /// When the first configuration was loaded (ms since `started`), for the first pass's time limit.
     loaded_at_ms: std::sync::atomic::AtomicU64,
     /// Set once the first configuration is loaded and its health checks have made a first pass (or ran out of
     /// time): from then on new upstreams' checks do not hold readiness back.
@@ -171,6 +171,17 @@ impl Shared {
         self.serving() && self.unbound_proxies.load(Ordering::Acquire) == 0
     }
 
+    /// Milliseconds since the data plane started.
+    fn since_start_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Records that the first configuration was published now; returns whether it is the first.
+    pub(crate) fn mark_loaded(&self) -> bool {
+        self.loaded_at_ms.store(self.since_start_ms(), Ordering::Release);
+        !self.ready.swap(true, Ordering::Release)
+    }
+
     /// Whether a configuration (from etcd or the snapshot) has been published.
     pub(crate) fn config_loaded(&self) -> bool {
         self.ready.load(Ordering::Acquire)
@@ -185,11 +196,8 @@ impl Shared {
         if !self.config_loaded() {
             return false;
         }
-        let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX).max(1);
-        let loaded = match self.loaded_at_ms.compare_exchange(0, now_ms, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => now_ms,
-            Err(at) => at,
-        };
+        let loaded = self.loaded_at_ms.load(Ordering::Acquire);
+        let now_ms = self.since_start_ms();
         let pending = self.first_pass.pending();
         let late = now_ms.saturating_sub(loaded) >= FIRST_PASS_LIMIT.as_millis() as u64;
         if pending == 0 || late {
