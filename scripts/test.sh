@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh tests
+# The build needs several GB of disk; say how much there is, so that a full disk is plain in the log.
+df -h . | sed 's/^/disk: /'
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -19,3 +21,4 @@ echo "== chart and packaging tests"
 .local/venv/bin/python -m pytest -q charts/tests
 echo "== kind end-to-end suite"
 e2e/kind/run.sh
+echo "disk: target/ holds $(du -sh target | cut -f1)"
