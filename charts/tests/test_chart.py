@@ -439,6 +439,23 @@ def test_upstream_ca_secret_is_mounted_for_the_dataplane() -> None:
     assert "--upstream-ca-file" not in args_of(container(dataplane({}), "dataplane"))
 
 
+def test_dataplane_refuses_loopback_its_own_address_and_the_kubernetes_api() -> None:
+    c = container(dataplane({}), "dataplane")
+    denied = args_of(c)["--upstream-deny"].split(",")
+    assert denied == ["127.0.0.0/8", "::1", "$(POD_IP)", "$(KUBERNETES_SERVICE_HOST)"]
+    # `$(VAR)` in args is expanded by the kubelet from the container's environment: POD_IP from the downward API,
+    # KUBERNETES_SERVICE_HOST set in every container; an unknown name would be passed on literally.
+    pod_ip = next(e for e in c["env"] if e["name"] == "POD_IP")
+    assert pod_ip["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert "--upstream-allow" not in args_of(c)
+
+    values = {"dataplane": {"upstreamDeny": [], "upstreamAllow": ["10.0.0.0/8", "fd00::/8"]}}
+    chart().validate_schema(values)
+    args = args_of(container(dataplane(values), "dataplane"))
+    assert "--upstream-deny" not in args
+    assert args["--upstream-allow"] == "10.0.0.0/8,fd00::/8"
+
+
 def test_hpa_off_variant() -> None:
     rendered = render(variants()["hpa-off"])
     assert not rendered.of_kind("HorizontalPodAutoscaler")

@@ -86,6 +86,11 @@ pub struct Options {
     pub zone: Option<String>,
     /// Where the last known good configuration is kept, and read at start when etcd cannot be reached.
     pub snapshot_file: Option<std::path::PathBuf>,
+    /// Address blocks upstream nodes may not be in, besides the built-in link-local ones
+    /// ([`upstream::policy::BUILT_IN_DENY`]), the etcd endpoints and the admin listener.
+    pub upstream_deny: Vec<String>,
+    /// Address blocks upstream nodes may be in even when denied.
+    pub upstream_allow: Vec<String>,
 }
 
 impl Default for Options {
@@ -111,6 +116,8 @@ impl Default for Options {
             registration_ttl: Duration::from_secs(15),
             zone: None,
             snapshot_file: None,
+            upstream_deny: Vec::new(),
+            upstream_allow: Vec::new(),
         }
     }
 }
@@ -132,6 +139,9 @@ pub enum StartError {
     /// The access log could not be started.
     #[error("access log: {0}")]
     AccessLog(String),
+    /// `--upstream-deny` or `--upstream-allow` holds something that is not an address or CIDR block.
+    #[error("upstream address policy: {0}")]
+    Policy(#[from] upstream::policy::BadBlock),
 }
 
 /// State shared by the request path, the admin listener and the background tasks.
@@ -232,6 +242,29 @@ pub struct Dataplane {
     background: Vec<JoinHandle<()>>,
 }
 
+/// The sockets of what this process depends on or serves besides the proxy: the etcd endpoints (resolved once
+/// here: a name that does not resolve yet is left out, and said so) and the admin listener. Upstream nodes may not
+/// be at them, or a route could read etcd, or the admin endpoints, through the public listener.
+async fn own_sockets(etcd_endpoints: &[String], admin: SocketAddr) -> Vec<SocketAddr> {
+    let mut sockets = vec![admin];
+    for endpoint in etcd_endpoints {
+        let rest = endpoint.split_once("://").map_or(endpoint.as_str(), |(_, rest)| rest);
+        let authority = rest.split('/').next().unwrap_or(rest);
+        let Ok(authority) = authority.parse::<http::uri::Authority>() else { continue };
+        let port = authority.port_u16().unwrap_or(2379);
+        // Bounded: a resolver that does not answer must not hold up a start from the snapshot.
+        let host = authority.host().trim_matches(['[', ']']);
+        match tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host((host, port))).await {
+            Ok(Ok(addrs)) => sockets.extend(addrs),
+            Ok(Err(e)) => warn!(endpoint = %endpoint, error = %e,
+                "etcd endpoint does not resolve; the upstream address policy cannot refuse it"),
+            Err(_) => warn!(endpoint = %endpoint,
+                "etcd endpoint did not resolve within 2 s; the upstream address policy cannot refuse it"),
+        }
+    }
+    sockets
+}
+
 /// Binds the listeners and starts the etcd source, the compiler and both servers.
 pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
     // Libraries that build their own rustls configuration (the Redis client's TLS) use the process default; ring
@@ -249,12 +282,14 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
     let (http_addr, admin_addr) =
         (http.local_addr().unwrap_or(opts.http_addr), admin.local_addr().unwrap_or(opts.admin_addr));
     let https_addr = https.as_ref().zip(opts.https_addr).map(|(s, addr)| s.local_addr().unwrap_or(addr));
+    let own = own_sockets(&opts.etcd_endpoints, admin_addr).await;
+    let policy = upstream::policy::AddressPolicy::new(&opts.upstream_deny, own, &opts.upstream_allow)?;
 
     let shared = Arc::new(Shared {
         config: ArcSwap::from_pointee(Compiled::default()),
         ready: AtomicBool::new(false),
         metrics: Metrics::new(),
-        pools: Pools::new(Trust::system(opts.upstream_ca_file.as_deref()).map_err(StartError::Trust)?),
+        pools: Pools::new(Trust::system(opts.upstream_ca_file.as_deref()).map_err(StartError::Trust)?, policy),
         limits: opts.limits,
         snapshot_revision: Arc::default(),
         draining: AtomicBool::new(false),

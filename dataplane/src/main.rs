@@ -42,6 +42,13 @@ struct Args {
     /// Client key (PEM) for mutual TLS with etcd.
     #[arg(long, env = "SLUICE_ETCD_KEY_FILE")]
     etcd_key_file: Option<std::path::PathBuf>,
+    /// Address blocks upstream nodes may not be in (comma-separated addresses or CIDR blocks), besides the
+    /// built-in link-local ones (169.254.0.0/16, fe80::/10, fd00:ec2::254), the etcd endpoints and the admin listener.
+    #[arg(long, env = "SLUICE_UPSTREAM_DENY", value_delimiter = ',')]
+    upstream_deny: Vec<String>,
+    /// Address blocks upstream nodes may be in even when denied (comma-separated).
+    #[arg(long, env = "SLUICE_UPSTREAM_ALLOW", value_delimiter = ',')]
+    upstream_allow: Vec<String>,
     /// CA bundle (PEM) trusted, besides the system's, by `https` upstreams that set `tls.verify`.
     #[arg(long, env = "SLUICE_UPSTREAM_CA_FILE")]
     upstream_ca_file: Option<std::path::PathBuf>,
@@ -225,6 +232,8 @@ fn main() -> anyhow::Result<()> {
         grace,
         drain_delay,
         upstream_ca_file: args.upstream_ca_file,
+        upstream_deny: args.upstream_deny,
+        upstream_allow: args.upstream_allow,
     };
     runtime.block_on(sluice_dataplane::run(opts, shutdown_signal()))?;
     Ok(())

@@ -32,6 +32,7 @@ pub struct Metrics {
     /// Snapshot files refused at start (unreadable, damaged or of another format).
     pub snapshot_refused: IntCounter,
     upstream_retries: IntCounterVec,
+    upstream_refused: IntCounterVec,
     upstream_latency: HistogramVec,
     node_healthy: IntGaugeVec,
     http_status: IntCounterVec,
@@ -99,6 +100,9 @@ pub struct PluginSeries {
 pub struct UpstreamMetrics {
     /// Attempts after the first (`sluice_upstream_retries_total`).
     pub retries: IntCounter,
+    /// Attempts not made because the node's address is refused by the upstream address policy
+    /// (`sluice_upstream_refused_total`).
+    pub refused: IntCounter,
     /// Time from sending a request to a node until its response head arrives (`sluice_upstream_latency_seconds`).
     pub latency: Histogram,
 }
@@ -127,6 +131,14 @@ impl Metrics {
         let etcd_lists = IntCounter::new("sluice_etcd_lists_total", "Full lists of the etcd prefix.").expect("static");
         let upstream_retries = IntCounterVec::new(
             Opts::new("sluice_upstream_retries_total", "Requests sent again to another node after a failure."),
+            &["upstream"],
+        )
+        .expect("static metric definition");
+        let upstream_refused = IntCounterVec::new(
+            Opts::new(
+                "sluice_upstream_refused_total",
+                "Connections to nodes not opened because the upstream address policy refuses their address.",
+            ),
             &["upstream"],
         )
         .expect("static metric definition");
@@ -256,6 +268,7 @@ impl Metrics {
             Box::new(compiles.clone()),
             Box::new(etcd_lists.clone()),
             Box::new(upstream_retries.clone()),
+            Box::new(upstream_refused.clone()),
             Box::new(upstream_latency.clone()),
             Box::new(node_healthy.clone()),
         ] {
@@ -276,6 +289,7 @@ impl Metrics {
             config_from_snapshot,
             snapshot_refused,
             upstream_retries,
+            upstream_refused,
             upstream_latency,
             node_healthy,
             http_status,
@@ -361,6 +375,7 @@ impl Metrics {
     pub fn upstream(&self, name: &str) -> UpstreamMetrics {
         UpstreamMetrics {
             retries: self.upstream_retries.with_label_values(&[name]),
+            refused: self.upstream_refused.with_label_values(&[name]),
             latency: self.upstream_latency.with_label_values(&[name]),
         }
     }
@@ -373,6 +388,7 @@ impl Metrics {
     /// Drops the series of an upstream that no longer exists, so deleted upstreams do not linger in `/metrics`.
     pub fn forget_upstream(&self, name: &str) {
         let _ = self.upstream_retries.remove_label_values(&[name]);
+        let _ = self.upstream_refused.remove_label_values(&[name]);
         let _ = self.upstream_latency.remove_label_values(&[name]);
     }
 

@@ -360,6 +360,9 @@ async fn proxy(
             }
             Err(SendError::Connect(e)) => {
                 debug!(node = %target_node.authority, error = %e, "cannot connect to node");
+                if matches!(e, crate::upstream::pool::ConnectError::Refused(_)) {
+                    upstream.metrics.refused.inc();
+                }
                 upstream.observe(node, Observed::ConnectFailure);
                 tried.push(node);
                 // `retry_timeout` bounds when a new attempt may start, not how long it may take.

@@ -4,6 +4,7 @@
 //! plane, which reads them. Decoding is `serde`; validation is explicit and returns typed errors so that one
 //! bad object can be rejected alone with a reason a human can act on.
 
+pub mod address;
 pub mod data_plane;
 mod id;
 pub mod keys;

@@ -132,7 +132,10 @@ impl<'a> Index<'a> {
             let port = key.parse::<u16>().map_err(|_| {
                 problem(Reason::PortNotFound, format!("ExternalName Service {ns}/{svc_name} needs a port number"))
             })?;
-            vec![node(spec.external_name.unwrap_or_default(), port)]
+            let target = spec.external_name.unwrap_or_default();
+            refused(&target)
+                .map_err(|why| problem(Reason::InvalidSpec, format!("ExternalName Service {ns}/{svc_name}: {why}")))?;
+            vec![node(target, port)]
         } else {
             let Some(svc_port) = svc_port else {
                 return Err(problem(Reason::PortNotFound, format!("Service {ns}/{svc_name} has no port {key}")));
@@ -249,5 +252,17 @@ fn condition(ep: &Endpoint) -> Condition {
         Condition::ServingTerminating
     } else {
         Condition::Down
+    }
+}
+
+/// A node host the data planes never dial (a link-local or cloud metadata address), with the reason. Names are
+/// resolved and checked by the data planes when they connect; loopback and the deployment's own addresses depend
+/// on the data plane's flags, which the controller does not know.
+pub(super) fn refused(host: &str) -> Result<(), String> {
+    match host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+        Ok(ip) if sluice_model::address::always_refused(ip) => {
+            Err(format!("{host} is refused by the upstream address policy: {}", sluice_model::address::REFUSED_REASON))
+        }
+        _ => Ok(()),
     }
 }

@@ -225,6 +225,10 @@ fn compile_one(up: &sluice_crds::Upstream, secrets: &Secrets) -> Result<Policy, 
     }
     policy.subsets = spec.subsets.iter().map(|s| (s.name.clone(), s.labels.clone())).collect();
     for n in &spec.external_nodes {
+        if let Err(why) = super::backend::refused(&n.name) {
+            problems.push(Problem { reason: Reason::InvalidSpec, message: format!("externalNodes: {why}") });
+            continue;
+        }
         let weight = u32::try_from(n.weight.unwrap_or(100)).unwrap_or(0);
         let port = n.port.and_then(|p| u16::try_from(p).ok());
         policy.external_nodes.push(Node { host: n.name.clone(), port, weight, priority: 0, metadata: None });

@@ -252,7 +252,8 @@ impl State {
         self.registry = Registry::new(self.enabled.clone(), self.metrics.clone())
             .with_https_port(self.https_port)
             .with_cluster(self.cluster.clone())
-            .with_trust(self.pools.trust().clone());
+            .with_trust(self.pools.trust().clone())
+            .with_policy(self.pools.policy().clone());
         self
     }
 

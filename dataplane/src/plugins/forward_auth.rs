@@ -42,7 +42,7 @@ fn build(conf: &PluginConf, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, Strin
     let authority = uri.authority().ok_or("uri has no host")?.clone();
     let idle = if c.keepalive { usize::try_from(c.keepalive_pool).unwrap_or(usize::MAX) } else { 0 };
     let (connect, keepalive) = (Duration::from_millis(c.timeout), Duration::from_millis(c.keepalive_timeout));
-    let client = outbound::client(connect, idle, keepalive, ctx.trust, c.ssl_verify)?;
+    let client = outbound::client(connect, idle, keepalive, ctx, c.ssl_verify)?;
     let extra = c
         .extra_headers
         .iter()

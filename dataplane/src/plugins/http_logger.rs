@@ -36,7 +36,7 @@ fn build(conf: &PluginConf, cx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, String
     let failed = cx.metrics.log_failed(&c.name);
     // One pooled connection is enough: a sink sends one batch at a time.
     let timeout = Duration::from_secs(c.timeout);
-    let client = super::outbound::client(timeout, 1, Duration::from_secs(60), cx.trust, c.ssl_verify)?;
+    let client = super::outbound::client(timeout, 1, Duration::from_secs(60), cx, c.ssl_verify)?;
     let sink = Sink { conf: c.clone(), uri, authority, failed, client };
     // Built on the configuration thread, inside the runtime; without one (unit tests) entries are dropped.
     if let Ok(handle) = tokio::runtime::Handle::try_current() {

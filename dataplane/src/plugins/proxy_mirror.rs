@@ -45,7 +45,7 @@ fn build(conf: &PluginConf, ctx: &BuildCtx<'_>) -> Result<Arc<dyn Plugin>, Strin
         queue: OnceLock::new(),
         queue_size: usize::try_from(c.queue_size).unwrap_or(usize::MAX),
         worker: Worker {
-            client: outbound::client(timeout, IN_FLIGHT, Duration::from_secs(60), ctx.trust, true)?,
+            client: outbound::client(timeout, IN_FLIGHT, Duration::from_secs(60), ctx, true)?,
             scheme: if scheme == "https" { "https" } else { "http" },
             timeout,
             sent: ctx.metrics.mirrored("sent"),

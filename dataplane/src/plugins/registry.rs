@@ -20,6 +20,7 @@ use crate::membership::ClusterSize;
 use crate::metrics::Metrics;
 use crate::redis::RedisLinks;
 use crate::router::Vars;
+use crate::upstream::policy::AddressPolicy;
 use crate::upstream::tls::Trust;
 
 /// What a factory may use besides the plugin's configuration.
@@ -41,6 +42,8 @@ pub struct BuildCtx<'a> {
     pub owner: &'a str,
     /// The certificate authorities `https://` services of plugins are verified against.
     pub trust: &'a Trust,
+    /// The addresses plugins' services may be dialled at.
+    pub policy: &'a Arc<AddressPolicy>,
 }
 
 /// Builds one plugin instance from its configuration (which is of the factory's own plugin).
@@ -167,6 +170,7 @@ pub struct Registry {
     redis_groups: Arc<RedisGroups>,
     redis: Arc<RedisLinks>,
     trust: Trust,
+    policy: Arc<AddressPolicy>,
 }
 
 impl Registry {
@@ -181,6 +185,7 @@ impl Registry {
             redis_groups: Arc::default(),
             redis: Arc::default(),
             trust: Trust::default(),
+            policy: Arc::default(),
         }
     }
 
@@ -193,6 +198,12 @@ impl Registry {
     /// Verifies plugins' `https://` services against `trust`.
     pub fn with_trust(mut self, trust: Trust) -> Registry {
         self.trust = trust;
+        self
+    }
+
+    /// Dials plugins' services only at the addresses `policy` admits.
+    pub fn with_policy(mut self, policy: Arc<AddressPolicy>) -> Registry {
+        self.policy = policy;
         self
     }
 
@@ -221,6 +232,7 @@ impl Registry {
             redis: &self.redis,
             owner,
             trust: &self.trust,
+            policy: &self.policy,
         };
         // A factory that panics (a bug) rejects this object alone instead of ending the configuration thread.
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (factory.build)(&source.conf, &ctx)));

@@ -21,7 +21,6 @@ use rustls::pki_types::ServerName;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
@@ -562,7 +561,8 @@ async fn probe(rt: &UpstreamRuntime, i: usize, a: &Active) -> Outcome {
     let host = node.host();
     let limit = Duration::try_from_secs_f64(a.timeout).unwrap_or(Duration::from_secs(1));
     let deadline = Instant::now() + limit;
-    let connect = tokio::time::timeout_at(deadline, TcpStream::connect((host.trim_matches(['[', ']']), port))).await;
+    // Through the node's pool: a node the address policy refuses is not probed either.
+    let connect = tokio::time::timeout_at(deadline, rt.nodes[i].pool.tcp(Some(port))).await;
     let stream = match connect {
         Err(_) => return Outcome::Timeout,
         Ok(Err(_)) => return Outcome::TcpFailure,

@@ -28,6 +28,7 @@ use tokio::time::{Instant, Sleep};
 use tracing::debug;
 
 use super::http1::{self, Connection, Framing, Head, RequestBody, Stream, Upload};
+use super::policy::{self, AddressPolicy, DialError};
 use super::tls::{TlsClient, TlsSettings, Trust};
 
 /// How long an idle connection to a node is kept by default (APISIX: 60 s).
@@ -73,6 +74,18 @@ pub enum ConnectError {
     /// The HTTP/2 connection preface or settings exchange failed.
     #[error("HTTP/2 handshake: {0}")]
     Http2(String),
+    /// The node's address is refused by the upstream address policy: it was not dialled.
+    #[error("{0} is refused by the upstream address policy")]
+    Refused(SocketAddr),
+}
+
+impl From<DialError> for ConnectError {
+    fn from(e: DialError) -> Self {
+        match e {
+            DialError::Refused(addr) => ConnectError::Refused(addr),
+            DialError::Io(e) => ConnectError::Tcp(e),
+        }
+    }
 }
 
 /// When an attempt started and how long its parts may take.
@@ -150,6 +163,7 @@ struct Registry {
     /// Weak, like the pools: a client whose settings no upstream uses any more (a rotated key) is forgotten.
     tls: Mutex<HashMap<TlsSettings, Weak<TlsClient>>>,
     trust: Trust,
+    policy: Arc<AddressPolicy>,
 }
 
 impl Pools {
@@ -158,9 +172,15 @@ impl Pools {
         &self.inner.trust
     }
 
-    /// Pools whose TLS connections verify nodes against `trust` when an upstream asks for verification.
-    pub fn new(trust: Trust) -> Pools {
-        Pools { inner: Arc::new(Registry { trust, ..Registry::default() }) }
+    /// Pools whose TLS connections verify nodes against `trust` when an upstream asks for verification, and which
+    /// dial only the addresses `policy` admits.
+    pub fn new(trust: Trust, policy: AddressPolicy) -> Pools {
+        Pools { inner: Arc::new(Registry { trust, policy: Arc::new(policy), ..Registry::default() }) }
+    }
+
+    /// The addresses nodes may be dialled at.
+    pub fn policy(&self) -> &Arc<AddressPolicy> {
+        &self.inner.policy
     }
 
     /// The TLS client for `settings`, built on first use (certificates and keys are parsed here, off the request
@@ -190,7 +210,7 @@ impl Pools {
         if let Some(existing) = pools.get(&key).and_then(Weak::upgrade) {
             return existing;
         }
-        let node = Arc::new(NodePool::new(authority, pool, tls, protocol));
+        let node = Arc::new(NodePool::new(authority, pool, tls, protocol, self.inner.policy.clone()));
         pools.insert(key, Arc::downgrade(&node));
         node
     }
@@ -247,6 +267,8 @@ pub struct NodePool {
     idle: Mutex<VecDeque<Box<Conn>>>,
     /// HTTP/2: the shared connections, one per TLS server name.
     pub(super) shared: super::http2::Shared,
+    /// The addresses it may be dialled at (shared by every pool).
+    policy: Arc<AddressPolicy>,
 }
 
 /// One HTTP/1.1 connection to a node, owned by a request while it is in use.
@@ -277,7 +299,13 @@ impl Conn {
 }
 
 impl NodePool {
-    fn new(authority: &Authority, settings: Pool, tls: Option<Arc<TlsClient>>, protocol: Protocol) -> NodePool {
+    fn new(
+        authority: &Authority,
+        settings: Pool,
+        tls: Option<Arc<TlsClient>>,
+        protocol: Protocol,
+        policy: Arc<AddressPolicy>,
+    ) -> NodePool {
         let host = authority.host().trim_matches(['[', ']']).to_string();
         let port = authority.port_u16().unwrap_or(if tls.is_some() { 443 } else { 80 });
         let dial = match host.parse::<IpAddr>() {
@@ -285,7 +313,7 @@ impl NodePool {
             Err(_) => Dial::Name(host.clone(), port),
         };
         let (idle, shared) = (Mutex::new(VecDeque::new()), super::http2::Shared::default());
-        NodePool { dial, host, settings, tls, protocol, idle, shared }
+        NodePool { dial, host, settings, tls, protocol, idle, shared, policy }
     }
 
     /// Whether connections to this node use TLS.
@@ -406,14 +434,21 @@ impl NodePool {
         }))
     }
 
+    /// Opens a TCP connection to the node (on `port` instead of its own, for health probes), when the address
+    /// policy admits where it resolves to.
+    pub(super) async fn tcp(&self, port: Option<u16>) -> Result<TcpStream, ConnectError> {
+        Ok(match &self.dial {
+            Dial::Addr(addr) => {
+                policy::connect_addr(&self.policy, SocketAddr::new(addr.ip(), port.unwrap_or(addr.port()))).await?
+            }
+            Dial::Name(host, own) => policy::connect(&self.policy, host, port.unwrap_or(*own)).await?,
+        })
+    }
+
     /// Opens a stream to the node: TCP, then TLS when configured, both within `limit`.
     pub(super) async fn open(&self, limit: Duration, server_name: Option<&str>) -> Result<Stream, ConnectError> {
         tokio::time::timeout(limit, async {
-            let tcp = match &self.dial {
-                Dial::Addr(addr) => TcpStream::connect(addr).await,
-                Dial::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await,
-            }
-            .map_err(ConnectError::Tcp)?;
+            let tcp = self.tcp(None).await?;
             let _ = tcp.set_nodelay(true);
             match &self.tls {
                 Some(tls) => {

@@ -281,6 +281,12 @@ impl UpstreamRuntime {
             let host_header = HeaderValue::try_from(host_text)
                 .map_err(|e| Rejected::Unsupported(format!("node host {host} ({e})")))?;
             let pool = pools.node(&authority, spec.pool, tls.clone(), spec.protocol);
+            // Said once per build; each request that picks the node is answered 502 without dialling it.
+            if let Ok(ip) = host.parse::<std::net::IpAddr>()
+                && !pools.policy().admits(std::net::SocketAddr::new(ip, *port))
+            {
+                tracing::warn!(upstream = %name, node = %address, "node refused by the upstream address policy");
+            }
             let tls_name = tls.as_ref().and_then(|_| server_name(&host_header)).map(Cow::into_owned);
             nodes.push(NodeRuntime { address: Arc::from(authority.as_str()), authority, host_header, pool, tls_name });
             let priority = match zone.filter(|_| spec.zone_aware) {

@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 pub mod api_breaker;
 pub mod basic_auth;
 pub mod brotli;
-mod check;
+pub(crate) mod check;
 pub mod client_control;
 pub mod consumer_restriction;
 pub mod cors;
