@@ -229,6 +229,111 @@ def test_pods_are_locked_down(variant: tuple[str, dict[str, Any]]) -> None:
             assert c["readinessProbe"] and c["livenessProbe"]
 
 
+# Volume types the Pod Security Standards' restricted profile admits.
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+
+
+def restricted_violations(spec: dict[str, Any]) -> list[str]:
+    """What in a pod spec the Pod Security Standards' `restricted` profile (and `baseline`, which it includes)
+    forbids, as the built-in Pod Security Admission checks it."""
+    out = []
+    pod = spec.get("securityContext", {})
+    for field in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(field):
+            out.append(field)
+    for v in spec.get("volumes", []):
+        kinds = set(v) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            out.append(f"volume {v['name']}: {kinds}")
+    if pod.get("sysctls"):
+        out.append("sysctls")
+    if pod.get("seLinuxOptions", {}).get("type") not in (None, "", "container_t", "container_init_t", "container_kvm_t"):
+        out.append("seLinuxOptions.type")
+    for c in spec.get("initContainers", []) + spec["containers"]:
+        sc, name = c.get("securityContext", {}), c["name"]
+        merged = {**pod, **sc}
+        if sc.get("privileged"):
+            out.append(f"{name}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{name}: allowPrivilegeEscalation must be false")
+        if merged.get("runAsNonRoot") is not True:
+            out.append(f"{name}: runAsNonRoot must be true")
+        if merged.get("runAsUser") == 0:
+            out.append(f"{name}: runAsUser 0")
+        seccomp = merged.get("seccompProfile", {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{name}: seccompProfile {seccomp}")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            out.append(f"{name}: capabilities must drop ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append(f"{name}: capabilities added")
+        if sc.get("procMount") not in (None, "Default"):
+            out.append(f"{name}: procMount")
+        if merged.get("appArmorProfile", {}).get("type") == "Unconfined":
+            out.append(f"{name}: AppArmor unconfined")
+        for port in c.get("ports", []):
+            if port.get("hostPort"):
+                out.append(f"{name}: hostPort {port['hostPort']}")
+    return out
+
+
+def test_pods_meet_pod_security_restricted(variant: tuple[str, dict[str, Any]]) -> None:
+    """Every pod the chart renders may run in a namespace labelled `pod-security.kubernetes.io/enforce:
+    restricted`, except for the host ports a variant asks for (which only `privileged` admits)."""
+    name, values = variant
+    for workload in (o for o in render(values).objects if o["kind"] in WORKLOADS):
+        found = restricted_violations(pod_spec(workload))
+        if name == "default" or not any("hostPort" in f for f in found):
+            assert found == [], f"{name}: {workload['metadata']['name']}: {found}"
+        else:
+            assert all("hostPort" in f for f in found), f"{name}: {workload['metadata']['name']}: {found}"
+    assert restricted_violations({"containers": [{"name": "bad", "securityContext": {"privileged": True}}]})
+
+
+def test_etcd_is_reachable_only_from_sluice_pods() -> None:
+    rendered = render({})
+    policy = rendered.one("NetworkPolicy", "sluice-etcd")
+    etcd = rendered.one("StatefulSet", "sluice-etcd")
+    etcd_labels = etcd["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= etcd_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    named = {p["name"] for p in container(etcd, "etcd")["ports"]}
+    by_port: dict[str, list[dict[str, Any]]] = {}
+    for rule in policy["spec"]["ingress"]:
+        for port in rule["ports"]:
+            assert port["port"] in named, f"port {port['port']} is not a port of the etcd container"
+            by_port.setdefault(port["port"], []).append(rule)
+    assert set(by_port) == {"client", "peer", "metrics"}
+
+    def admitted(rules: list[dict[str, Any]], labels: dict[str, str]) -> bool:
+        return any(
+            "from" not in r or any(p["podSelector"]["matchLabels"].items() <= labels.items() for p in r["from"])
+            for r in rules
+        )
+
+    pods = {
+        "controller": rendered.one("Deployment", "sluice-controller")["spec"]["template"]["metadata"]["labels"],
+        "dataplane": dataplane({})["spec"]["template"]["metadata"]["labels"],
+        "etcd": etcd_labels,
+    }
+    stranger = {"app.kubernetes.io/name": "other", "app": "tenant"}
+    assert all(admitted(by_port["client"], labels) for labels in pods.values())
+    assert not admitted(by_port["client"], stranger)
+    assert admitted(by_port["peer"], etcd_labels)
+    assert not admitted(by_port["peer"], pods["dataplane"]) and not admitted(by_port["peer"], stranger)
+    assert admitted(by_port["metrics"], stranger), "scrapers reach the metrics port"
+
+    backup = {"podSelector": {"matchLabels": {"app": "etcd-backup"}}}
+    values = {"etcd": {"networkPolicy": {"extraClients": [backup]}}}
+    chart().validate_schema(values)
+    extra = render(values).one("NetworkPolicy", "sluice-etcd")
+    assert admitted([r for r in extra["spec"]["ingress"] if r["ports"][0]["port"] == "client"], {"app": "etcd-backup"})
+    assert not render({"etcd": {"networkPolicy": {"enabled": False}}}).of_kind("NetworkPolicy")
+    external = {"etcd": {"enabled": False, "external": {"endpoints": ["https://etcd.example:2379"]}}}
+    assert not render(external).of_kind("NetworkPolicy")
+
+
 @pytest.mark.parametrize(("component", "binary"), [("controller", "sluice-controller"), ("dataplane", "sluice-dataplane")])
 def test_probes_hit_the_admin_listener(variant: tuple[str, dict[str, Any]], component: str, binary: str) -> None:
     _, values = variant
