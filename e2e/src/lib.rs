@@ -29,6 +29,8 @@ pub struct StackConfig {
     pub dataplane_admin_port: u16,
     /// The controller's admin port.
     pub controller_admin_port: u16,
+    /// Serve etcd's clients over TLS and require their certificates; both components present one.
+    pub etcd_tls: bool,
 }
 
 impl StackConfig {
@@ -42,6 +44,7 @@ impl StackConfig {
             https_port: free_port(),
             dataplane_admin_port: free_port(),
             controller_admin_port: free_port(),
+            etcd_tls: false,
         }
     }
 }
@@ -85,29 +88,34 @@ impl Stack {
     /// Starts etcd, the controller and the data plane, and waits until both report ready.
     pub async fn start(config: StackConfig) -> anyhow::Result<Stack> {
         std::fs::create_dir_all(&config.log_dir)?;
-        let etcd = Etcd::start_on(config.etcd_ports.0, config.etcd_ports.1).await.context("starting etcd")?;
+        let (client_port, peer_port) = config.etcd_ports;
+        let etcd = if config.etcd_tls {
+            Etcd::start_tls_on(client_port, peer_port).await
+        } else {
+            Etcd::start_on(client_port, peer_port).await
+        }
+        .context("starting etcd")?;
         let endpoint = etcd.endpoint();
-        let controller = spawn(
-            "sluice-controller",
-            &[
-                format!("--manifests={}", config.manifests.display()),
-                format!("--etcd-endpoints={endpoint}"),
-                format!("--admin-addr=127.0.0.1:{}", config.controller_admin_port),
-                "--publish-status-address=127.0.0.1".to_string(),
-                "--debounce-ms=50".to_string(),
-            ],
-            &config.log_dir,
-        )?;
-        let dataplane = spawn(
-            "sluice-dataplane",
-            &[
-                format!("--etcd-endpoints={endpoint}"),
-                format!("--http-addr=127.0.0.1:{}", config.http_port),
-                format!("--https-addr=127.0.0.1:{}", config.https_port),
-                format!("--admin-addr=127.0.0.1:{}", config.dataplane_admin_port),
-            ],
-            &config.log_dir,
-        )?;
+        // Both components take the same etcd flags.
+        let mut etcd_args = vec![format!("--etcd-endpoints={endpoint}")];
+        if let Some(tls) = etcd.tls() {
+            etcd_args.push(format!("--etcd-ca-file={}", tls.ca.display()));
+            etcd_args.push(format!("--etcd-cert-file={}", tls.cert.display()));
+            etcd_args.push(format!("--etcd-key-file={}", tls.key.display()));
+        }
+        let controller_args = [
+            format!("--manifests={}", config.manifests.display()),
+            format!("--admin-addr=127.0.0.1:{}", config.controller_admin_port),
+            "--publish-status-address=127.0.0.1".to_string(),
+            "--debounce-ms=50".to_string(),
+        ];
+        let controller = spawn("sluice-controller", &[&etcd_args[..], &controller_args].concat(), &config.log_dir)?;
+        let dataplane_args = [
+            format!("--http-addr=127.0.0.1:{}", config.http_port),
+            format!("--https-addr=127.0.0.1:{}", config.https_port),
+            format!("--admin-addr=127.0.0.1:{}", config.dataplane_admin_port),
+        ];
+        let dataplane = spawn("sluice-dataplane", &[&etcd_args[..], &dataplane_args].concat(), &config.log_dir)?;
         let redis = sluice_testkit::Redis::start_on(EXAMPLE_REDIS_PORT).await.ok();
         let stack = Stack { etcd, controller, dataplane, redis, config };
         stack.wait_ready(Duration::from_secs(30)).await?;

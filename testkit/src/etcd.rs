@@ -14,6 +14,46 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    tls: Option<EtcdTls>,
+}
+
+/// The files of an etcd that serves clients over TLS and requires their certificates: the CA that signed the
+/// server's and the client's certificates (the fixtures of [`crate::tls`]), and the client's certificate and key.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// The CA bundle clients verify the server against (PEM).
+    pub ca: PathBuf,
+    /// A client certificate etcd accepts (PEM).
+    pub cert: PathBuf,
+    /// Its key (PEM).
+    pub key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+impl EtcdTls {
+    fn write(dir: &std::path::Path) -> anyhow::Result<EtcdTls> {
+        let file = |name: &str, pem: &str| -> anyhow::Result<PathBuf> {
+            let path = dir.join(name);
+            std::fs::write(&path, pem)?;
+            Ok(path)
+        };
+        Ok(EtcdTls {
+            ca: file("ca.crt", crate::tls::CA_PEM)?,
+            cert: file("client.crt", crate::tls::CLIENT_CERT_PEM)?,
+            key: file("client.key", crate::tls::CLIENT_KEY_PEM)?,
+            server_cert: file("server.crt", crate::tls::SERVER_CERT_PEM)?,
+            server_key: file("server.key", crate::tls::SERVER_KEY_PEM)?,
+        })
+    }
+
+    /// Client options that present the client certificate and trust the CA.
+    pub fn options(&self) -> anyhow::Result<etcd_client::ConnectOptions> {
+        let identity = etcd_client::Identity::from_pem(std::fs::read(&self.cert)?, std::fs::read(&self.key)?);
+        let ca = etcd_client::Certificate::from_pem(std::fs::read(&self.ca)?);
+        let tls = etcd_client::TlsOptions::new().ca_certificate(ca).identity(identity);
+        Ok(etcd_client::ConnectOptions::new().with_tls(tls))
+    }
 }
 
 /// The etcd binary: `$SLUICE_ETCD_BIN`, else the one the `etcd-bin-vendored` crate ships, else `etcd` on PATH.
@@ -43,19 +83,38 @@ impl Etcd {
 
     /// Starts etcd on the given loopback ports and waits until it answers.
     pub async fn start_on(client_port: u16, peer_port: u16) -> anyhow::Result<Etcd> {
-        let mut etcd = Etcd { child: None, dir: tempfile::tempdir()?, client_port, peer_port };
+        Etcd::start_with(client_port, peer_port, false).await
+    }
+
+    /// Starts etcd on the given loopback ports serving clients over TLS with client certificate authentication
+    /// (`--client-cert-auth`), and waits until it answers; [`Etcd::tls`] has the files clients need.
+    pub async fn start_tls_on(client_port: u16, peer_port: u16) -> anyhow::Result<Etcd> {
+        Etcd::start_with(client_port, peer_port, true).await
+    }
+
+    async fn start_with(client_port: u16, peer_port: u16, tls: bool) -> anyhow::Result<Etcd> {
+        let dir = tempfile::tempdir()?;
+        let tls = if tls { Some(EtcdTls::write(dir.path())?) } else { None };
+        let mut etcd = Etcd { child: None, dir, client_port, peer_port, tls };
         etcd.spawn().await?;
         Ok(etcd)
     }
 
-    /// The client endpoint, `http://127.0.0.1:<port>`.
+    /// The client endpoint, `http://127.0.0.1:<port>` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
-    /// A connected client.
+    /// The files TLS clients need, when it serves TLS.
+    pub fn tls(&self) -> Option<&EtcdTls> {
+        self.tls.as_ref()
+    }
+
+    /// A connected client (with the client certificate when it serves TLS).
     pub async fn client(&self) -> anyhow::Result<etcd_client::Client> {
-        Ok(etcd_client::Client::connect([self.endpoint()], None).await?)
+        let options = self.tls.as_ref().map(EtcdTls::options).transpose()?;
+        Ok(etcd_client::Client::connect([self.endpoint()], options).await?)
     }
 
     /// Kills the server; its data stays so that [`Etcd::resume`] brings the same state back.
@@ -69,7 +128,7 @@ impl Etcd {
     }
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let client = self.endpoint();
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut cmd = Command::new(etcd_binary());
         cmd.arg("--name=test")
@@ -82,13 +141,19 @@ impl Etcd {
             .arg("--log-level=error")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(tls) = &self.tls {
+            cmd.arg(format!("--cert-file={}", tls.server_cert.display()))
+                .arg(format!("--key-file={}", tls.server_key.display()))
+                .arg(format!("--trusted-ca-file={}", tls.ca.display()))
+                .arg("--client-cert-auth");
+        }
         let child = Child::spawn("etcd", cmd).context("starting etcd (set SLUICE_ETCD_BIN to override)")?;
         self.child = Some(child);
         for _ in 0..500 {
             if let Some(status) = self.child.as_mut().and_then(Child::exited) {
                 bail!("etcd exited at start ({status}); port {} or {} may be taken", self.client_port, self.peer_port)
             }
-            if let Ok(mut c) = etcd_client::Client::connect([client.as_str()], None).await
+            if let Ok(mut c) = self.client().await
                 && c.status().await.is_ok()
             {
                 return Ok(());

@@ -12,7 +12,7 @@ mod tls;
 mod tls_client;
 
 pub use echo::EchoServer;
-pub use etcd::{Etcd, EtcdCluster};
+pub use etcd::{Etcd, EtcdCluster, EtcdTls};
 pub use gate::Gate;
 pub use grpc::GrpcEchoServer;
 pub use http::{Reply, get, request};
