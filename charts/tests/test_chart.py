@@ -4,8 +4,11 @@
 
 from __future__ import annotations
 
+import base64
 import difflib
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import helm_python
@@ -432,9 +435,11 @@ def test_in_chart_etcd_is_a_three_member_cluster() -> None:
     assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
     members = [f"sluice-etcd-{i}.sluice-etcd-headless.{NAMESPACE}.svc" for i in range(3)]
     etcd_args = args_of(container(sts, "etcd"))
-    assert etcd_args["--initial-cluster"] == ",".join(f"sluice-etcd-{i}=http://{m}:2380" for i, m in enumerate(members))
+    assert etcd_args["--initial-cluster"] == ",".join(f"sluice-etcd-{i}=https://{m}:2380" for i, m in enumerate(members))
     ctl = args_of(container(rendered.one("Deployment", "sluice-controller"), "controller"))
-    assert ctl["--etcd-endpoints"] == ",".join(f"http://{m}:2379" for m in members)
+    assert ctl["--etcd-endpoints"] == ",".join(f"https://{m}:2379" for m in members)
+    plain = args_of(container(render({"etcd": {"tls": {"enabled": False}}}).one("StatefulSet", "sluice-etcd"), "etcd"))
+    assert plain["--initial-cluster"].count("=http://") == 3 and "--client-cert-auth" not in plain
     assert rendered.one("PodDisruptionBudget", "sluice-etcd")["spec"]["minAvailable"] == 2
     assert sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "8Gi"
 
@@ -600,13 +605,75 @@ def test_notes_give_first_commands(variant: tuple[str, dict[str, Any]]) -> None:
 # --- golden ------------------------------------------------------------------------------------------------------
 
 
+def openssl(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["openssl", *args], input=stdin, capture_output=True, check=False)
+
+
+def test_etcd_speaks_tls_with_client_certificates_by_default(tmp_path: Path) -> None:
+    rendered = render()
+    sts = rendered.one("StatefulSet", "sluice-etcd")
+    args = args_of(container(sts, "etcd"))
+    for flag in ("--listen-client-urls", "--advertise-client-urls", "--listen-peer-urls", "--initial-advertise-peer-urls"):
+        assert args[flag].startswith("https://"), flag
+    assert args["--listen-metrics-urls"].startswith("http://"), "the probes' port stays plain"
+    assert "--client-cert-auth" in args and "--peer-client-cert-auth" in args
+    mount = next(m for m in container(sts, "etcd")["volumeMounts"] if m["name"] == "tls")
+    for flag in ("--cert-file", "--key-file", "--trusted-ca-file", "--peer-cert-file", "--peer-key-file", "--peer-trusted-ca-file"):
+        assert args[flag].startswith(mount["mountPath"] + "/"), flag
+    server_secret = next(v for v in pod_spec(sts)["volumes"] if v["name"] == "tls")["secret"]["secretName"]
+
+    # Both components present the client certificate.
+    client_secret = None
+    for workload, name in ((rendered.one("Deployment", "sluice-controller"), "controller"), (dataplane({}), "dataplane")):
+        c = container(workload, name)
+        a = args_of(c)
+        assert a["--etcd-endpoints"].startswith("https://")
+        tls_mount = next(m for m in c["volumeMounts"] if m["name"] == "etcd-tls")
+        assert a["--etcd-cert-file"] == f"{tls_mount['mountPath']}/tls.crt"
+        volume = next(v for v in pod_spec(workload)["volumes"] if v["name"] == "etcd-tls")
+        client_secret = volume["secret"]["secretName"]
+
+    # The generated certificates: the members' names, both purposes, one CA.
+    def files(secret: str) -> dict[str, Path]:
+        data = rendered.one("Secret", secret)["data"]
+        out = {}
+        for key, value in data.items():
+            out[key] = tmp_path / f"{secret}-{key}"
+            out[key].write_bytes(base64.b64decode(value))
+        return out
+
+    server, client = files(server_secret), files(client_secret)
+    assert server["ca.crt"].read_bytes() == client["ca.crt"].read_bytes()
+    for i in range(3):
+        host = f"sluice-etcd-{i}.sluice-etcd-headless.{NAMESPACE}.svc"
+        for purpose in ("sslserver", "sslclient"):  # the members' certificate is also their peer client certificate
+            done = openssl("verify", "-CAfile", str(server["ca.crt"]), "-purpose", purpose, "-verify_hostname", host, str(server["tls.crt"]))
+            assert done.returncode == 0, done.stdout + done.stderr
+    done = openssl("verify", "-CAfile", str(client["ca.crt"]), "-purpose", "sslclient", str(client["tls.crt"]))
+    assert done.returncode == 0, done.stdout + done.stderr
+    wrong = openssl("verify", "-CAfile", str(server["ca.crt"]), "-verify_hostname", "etcd.elsewhere.example", str(server["tls.crt"]))
+    assert wrong.returncode != 0
+
+    # Existing Secrets replace the generated ones, both or neither.
+    values = {"etcd": {"tls": {"existingServerSecret": "my-etcd-server", "existingClientSecret": "my-etcd-client"}}}
+    chart().validate_schema(values)
+    mine = render(values)
+    assert not mine.of_kind("Secret")
+    secret_of = lambda w, n: next(v for v in pod_spec(w)["volumes"] if v["name"] == n)["secret"]["secretName"]  # noqa: E731
+    assert secret_of(mine.one("StatefulSet", "sluice-etcd"), "tls") == "my-etcd-server"
+    assert secret_of(mine.one("Deployment", "sluice-controller"), "etcd-tls") == "my-etcd-client"
+    with pytest.raises(Exception, match="go together"):
+        render({"etcd": {"tls": {"existingServerSecret": "my-etcd-server"}}})
+
+
 def test_default_rendering_matches_golden() -> None:
     path = GOLDEN / "default.yaml"
     header = (
         "# The chart rendered with its default values (release sluice, namespace sluice). Regenerate after an\n"
         "# intended change with: SLUICE_UPDATE_GOLDEN=1 .local/venv/bin/python -m pytest charts/tests\n"
     )
-    actual = header + render().manifest()
+    # Generated keys and certificates differ on every render.
+    actual = header + re.sub(r"^(  (?:ca\.crt|tls\.crt|tls\.key)): \S+$", r"\1: <generated>", render().manifest(), flags=re.M)
     if UPDATE_GOLDEN:
         path.write_text(actual)
     expected = path.read_text() if path.exists() else ""
