@@ -145,6 +145,25 @@ SERVICE_MONITOR_SCHEMA = {
                             "path": {"type": "string"},
                             "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
                             "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                            # The operator's SafeAuthorization: a scheme and a SecretKeySelector.
+                            "authorization": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["credentials"],
+                                "properties": {
+                                    "type": {"type": "string"},
+                                    "credentials": {
+                                        "type": "object",
+                                        "additionalProperties": False,
+                                        "required": ["key"],
+                                        "properties": {
+                                            "name": {"type": "string"},
+                                            "key": {"type": "string"},
+                                            "optional": {"type": "boolean"},
+                                        },
+                                    },
+                                },
+                            },
                         },
                     },
                 },
@@ -566,6 +585,32 @@ def test_dataplane_refuses_loopback_its_own_address_and_the_kubernetes_api() -> 
     assert args["--upstream-allow"] == "10.0.0.0/8,fd00::/8"
 
 
+def test_admin_ports_need_the_token_and_the_servicemonitor_presents_it() -> None:
+    values = {"metrics": {"serviceMonitor": {"enabled": True}}}
+    rendered = render(values)
+    secret = rendered.one("Secret", "sluice-admin-token")
+    assert len(base64.b64decode(secret["data"]["token"])) >= 32
+    for workload, name in ((rendered.one("Deployment", "sluice-controller"), "controller"), (dataplane(values), "dataplane")):
+        c = container(workload, name)
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "admin-token")
+        assert args_of(c)["--admin-token-file"] == f"{mount['mountPath']}/token"
+        volume = next(v for v in pod_spec(workload)["volumes"] if v["name"] == "admin-token")
+        assert volume["secret"]["secretName"] == "sluice-admin-token"
+        # The probes need no token.
+        assert c["readinessProbe"]["httpGet"]["path"] in ("/readyz", "/healthz")
+    for endpoint in rendered.one("ServiceMonitor", "sluice")["spec"]["endpoints"]:
+        assert endpoint["authorization"] == {"type": "Bearer", "credentials": {"name": "sluice-admin-token", "key": "token"}}
+
+    off = {"metrics": {"auth": {"enabled": False}, "serviceMonitor": {"enabled": True}}}
+    chart().validate_schema(off)
+    assert "--admin-token-file" not in args_of(container(dataplane(off), "dataplane"))
+    assert "authorization" not in render(off).one("ServiceMonitor", "sluice")["spec"]["endpoints"][0]
+    mine = {"metrics": {"auth": {"existingSecret": "my-token"}}}
+    assert not [s for s in render(mine).of_kind("Secret") if s["metadata"]["name"].endswith("admin-token")]
+    volume = next(v for v in pod_spec(dataplane(mine))["volumes"] if v["name"] == "admin-token")
+    assert volume["secret"]["secretName"] == "my-token"
+
+
 def test_hpa_off_variant() -> None:
     rendered = render(variants()["hpa-off"])
     assert not rendered.of_kind("HorizontalPodAutoscaler")
@@ -658,7 +703,7 @@ def test_etcd_speaks_tls_with_client_certificates_by_default(tmp_path: Path) -> 
     values = {"etcd": {"tls": {"existingServerSecret": "my-etcd-server", "existingClientSecret": "my-etcd-client"}}}
     chart().validate_schema(values)
     mine = render(values)
-    assert not mine.of_kind("Secret")
+    assert not [s for s in mine.of_kind("Secret") if s["metadata"]["name"].startswith("sluice-etcd")]
     secret_of = lambda w, n: next(v for v in pod_spec(w)["volumes"] if v["name"] == n)["secret"]["secretName"]  # noqa: E731
     assert secret_of(mine.one("StatefulSet", "sluice-etcd"), "tls") == "my-etcd-server"
     assert secret_of(mine.one("Deployment", "sluice-controller"), "etcd-tls") == "my-etcd-client"
@@ -673,7 +718,7 @@ def test_default_rendering_matches_golden() -> None:
         "# intended change with: SLUICE_UPDATE_GOLDEN=1 .local/venv/bin/python -m pytest charts/tests\n"
     )
     # Generated keys and certificates differ on every render.
-    actual = header + re.sub(r"^(  (?:ca\.crt|tls\.crt|tls\.key)): \S+$", r"\1: <generated>", render().manifest(), flags=re.M)
+    actual = header + re.sub(r"^(  (?:ca\.crt|tls\.crt|tls\.key|token)): \S+$", r"\1: <generated>", render().manifest(), flags=re.M)
     if UPDATE_GOLDEN:
         path.write_text(actual)
     expected = path.read_text() if path.exists() else ""

@@ -44,6 +44,10 @@ struct Args {
     /// Address of the admin listener (/healthz, /readyz, /metrics).
     #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "127.0.0.1:9092")]
     admin_addr: SocketAddr,
+    /// A file holding the token the admin listener requires (`Authorization: Bearer`) for everything but
+    /// /healthz and /readyz; read on each request, so a rotated Secret takes effect without a restart.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
     /// The IngressClass `spec.controller` value this controller serves.
     #[arg(long, env = "SLUICE_CONTROLLER_NAME", default_value = DEFAULT_CONTROLLER_NAME)]
     controller_name: String,
@@ -101,9 +105,9 @@ async fn main() -> anyhow::Result<()> {
     let metrics = Metrics::new();
     let ready = Arc::new(AtomicBool::new(false));
     tokio::spawn({
-        let (ready, metrics) = (ready.clone(), metrics.clone());
+        let (ready, metrics, token) = (ready.clone(), metrics.clone(), args.admin_token_file.clone());
         async move {
-            if let Err(e) = admin::serve(args.admin_addr, ready, metrics).await {
+            if let Err(e) = admin::serve(args.admin_addr, ready, metrics, token).await {
                 tracing::error!(error = %e, addr = %args.admin_addr, "admin listener failed");
             }
         }

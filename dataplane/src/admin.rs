@@ -1,4 +1,6 @@
-//! The admin listener: liveness, readiness and Prometheus metrics.
+//! The admin listener: liveness, readiness and Prometheus metrics; with `--admin-token-file`, everything but the
+//! probes needs the token (`Authorization: Bearer`), read from the file on each request so that a rotated Secret
+//! takes effect without a restart.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,7 +15,22 @@ use crate::Shared;
 /// Answers `/healthz`, `/readyz` and `/metrics`.
 pub(crate) async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let snapshot = shared.snapshot_revision.load(std::sync::atomic::Ordering::Acquire);
-    let (status, content_type, body) = match req.uri().path() {
+    let path = req.uri().path();
+    let token = match &shared.admin_token_file {
+        None => None,
+        Some(file) => Some(tokio::fs::read_to_string(file).await.unwrap_or_else(|e| {
+            tracing::warn!(file = %file.display(), error = %e, "admin token file unreadable; refusing admin requests");
+            String::new()
+        })),
+    };
+    let authorization = req.headers().get(header::AUTHORIZATION).map(HeaderValue::as_bytes);
+    if !sluice_model::admin::admits(path, authorization, token.as_deref()) {
+        let mut resp = Response::new(Full::new(Bytes::from_static(b"unauthorized: a bearer token is required\n")));
+        *resp.status_mut() = StatusCode::UNAUTHORIZED;
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Ok(resp);
+    }
+    let (status, content_type, body) = match path {
         "/healthz" if !shared.config_alive.load(std::sync::atomic::Ordering::Acquire) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",

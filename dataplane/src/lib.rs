@@ -91,6 +91,8 @@ pub struct Options {
     pub upstream_deny: Vec<String>,
     /// Address blocks upstream nodes may be in even when denied.
     pub upstream_allow: Vec<String>,
+    /// A file holding the token the admin listener requires for everything but `/healthz` and `/readyz`.
+    pub admin_token_file: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -118,6 +120,7 @@ impl Default for Options {
             snapshot_file: None,
             upstream_deny: Vec::new(),
             upstream_allow: Vec::new(),
+            admin_token_file: None,
         }
     }
 }
@@ -169,6 +172,8 @@ pub(crate) struct Shared {
     /// time): from then on new upstreams' checks do not hold readiness back.
     settled: AtomicBool,
     started: std::time::Instant,
+    /// The admin listener's token file, when it requires one.
+    admin_token_file: Option<std::path::PathBuf>,
 }
 
 /// How long readiness waits for the health checkers' first round after the first configuration is loaded.
@@ -299,6 +304,7 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
         loaded_at_ms: Default::default(),
         settled: AtomicBool::new(false),
         started: std::time::Instant::now(),
+        admin_token_file: opts.admin_token_file.clone(),
     });
     let global = match &opts.access_log {
         Some(log) => log.start(&shared.metrics).map_err(StartError::AccessLog)?,

@@ -72,6 +72,10 @@ struct Args {
     /// Address of the admin listener (/healthz, /readyz, /metrics).
     #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "127.0.0.1:9091")]
     admin_addr: SocketAddr,
+    /// A file holding the token the admin listener requires (`Authorization: Bearer`) for everything but
+    /// /healthz and /readyz; read on each request, so a rotated Secret takes effect without a restart.
+    #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<std::path::PathBuf>,
     /// Tokio worker threads; defaults to the number of cores.
     #[arg(long, env = "SLUICE_WORKERS")]
     workers: Option<usize>,
@@ -234,6 +238,7 @@ fn main() -> anyhow::Result<()> {
         upstream_ca_file: args.upstream_ca_file,
         upstream_deny: args.upstream_deny,
         upstream_allow: args.upstream_allow,
+        admin_token_file: args.admin_token_file,
     };
     runtime.block_on(sluice_dataplane::run(opts, shutdown_signal()))?;
     Ok(())

@@ -5,6 +5,7 @@
 //! bad object can be rejected alone with a reason a human can act on.
 
 pub mod address;
+pub mod admin;
 pub mod data_plane;
 mod id;
 pub mod keys;

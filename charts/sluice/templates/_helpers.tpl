@@ -210,3 +210,28 @@ Call with (dict "ctx" $ "component" "dataplane" "constraints" .topologySpreadCon
 {{- end -}}
 {{- toYaml $out -}}
 {{- end -}}
+
+{{/* The admin listeners' bearer token (metrics.auth): its Secret, flag, volume and mount (nothing when off). */}}
+{{- define "sluice.adminToken.secret" -}}
+{{- .Values.metrics.auth.existingSecret | default (printf "%s-admin-token" (include "sluice.fullname" .)) -}}
+{{- end -}}
+{{- define "sluice.adminToken.args" -}}
+{{- if .Values.metrics.auth.enabled }}
+- --admin-token-file=/etc/sluice/admin-token/token
+{{- end }}
+{{- end -}}
+{{- define "sluice.adminToken.volume" -}}
+{{- if .Values.metrics.auth.enabled }}
+- name: admin-token
+  secret:
+    secretName: {{ include "sluice.adminToken.secret" . }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+{{- define "sluice.adminToken.volumeMount" -}}
+{{- if .Values.metrics.auth.enabled }}
+- name: admin-token
+  mountPath: /etc/sluice/admin-token
+  readOnly: true
+{{- end }}
+{{- end -}}

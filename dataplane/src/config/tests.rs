@@ -376,6 +376,7 @@ fn shared() -> Arc<crate::Shared> {
         loaded_at_ms: Default::default(),
         settled: AtomicBool::new(false),
         started: std::time::Instant::now(),
+        admin_token_file: None,
     })
 }
 
