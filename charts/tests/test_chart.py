@@ -611,6 +611,24 @@ def test_admin_ports_need_the_token_and_the_servicemonitor_presents_it() -> None
     assert volume["secret"]["secretName"] == "my-token"
 
 
+def test_credentials_are_sealed_with_a_generated_keyring() -> None:
+    rendered = render()
+    keyring = base64.b64decode(rendered.one("Secret", "sluice-credential-keyring")["data"]["keyring"]).decode()
+    key_id, key = keyring.split()
+    assert key_id == "k1" and len(base64.b64decode(key)) == 32
+    for workload, name in ((rendered.one("Deployment", "sluice-controller"), "controller"), (dataplane({}), "dataplane")):
+        c = container(workload, name)
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "credential-keyring")
+        assert args_of(c)["--credential-keyring"] == f"{mount['mountPath']}/keyring"
+        volume = next(v for v in pod_spec(workload)["volumes"] if v["name"] == "credential-keyring")
+        assert volume["secret"]["secretName"] == "sluice-credential-keyring"
+    off = {"credentialKeyring": {"enabled": False}}
+    chart().validate_schema(off)
+    assert "--credential-keyring" not in args_of(container(dataplane(off), "dataplane"))
+    mine = {"credentialKeyring": {"existingSecret": "my-keyring"}}
+    assert not [s for s in render(mine).of_kind("Secret") if s["metadata"]["name"].endswith("keyring")]
+
+
 def test_hpa_off_variant() -> None:
     rendered = render(variants()["hpa-off"])
     assert not rendered.of_kind("HorizontalPodAutoscaler")
@@ -718,7 +736,7 @@ def test_default_rendering_matches_golden() -> None:
         "# intended change with: SLUICE_UPDATE_GOLDEN=1 .local/venv/bin/python -m pytest charts/tests\n"
     )
     # Generated keys and certificates differ on every render.
-    actual = header + re.sub(r"^(  (?:ca\.crt|tls\.crt|tls\.key|token)): \S+$", r"\1: <generated>", render().manifest(), flags=re.M)
+    actual = header + re.sub(r"^(  (?:ca\.crt|tls\.crt|tls\.key|token|keyring)): \S+$", r"\1: <generated>", render().manifest(), flags=re.M)
     if UPDATE_GOLDEN:
         path.write_text(actual)
     expected = path.read_text() if path.exists() else ""

@@ -11,5 +11,6 @@ pub mod manifests;
 pub mod metrics;
 pub mod pipeline;
 pub mod resources;
+pub mod sealing;
 pub mod sink;
 pub mod translate;

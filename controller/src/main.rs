@@ -48,6 +48,10 @@ struct Args {
     /// /healthz and /readyz; read on each request, so a rotated Secret takes effect without a restart.
     #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
+    /// The keyring file (`<id> <base64 key>` lines, the current key first) consumers' credentials are sealed
+    /// with before they are written to etcd; read again at every sync.
+    #[arg(long, env = "SLUICE_CREDENTIAL_KEYRING")]
+    credential_keyring: Option<PathBuf>,
     /// The IngressClass `spec.controller` value this controller serves.
     #[arg(long, env = "SLUICE_CONTROLLER_NAME", default_value = DEFAULT_CONTROLLER_NAME)]
     controller_name: String,
@@ -123,6 +127,7 @@ async fn main() -> anyhow::Result<()> {
     let sink = EtcdSink::new(client, keys.clone());
     let trigger = Arc::new(Notify::new());
     let debounce = Duration::from_millis(args.debounce_ms);
+    let sealer = sluice_controller::sealing::Sealer::load(args.credential_keyring.clone())?;
 
     if let Some(dir) = &args.manifests {
         tracing::info!(dir = %dir.display(), "manifest-directory mode");
@@ -139,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
             trigger,
             ready,
             debounce,
+            sealer,
         };
         tokio::select! {
             _ = pipeline.run() => {}
@@ -155,7 +161,7 @@ async fn main() -> anyhow::Result<()> {
         let lease = Duration::from_secs(args.lease_seconds.max(3));
         Elector::new(client, &args.lease_namespace, &args.lease_name, &identity, lease)
     });
-    let pipeline = Pipeline { source, reporter, sink, options, keys, metrics, trigger, ready, debounce };
+    let pipeline = Pipeline { source, reporter, sink, options, keys, metrics, trigger, ready, debounce, sealer };
     let lead = async {
         if let Some(elector) = &elector {
             elector.acquire().await;

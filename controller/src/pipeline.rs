@@ -46,6 +46,8 @@ pub struct Pipeline<S, R> {
     pub ready: Arc<AtomicBool>,
     /// How long to wait after a change for more changes before syncing.
     pub debounce: Duration,
+    /// Seals consumers' credentials before they are written.
+    pub sealer: crate::sealing::Sealer,
 }
 
 impl<S: Source, R: Reporter> Pipeline<S, R> {
@@ -60,7 +62,8 @@ impl<S: Source, R: Reporter> Pipeline<S, R> {
             tokio::time::sleep(self.debounce).await;
             let started = Instant::now();
             let resources = self.source.snapshot();
-            let out = translate::translate(&resources, &self.options);
+            let mut out = translate::translate(&resources, &self.options);
+            self.sealer.seal(&mut out.config);
             self.metrics.routes.set(out.config.routes.len() as i64);
             self.metrics.upstreams.set(out.config.upstreams.len() as i64);
             let desired = out.config.to_kv(&self.keys);

@@ -282,6 +282,7 @@ async fn api_objects_reach_etcd_and_status_is_applied() {
         trigger,
         ready: Arc::new(AtomicBool::new(false)),
         debounce: Duration::from_millis(20),
+        sealer: Default::default(),
     };
     tokio::spawn(pipeline.run());
 

@@ -88,6 +88,7 @@ async fn conflict_and_sync_failure_are_reported() {
         trigger: trigger.clone(),
         ready: Arc::new(AtomicBool::new(false)),
         debounce: Duration::from_millis(10),
+        sealer: Default::default(),
     };
     tokio::spawn(pipeline.run());
     let wait = Duration::from_secs(10);

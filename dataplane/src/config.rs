@@ -6,6 +6,7 @@
 //! All of this runs on its own OS thread, so a burst of configuration work never queues behind or ahead of request
 //! tasks on the async workers.
 
+pub mod credentials;
 mod decode;
 mod state;
 
@@ -133,6 +134,8 @@ pub(crate) struct Settings {
     pub(crate) cluster: crate::membership::ClusterSize,
     /// The zone this data plane runs in.
     pub(crate) zone: Option<String>,
+    /// The keyring consumers' sealed credentials are opened with.
+    pub(crate) credential_keys: credentials::CredentialKeys,
 }
 
 /// The name of the thread that applies and publishes configuration changes.
@@ -194,7 +197,8 @@ fn compile(keys: Keys, mut updates: mpsc::Receiver<Update>, shared: &Shared, set
         .with_cluster(settings.cluster)
         .with_zone(settings.zone.as_deref())
         .with_first_pass(shared.first_pass.clone())
-        .with_default_ssl(settings.default_ssl.as_deref());
+        .with_default_ssl(settings.default_ssl.as_deref())
+        .with_credential_keys(settings.credential_keys);
     let mut state = state.with_global(settings.global);
     let metrics = shared.metrics.clone();
     let on_reject = move |kind: Kind| metrics.rejected(kind);

@@ -93,6 +93,8 @@ pub struct Options {
     pub upstream_allow: Vec<String>,
     /// A file holding the token the admin listener requires for everything but `/healthz` and `/readyz`.
     pub admin_token_file: Option<std::path::PathBuf>,
+    /// The keyring file consumers' sealed credentials are opened with.
+    pub credential_keyring: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -121,6 +123,7 @@ impl Default for Options {
             upstream_deny: Vec::new(),
             upstream_allow: Vec::new(),
             admin_token_file: None,
+            credential_keyring: None,
         }
     }
 }
@@ -142,6 +145,9 @@ pub enum StartError {
     /// The access log could not be started.
     #[error("access log: {0}")]
     AccessLog(String),
+    /// The credential keyring cannot be read or parsed.
+    #[error("{0}")]
+    Keyring(#[from] config::credentials::KeyringFileError),
     /// `--upstream-deny` or `--upstream-allow` holds something that is not an address or CIDR block.
     #[error("upstream address policy: {0}")]
     Policy(#[from] upstream::policy::BadBlock),
@@ -287,6 +293,7 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
     let (http_addr, admin_addr) =
         (http.local_addr().unwrap_or(opts.http_addr), admin.local_addr().unwrap_or(opts.admin_addr));
     let https_addr = https.as_ref().zip(opts.https_addr).map(|(s, addr)| s.local_addr().unwrap_or(addr));
+    let credential_keys = config::credentials::CredentialKeys::load(opts.credential_keyring.clone())?;
     let own = own_sockets(&opts.etcd_endpoints, admin_addr).await;
     let policy = upstream::policy::AddressPolicy::new(&opts.upstream_deny, own, &opts.upstream_allow)?;
 
@@ -347,6 +354,7 @@ pub async fn start(opts: Options) -> Result<Dataplane, StartError> {
                     https_port: opts.https_public_port.or(https_addr.map(|a| a.port())),
                     cluster,
                     zone: opts.zone.clone(),
+                    credential_keys,
                 },
             ),
             shared.clone(),

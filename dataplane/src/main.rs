@@ -76,6 +76,10 @@ struct Args {
     /// /healthz and /readyz; read on each request, so a rotated Secret takes effect without a restart.
     #[arg(long, env = "SLUICE_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<std::path::PathBuf>,
+    /// The keyring file (`<id> <base64 key>` lines, the current key first) consumers' sealed credentials are
+    /// opened with; read again when a credential names a key it lacks.
+    #[arg(long, env = "SLUICE_CREDENTIAL_KEYRING")]
+    credential_keyring: Option<std::path::PathBuf>,
     /// Tokio worker threads; defaults to the number of cores.
     #[arg(long, env = "SLUICE_WORKERS")]
     workers: Option<usize>,
@@ -239,6 +243,7 @@ fn main() -> anyhow::Result<()> {
         upstream_deny: args.upstream_deny,
         upstream_allow: args.upstream_allow,
         admin_token_file: args.admin_token_file,
+        credential_keyring: args.credential_keyring,
     };
     runtime.block_on(sluice_dataplane::run(opts, shutdown_signal()))?;
     Ok(())

@@ -31,6 +31,8 @@ pub struct StackConfig {
     pub controller_admin_port: u16,
     /// Serve etcd's clients over TLS and require their certificates; both components present one.
     pub etcd_tls: bool,
+    /// The credential keyring file both components get (`--credential-keyring`).
+    pub keyring: Option<PathBuf>,
 }
 
 impl StackConfig {
@@ -45,6 +47,7 @@ impl StackConfig {
             dataplane_admin_port: free_port(),
             controller_admin_port: free_port(),
             etcd_tls: false,
+            keyring: None,
         }
     }
 }
@@ -62,6 +65,8 @@ pub struct Stack {
     pub redis: Option<sluice_testkit::Redis>,
     /// Its configuration.
     pub config: StackConfig,
+    /// The controller's flags, to start it again.
+    controller_args: Vec<String>,
 }
 
 /// The port of the Redis that `config/examples/30-apiroute.yaml`'s `/quota` rule counts in.
@@ -103,13 +108,17 @@ impl Stack {
             etcd_args.push(format!("--etcd-cert-file={}", tls.cert.display()));
             etcd_args.push(format!("--etcd-key-file={}", tls.key.display()));
         }
+        if let Some(keyring) = &config.keyring {
+            etcd_args.push(format!("--credential-keyring={}", keyring.display()));
+        }
         let controller_args = [
             format!("--manifests={}", config.manifests.display()),
             format!("--admin-addr=127.0.0.1:{}", config.controller_admin_port),
             "--publish-status-address=127.0.0.1".to_string(),
             "--debounce-ms=50".to_string(),
         ];
-        let controller = spawn("sluice-controller", &[&etcd_args[..], &controller_args].concat(), &config.log_dir)?;
+        let controller_args = [&etcd_args[..], &controller_args].concat();
+        let controller = spawn("sluice-controller", &controller_args, &config.log_dir)?;
         let dataplane_args = [
             format!("--http-addr=127.0.0.1:{}", config.http_port),
             format!("--https-addr=127.0.0.1:{}", config.https_port),
@@ -117,9 +126,17 @@ impl Stack {
         ];
         let dataplane = spawn("sluice-dataplane", &[&etcd_args[..], &dataplane_args].concat(), &config.log_dir)?;
         let redis = sluice_testkit::Redis::start_on(EXAMPLE_REDIS_PORT).await.ok();
-        let stack = Stack { etcd, controller, dataplane, redis, config };
+        let stack = Stack { etcd, controller, dataplane, redis, config, controller_args };
         stack.wait_ready(Duration::from_secs(30)).await?;
         Ok(stack)
+    }
+
+    /// Stops the controller and starts it again with the same flags (its log starts over).
+    pub fn restart_controller(&mut self) -> anyhow::Result<()> {
+        // Stopped first: two controllers in manifest mode would both write.
+        self.controller.stop();
+        self.controller = spawn("sluice-controller", &self.controller_args, &self.config.log_dir)?;
+        Ok(())
     }
 
     /// The data plane's proxy address.

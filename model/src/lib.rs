@@ -13,6 +13,7 @@ pub mod labels;
 pub mod plugin_config;
 pub mod plugins;
 pub mod route;
+pub mod sealed;
 pub mod service;
 pub mod ssl;
 pub mod upstream;

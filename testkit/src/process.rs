@@ -31,6 +31,14 @@ impl Child {
     }
 }
 
+impl Child {
+    /// Kills the process and waits for it (as dropping it does).
+    pub fn stop(&mut self) {
+        let _ = self.inner.kill();
+        let _ = self.inner.wait();
+    }
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.inner.kill();

@@ -235,3 +235,28 @@ Call with (dict "ctx" $ "component" "dataplane" "constraints" .topologySpreadCon
   readOnly: true
 {{- end }}
 {{- end -}}
+
+{{/* The credential keyring (credentialKeyring): its Secret, flag, volume and mount (nothing when off). */}}
+{{- define "sluice.keyring.secret" -}}
+{{- .Values.credentialKeyring.existingSecret | default (printf "%s-credential-keyring" (include "sluice.fullname" .)) -}}
+{{- end -}}
+{{- define "sluice.keyring.args" -}}
+{{- if .Values.credentialKeyring.enabled }}
+- --credential-keyring=/etc/sluice/keyring/keyring
+{{- end }}
+{{- end -}}
+{{- define "sluice.keyring.volume" -}}
+{{- if .Values.credentialKeyring.enabled }}
+- name: credential-keyring
+  secret:
+    secretName: {{ include "sluice.keyring.secret" . }}
+    defaultMode: 0440
+{{- end }}
+{{- end -}}
+{{- define "sluice.keyring.volumeMount" -}}
+{{- if .Values.credentialKeyring.enabled }}
+- name: credential-keyring
+  mountPath: /etc/sluice/keyring
+  readOnly: true
+{{- end }}
+{{- end -}}

@@ -157,6 +157,8 @@ pub struct State {
     cluster: ClusterSize,
     /// The zone this data plane runs in: its nodes are preferred.
     zone: Option<Arc<str>>,
+    /// Opens consumers' sealed credentials.
+    credential_keys: super::credentials::CredentialKeys,
     /// Upstream name → the channel feeding its health-check task; dropping the sender ends the task.
     checkers: HashMap<Arc<str>, watch::Sender<Arc<UpstreamRuntime>>>,
     /// The checkers still in their first round (readiness waits for them).
@@ -198,6 +200,7 @@ impl State {
             https_port: None,
             cluster: ClusterSize::default(),
             zone: None,
+            credential_keys: Default::default(),
             metrics,
             checkers: HashMap::new(),
             first_pass: health::FirstPass::default(),
@@ -238,6 +241,12 @@ impl State {
     /// Counts the health checkers' first rounds in `first_pass`.
     pub fn with_first_pass(mut self, first_pass: health::FirstPass) -> State {
         self.first_pass = first_pass;
+        self
+    }
+
+    /// Opens consumers' sealed credentials with `keys`.
+    pub fn with_credential_keys(mut self, keys: super::credentials::CredentialKeys) -> State {
+        self.credential_keys = keys;
         self
     }
 
@@ -700,7 +709,14 @@ impl State {
         table
     }
 
-    fn put_consumer(&mut self, id: &Arc<str>, revision: i64, consumer: sluice_model::Consumer) -> Result<(), Rejected> {
+    fn put_consumer(
+        &mut self,
+        id: &Arc<str>,
+        revision: i64,
+        mut consumer: sluice_model::Consumer,
+    ) -> Result<(), Rejected> {
+        // Opened here, off the request path; the error names the field and the key id, never a value.
+        self.credential_keys.open(&mut consumer.plugins.credentials).map_err(|e| Rejected::Invalid(e.to_string()))?;
         let old = self.consumers.get(id).map(|o| o.plugins.clone()).unwrap_or_default();
         let plugins = self.build(&consumer.plugins.plugins, &old, &format!("consumers/{id}"))?;
         let jwt = crate::plugins::jwt_keys(&consumer.plugins.credentials).map_err(Rejected::Invalid)?;

@@ -419,6 +419,7 @@ async fn the_config_thread_publishes_starts_health_checks_and_ends_with_its_sour
             https_port: None,
             cluster: crate::membership::ClusterSize::default(),
             zone: None,
+            credential_keys: Default::default(),
         },
     ));
     let node = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

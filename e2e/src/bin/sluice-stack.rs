@@ -147,10 +147,15 @@ async fn main() -> anyhow::Result<()> {
         echoes.push(EchoServer::bind(name, addr.parse()?).await?);
     }
     let log_dir = PathBuf::from(".local/logs");
+    std::fs::create_dir_all(&log_dir)?;
+    // Consumers' credentials are sealed in etcd, as the chart does; a fixed local key (never use it elsewhere).
+    let keyring = std::fs::canonicalize(".")?.join(".local/credential-keyring");
+    std::fs::write(&keyring, "local1 bG9jYWwgc3RhY2sga2V5OiBub3QgYSBzZWNyZXQhISE=\n")?;
     let port = |p: u16| if p == 0 { sluice_testkit::free_port() } else { p };
     let config = StackConfig {
         http_port: port(args.http_port),
         https_port: port(args.https_port),
+        keyring: Some(keyring),
         ..StackConfig::on_free_ports(
             std::fs::canonicalize(&args.manifests)?,
             std::fs::canonicalize(".")?.join(&log_dir),
