@@ -1,4 +1,4 @@
-//! Seals consumers' credentials before they are written ([`sluice_model::sealed`]), when a keyring is
+//! Seals consumers' credentials and ssl objects' private keys before they are written ([`sluice_model::sealed`]), when a keyring is
 //! configured. The keyring file is read again at every sync, so that a rotated Secret takes effect without a
 //! restart: its first key seals, and values the previous key sealed are sealed again on the next write.
 
@@ -41,6 +41,13 @@ impl Sealer {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(consumer = %id, error = %e, "consumer not written: its credentials cannot be sealed");
+                false
+            }
+        });
+        config.ssls.retain(|id, ssl| match sealed::seal_ssl(ring, ssl) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(ssl = %id, error = %e, "ssl object not written: its private key cannot be sealed");
                 false
             }
         });

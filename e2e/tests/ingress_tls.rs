@@ -62,7 +62,14 @@ async fn ingress_tls_is_served_redirected_and_rotated() {
     );
     std::fs::write(manifests.join("objects.yaml"), objects).unwrap();
     std::fs::write(manifests.join("secret.yaml"), secret(&first_cert, &first_key)).unwrap();
-    let stack = Stack::start(StackConfig::on_free_ports(manifests.clone(), dir.path().join("logs"))).await.unwrap();
+    // The private key is sealed in etcd (as the chart does by default) and opened by the data plane.
+    let keyring = dir.path().join("keyring");
+    std::fs::write(&keyring, "k1 AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n").unwrap();
+    let config = StackConfig {
+        keyring: Some(keyring),
+        ..StackConfig::on_free_ports(manifests.clone(), dir.path().join("logs"))
+    };
+    let stack = Stack::start(config).await.unwrap();
     let client = TlsClient::new(TlsClientOptions { roots: vec![ca_pem], ..Default::default() }).unwrap();
     let https = stack.https();
 
@@ -75,6 +82,10 @@ async fn ingress_tls_is_served_redirected_and_rotated() {
     })
     .await;
     assert!(served, "the Ingress's certificate was never served; logs:\n{}", stack.logs());
+    let mut etcd = stack.etcd.client().await.unwrap();
+    let ssls = etcd.get("/sluice/ssls/", Some(etcd_client::GetOptions::new().with_prefix())).await.unwrap();
+    let stored: String = ssls.kvs().iter().map(|kv| String::from_utf8_lossy(kv.value()).into_owned()).collect();
+    assert!(stored.contains("$sealed$v1$k1$") && !stored.contains("PRIVATE KEY"), "{stored}");
     let mut open = client.connect(https, Some(HOST)).await.unwrap();
     let reply = open.get(HOST, "/hello").await.unwrap();
     assert_eq!(reply.backend().as_deref(), Some("secure"), "{reply:?}");

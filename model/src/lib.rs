@@ -94,6 +94,12 @@ pub fn decode_global_rule(bytes: &[u8]) -> Result<GlobalRule, DecodeError> {
     Ok(rule)
 }
 
+/// Parses an ssl object without checking it: for a reader that opens its sealed private keys
+/// ([`sealed::open_ssl`]) before it calls [`Ssl::validate`].
+pub fn parse_ssl(bytes: &[u8]) -> Result<Ssl, DecodeError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
 /// Parses and validates an ssl object as stored in etcd.
 pub fn decode_ssl(bytes: &[u8]) -> Result<Ssl, DecodeError> {
     let ssl: Ssl = serde_json::from_slice(bytes)?;

@@ -1,6 +1,6 @@
 //! Credentials sealed at rest: the secret fields of consumers' credentials (key-auth's `key`, basic-auth's
-//! `password`, jwt-auth's `secret`, hmac-auth's `secret_key`) are stored in etcd encrypted under a keyring, so that
-//! a read of etcd, a backup or a snapshot file does not give away every credential.
+//! `password`, jwt-auth's `secret`, hmac-auth's `secret_key`) and the private keys of ssl objects are stored in
+//! etcd encrypted under a keyring, so that a read of etcd, a backup or a snapshot file does not give them away.
 //!
 //! A sealed value is `$sealed$v1$<key id>$<base64url(nonce ‖ ciphertext ‖ tag)>`: AES-256-GCM with the field's
 //! name and the key id as associated data. The nonce is derived from the value (HMAC-SHA256 under a key of its
@@ -19,6 +19,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use crate::Ssl;
 use crate::plugins::Credential;
 
 /// What every sealed value starts with.
@@ -215,6 +216,35 @@ pub fn open_credentials(ring: Option<&Keyring>, credentials: &mut [Credential]) 
     Ok(())
 }
 
+/// The private keys of an ssl object.
+fn ssl_keys(ssl: &mut Ssl) -> impl Iterator<Item = &mut String> {
+    ssl.key.iter_mut().chain(ssl.keys.iter_mut())
+}
+
+/// Seals an ssl object's private keys with the keyring's current key (the controller, before writing).
+pub fn seal_ssl(ring: &Keyring, ssl: &mut Ssl) -> Result<(), OpenError> {
+    for key in ssl_keys(ssl) {
+        *key = ring.seal("ssl.key", key)?;
+    }
+    Ok(())
+}
+
+/// Opens an ssl object's sealed private keys (the data plane, before it checks and builds the certificate);
+/// without a keyring, a sealed key is an error.
+pub fn open_ssl(ring: Option<&Keyring>, ssl: &mut Ssl) -> Result<(), OpenError> {
+    for key in ssl_keys(ssl) {
+        match ring {
+            Some(ring) => *key = ring.open("ssl.key", key)?,
+            None => {
+                if let Some((id, _)) = parse(key) {
+                    return Err(OpenError::NoKeyring { field: "ssl.key", key: id.to_string() });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,6 +323,18 @@ mod tests {
         let mut untouched = plain.clone();
         open_credentials(None, &mut untouched).unwrap();
         assert_eq!(untouched, plain);
+    }
+
+    #[test]
+    fn ssl_private_keys_are_sealed_and_opened() {
+        let ring = Keyring::parse(K1).unwrap();
+        let plain = Ssl { key: Some("PEM A".into()), keys: vec!["PEM B".into()], ..Ssl::default() };
+        let mut ssl = plain.clone();
+        seal_ssl(&ring, &mut ssl).unwrap();
+        assert!(ssl.key.as_deref().is_some_and(is_sealed) && is_sealed(&ssl.keys[0]));
+        assert!(matches!(open_ssl(None, &mut ssl.clone()), Err(OpenError::NoKeyring { field: "ssl.key", .. })));
+        open_ssl(Some(&ring), &mut ssl).unwrap();
+        assert!(ssl == plain);
     }
 
     #[test]

@@ -1,12 +1,12 @@
-//! The keyring consumers' sealed credentials are opened with ([`sluice_model::sealed`]), on the configuration
+//! The keyring consumers' sealed credentials and ssl objects' sealed private keys are opened with ([`sluice_model::sealed`]), on the configuration
 //! thread. A value sealed with a key this keyring lacks makes it read the keyring file again before the consumer
 //! is rejected: during a rotation the controller seals with the new key as soon as it has it, and the Secret
 //! volume gives the file to the data planes at about the same time, so a stale keyring heals itself.
 
 use std::path::PathBuf;
 
-use sluice_model::Credential;
 use sluice_model::sealed::{self, Keyring, KeyringError, OpenError};
+use sluice_model::{Credential, Ssl};
 use tracing::{info, warn};
 
 /// Why the keyring file could not be used.
@@ -41,16 +41,28 @@ impl CredentialKeys {
 
     /// Opens the sealed fields of `credentials`, reading the keyring file again once if a key is missing.
     pub fn open(&mut self, credentials: &mut [Credential]) -> Result<(), OpenError> {
-        let mut opened = credentials.to_vec();
-        match sealed::open_credentials(self.ring.as_ref(), &mut opened) {
-            Err(OpenError::UnknownKey { .. }) if self.reload() => {
-                sealed::open_credentials(self.ring.as_ref(), credentials)
-            }
-            Err(e) => Err(e),
-            Ok(()) => {
-                credentials.clone_from_slice(&opened);
-                Ok(())
-            }
+        let opened = self.with_ring(|ring| {
+            let mut opened = credentials.to_vec();
+            sealed::open_credentials(ring, &mut opened).map(|()| opened)
+        })?;
+        credentials.clone_from_slice(&opened);
+        Ok(())
+    }
+
+    /// Opens the sealed private keys of `ssl`, reading the keyring file again once if a key is missing.
+    pub fn open_ssl(&mut self, ssl: &mut Ssl) -> Result<(), OpenError> {
+        *ssl = self.with_ring(|ring| {
+            let mut opened = ssl.clone();
+            sealed::open_ssl(ring, &mut opened).map(|()| opened)
+        })?;
+        Ok(())
+    }
+
+    /// `open` with the keyring; again after reading the file once more when it names a key the keyring lacks.
+    fn with_ring<T>(&mut self, open: impl Fn(Option<&Keyring>) -> Result<T, OpenError>) -> Result<T, OpenError> {
+        match open(self.ring.as_ref()) {
+            Err(OpenError::UnknownKey { .. }) if self.reload() => open(self.ring.as_ref()),
+            other => other,
         }
     }
 

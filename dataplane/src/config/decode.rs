@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 use sluice_model::{
     Consumer, Kind, Plugins, Route, Ssl, Status, Timeout, decode_consumer, decode_global_rule, decode_plugin_config,
-    decode_route, decode_service, decode_ssl,
+    decode_route, decode_service,
 };
 
 use super::RawObject;
@@ -93,7 +93,8 @@ pub(super) fn decode(kind: Kind, id: &str, value: &[u8]) -> Result<Decoded, Reje
             Ok(Decoded::Consumer(consumer))
         }
         Kind::GlobalRule => Ok(Decoded::GlobalRule(decode_global_rule(value)?.plugins)),
-        Kind::Ssl => Ok(Decoded::Ssl(Box::new(decode_ssl(value)?))),
+        // Checked once its sealed private keys are opened (`State::put_ssl`), which needs the keyring.
+        Kind::Ssl => Ok(Decoded::Ssl(Box::new(sluice_model::parse_ssl(value)?))),
         _ => Ok(Decoded::PluginConfig(decode_plugin_config(value)?.plugins)),
     }
 }

@@ -364,7 +364,7 @@ impl State {
             Decoded::PluginConfig(plugins) => self.put_plugin_config(&id, object.revision, &plugins),
             Decoded::Consumer(consumer) => self.put_consumer(&id, object.revision, consumer),
             Decoded::GlobalRule(plugins) => self.put_global_rule(&id, object.revision, &plugins),
-            Decoded::Ssl(ssl) => self.put_ssl(&id, object.revision, &ssl),
+            Decoded::Ssl(ssl) => self.put_ssl(&id, object.revision, *ssl),
         });
         match result {
             Ok(()) => {
@@ -670,7 +670,10 @@ impl State {
         Ok(())
     }
 
-    fn put_ssl(&mut self, id: &Arc<str>, revision: i64, ssl: &sluice_model::Ssl) -> Result<(), Rejected> {
+    fn put_ssl(&mut self, id: &Arc<str>, revision: i64, mut ssl: sluice_model::Ssl) -> Result<(), Rejected> {
+        self.credential_keys.open_ssl(&mut ssl).map_err(|e| Rejected::Invalid(e.to_string()))?;
+        ssl.validate().map_err(sluice_model::DecodeError::from)?;
+        let ssl = &ssl;
         let serves = ssl.kind == sluice_model::ssl::SslType::Server && ssl.status.is_enabled();
         let config = match serves {
             true => Some(Served::Config {
